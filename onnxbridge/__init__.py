@@ -1,0 +1,57 @@
+"""onnxbridge: one call from a trained model to a verified ONNX model, one call to run it.
+
+>>> import onnxbridge                                   # doctest: +SKIP
+>>> m = onnxbridge.to_onnx(model, sample)               # doctest: +SKIP
+>>> m.save("model.onnx"); m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+>>> y = m.run(x)                                        # doctest: +SKIP
+
+Importing this package imports no ML framework: each is imported when a model of it is seen.
+"""
+
+from onnxbridge._api import converters, load, register, to_onnx
+from onnxbridge._version import __version__
+from onnxbridge.errors import (
+    AmbiguousConverterError,
+    ConversionError,
+    ConverterNotFoundError,
+    InputError,
+    LoadError,
+    OnnxBridgeError,
+    OnnxBridgeWarning,
+    ParityError,
+    PluginLoadError,
+    ProviderError,
+    UnsupportedModelError,
+    UnsupportedOperatorError,
+)
+from onnxbridge.model import OnnxModel, TensorSpec
+from onnxbridge.registry import ConversionResult, ConverterInfo, ConverterSpec, ConvertOptions
+from onnxbridge.verify import OutputParity, ParityReport
+
+__all__ = [
+    "AmbiguousConverterError",
+    "ConversionError",
+    "ConversionResult",
+    "ConvertOptions",
+    "ConverterInfo",
+    "ConverterNotFoundError",
+    "ConverterSpec",
+    "InputError",
+    "LoadError",
+    "OnnxBridgeError",
+    "OnnxBridgeWarning",
+    "OnnxModel",
+    "OutputParity",
+    "ParityError",
+    "ParityReport",
+    "PluginLoadError",
+    "ProviderError",
+    "TensorSpec",
+    "UnsupportedModelError",
+    "UnsupportedOperatorError",
+    "__version__",
+    "converters",
+    "load",
+    "register",
+    "to_onnx",
+]

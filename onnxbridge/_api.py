@@ -1,0 +1,170 @@
+"""The user's verbs: ``to_onnx`` (resolve -> convert -> wrap -> verify) and ``load``."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from onnxbridge._version import __version__
+from onnxbridge.errors import OnnxBridgeWarning, ParityError
+from onnxbridge.model import OnnxModel
+from onnxbridge.registry import (
+    ConversionResult,
+    ConverterInfo,
+    ConverterSpec,
+    ConvertOptions,
+    call_converter,
+    default_registry,
+)
+from onnxbridge.verify import ParityReport, Tolerance, compare_outputs
+
+__all__ = ["converters", "load", "register", "to_onnx"]
+
+
+def to_onnx(
+    model: Any,
+    sample: Any,
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    verify: bool | Literal["warn"] = True,
+    converter: str | ConverterSpec | None = None,
+    name: str | None = None,
+    tolerance: Tolerance | None = None,
+    **options: Any,
+) -> OnnxModel:
+    """Convert a trained model to ONNX and check it against the source model on ``sample``.
+
+    ``sample`` is what you would pass the model to predict: a numpy array, a DataFrame, a
+    tensor, a tuple of tensors or a dict of keyword tensors. ``verify=True`` raises ParityError
+    when outputs differ beyond tolerance, ``"warn"`` warns instead, ``False`` skips the check.
+    Converter-specific ``options`` are passed through (unknown ones are an error).
+
+    >>> m = onnxbridge.to_onnx(LogisticRegression().fit(X, y), X[:5])   # doctest: +SKIP
+    >>> m.parity.passed                                                  # doctest: +SKIP
+    True
+    """
+    if verify not in (True, False, "warn"):
+        raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
+    registry = default_registry()
+    spec = registry.resolve(model, converter)
+    conv_options = ConvertOptions(
+        opset=opset, dynamic_batch=dynamic_batch, name=name, options=dict(options)
+    )
+    result = call_converter(spec, model, sample, conv_options)
+    if name:
+        result.proto.graph.name = name
+    m = OnnxModel(result.proto)
+    _write_provenance(m, spec, result)
+    if verify is not False:
+        report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
+        m.parity = report
+        m.set_metadata("onnxbridge.parity_summary", report.summary())
+        if not report.verified:
+            warnings.warn(
+                f"{spec.name}: the model was converted but not verified ({report.reason})",
+                OnnxBridgeWarning,
+                stacklevel=2,
+            )
+        elif not report.passed:
+            if verify == "warn":
+                warnings.warn(f"parity check failed:\n{report}", OnnxBridgeWarning, stacklevel=2)
+            else:
+                raise ParityError(
+                    report,
+                    f"{spec.name}: the ONNX model does not reproduce the source model on the"
+                    " sample. Pass verify='warn' to keep it anyway, or tolerance= to loosen.",
+                )
+    return m
+
+
+def _write_provenance(m: OnnxModel, spec: ConverterSpec, result: ConversionResult) -> None:
+    created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    values = {
+        "onnxbridge.version": __version__,
+        "onnxbridge.converter": spec.name,
+        "onnxbridge.framework": result.framework or spec.framework or "",
+        "onnxbridge.framework_version": result.framework_version or "",
+        "onnxbridge.created": created,
+    }
+    values.update(result.metadata)
+    for key, value in values.items():
+        if value:
+            m.set_metadata(key, str(value))
+
+
+def _run_both(
+    m: OnnxModel, result: ConversionResult, sample: Any
+) -> tuple[Sequence[Any], Sequence[Any], int | None]:
+    from onnxbridge.io import batch_size, to_feeds
+
+    assert result.reference is not None
+    expected = list(result.reference(sample))
+    feeds = to_feeds(m.inputs, (sample,), {})
+    actual = list(m.session().run(None, feeds))
+    return expected, actual, batch_size(feeds)
+
+
+def verify_conversion(
+    m: OnnxModel,
+    result: ConversionResult,
+    sample: Any,
+    dynamic_batch: bool,
+    tolerance: Tolerance | None,
+) -> ParityReport:
+    """Run source and ONNX model on the sample (and on a second batch size) and compare."""
+    from onnxbridge.io import resize_batch
+
+    if result.reference is None:
+        return ParityReport(verified=False, reason="the converter gives no way to run the source model")
+    report = ParityReport(notes=list(result.notes))
+    samples = [sample]
+    batch_dim = m.inputs[0].shape[0] if m.inputs and m.inputs[0].shape else None
+    if dynamic_batch and not isinstance(batch_dim, int):
+        # A batch-1 sample is checked at 3 as well (the axis must really be dynamic), others at 1.
+        from onnxbridge.io import batch_size, to_feeds
+
+        n = batch_size(to_feeds(m.inputs, (sample,), {}))
+        other = resize_batch(sample, 3 if n == 1 else 1) if n is not None else None
+        if other is not None:
+            samples.append(other)
+    samples += list(result.extra_samples)
+    for s in samples:
+        expected, actual, batch = _run_both(m, result, s)
+        report.outputs += compare_outputs(
+            m.output_names, expected, actual, kinds=result.output_kinds, batch=batch,
+            tolerance=tolerance, converter_tolerances=result.tolerances,
+        )
+    return report
+
+
+def load(
+    source: Any,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    max_bytes: int | None = None,
+) -> OnnxModel:
+    """Load an ONNX model from a path, bytes, a binary file object or an ``onnx.ModelProto``.
+
+    External weights are read from the model's folder (or ``base_dir`` for bytes and streams).
+
+    >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+    """
+    from onnxbridge._files import load_proto
+
+    proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    return OnnxModel(proto, source=label)
+
+
+def register(spec: ConverterSpec, *, replace: bool = False) -> ConverterSpec:
+    """Register a converter in this process (for notebooks and tests); returns it."""
+    return default_registry().register(spec, replace=replace)
+
+
+def converters() -> list[ConverterInfo]:
+    """Every converter known (with its package) and every plugin that failed to load."""
+    return default_registry().converters()

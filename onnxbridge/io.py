@@ -1,0 +1,206 @@
+"""Turning what users pass (numpy, pandas, torch, lists, dicts) into onnxruntime feeds.
+
+Nothing here imports pandas or torch: objects are recognised by their type's module, so a
+DataFrame or a tensor is handled only when the user already has that library loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge.errors import InputError
+
+if TYPE_CHECKING:
+    from onnxbridge.model import TensorSpec
+
+__all__ = ["as_array", "batch_size", "format_shape", "is_dataframe", "resize_batch", "to_feeds"]
+
+
+def _module_of(obj: object) -> str:
+    return type(obj).__module__.split(".")[0]
+
+
+def is_dataframe(obj: object) -> bool:
+    return _module_of(obj) == "pandas" and type(obj).__name__ == "DataFrame"
+
+
+def _is_series(obj: object) -> bool:
+    return _module_of(obj) == "pandas" and type(obj).__name__ == "Series"
+
+
+def is_torch_tensor(obj: object) -> bool:
+    return _module_of(obj) == "torch" and hasattr(obj, "detach") and hasattr(obj, "numpy")
+
+
+def as_array(value: Any, name: str = "input") -> np.ndarray:
+    """One input as a numpy array (torch tensors are moved to the host, without grad)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if is_torch_tensor(value):
+        return value.detach().cpu().numpy()  # type: ignore[no-any-return]
+    if _is_series(value) or is_dataframe(value):
+        return np.asarray(value.to_numpy())
+    if isinstance(value, (str, bytes)):
+        return np.asarray([value], dtype=object)
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise InputError(
+            f"input {name!r}: cannot turn a {type(value).__name__} into an array ({exc});"
+            " pass a numpy array, a list of numbers, a pandas DataFrame or a torch tensor"
+        ) from exc
+    if arr.dtype == object and arr.size and not all(isinstance(v, str) for v in arr.flat):
+        raise InputError(
+            f"input {name!r}: a {type(value).__name__} of mixed or ragged values cannot be a tensor;"
+            " pass a rectangular array of one type"
+        )
+    if arr.dtype.kind == "U":
+        arr = arr.astype(object)
+    return arr
+
+
+def format_shape(shape: Sequence[int | str | None] | None) -> str:
+    if shape is None:
+        return "any shape"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    want = spec.dtype
+    if want is None or arr.dtype == want:
+        return arr
+    if want == np.dtype(object):  # ONNX string tensor
+        if arr.dtype.kind in "OUS":
+            return arr.astype(object)
+        raise InputError(
+            f"input {spec.name!r} expects strings, got {arr.dtype}; pass str values"
+        )
+    if arr.dtype.kind in "OUS":
+        raise InputError(
+            f"input {spec.name!r} expects {want}, got strings ({arr.dtype});"
+            " convert the values to numbers first"
+        )
+    if np.can_cast(arr.dtype, want, casting="same_kind") or (
+        arr.dtype.kind in "biu" and want.kind in "fc"
+    ):
+        return arr.astype(want)
+    raise InputError(
+        f"input {spec.name!r} expects dtype {want}, got {arr.dtype}; this cast could lose values,"
+        f" so do it explicitly (x.astype(np.{want}))"
+    )
+
+
+def _check_shape(arr: np.ndarray, spec: TensorSpec) -> None:
+    if spec.shape is None:
+        return
+    if arr.ndim != len(spec.shape):
+        raise InputError(
+            f"input {spec.name!r} expects {len(spec.shape)} dimensions {format_shape(spec.shape)},"
+            f" got {arr.ndim} {list(arr.shape)}"
+            + ("; for one sample add a batch axis (x[None])" if arr.ndim + 1 == len(spec.shape)
+               else "")
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape, strict=True)):
+        if isinstance(want, int) and want >= 0 and want != got:
+            raise InputError(
+                f"input {spec.name!r} expects shape {format_shape(spec.shape)}, got"
+                f" {list(arr.shape)} (axis {axis} must be {want})"
+            )
+
+
+def _prepare(value: Any, spec: TensorSpec) -> np.ndarray:
+    arr = _cast(as_array(value, spec.name), spec)
+    _check_shape(arr, spec)
+    return arr
+
+
+def _split_dataframe(df: Any, inputs: Sequence[TensorSpec]) -> dict[str, Any]:
+    names = [s.name for s in inputs]
+    columns = [str(c) for c in df.columns]
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise InputError(
+            f"the model has {len(names)} inputs {names}, one per column; the DataFrame lacks"
+            f" column(s) {missing} (it has {columns})"
+        )
+    by_name = {str(c): c for c in df.columns}
+    out = {}
+    for spec in inputs:
+        col = df[by_name[spec.name]].to_numpy()
+        rank = len(spec.shape) if spec.shape is not None else 2
+        out[spec.name] = col.reshape(-1, 1) if rank == 2 else col
+    return out
+
+
+def to_feeds(
+    inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Match positional and keyword inputs to the model's inputs and check dtype and shape.
+
+    A single DataFrame feeds a one-input model whole, or a one-input-per-column model by
+    column name; a single dict is read as keyword inputs; a single tuple fills a many-input model.
+    """
+    names = [s.name for s in inputs]
+    given: dict[str, Any] = {}
+    if len(args) == 1 and not kwargs:
+        only = args[0]
+        if isinstance(only, Mapping):
+            kwargs, args = only, ()
+        elif is_dataframe(only) and len(inputs) > 1:
+            kwargs, args = _split_dataframe(only, inputs), ()
+        elif isinstance(only, tuple) and len(inputs) > 1:
+            args = only
+    if len(args) > len(inputs):
+        raise InputError(
+            f"the model takes {len(inputs)} input(s) {names}, but {len(args)} were given"
+        )
+    for spec, value in zip(inputs, args, strict=False):
+        given[spec.name] = value
+    for key, value in kwargs.items():
+        if key not in names:
+            raise InputError(f"the model has no input named {key!r}; its inputs are {names}")
+        if key in given:
+            raise InputError(f"input {key!r} was given both by position and by name")
+        given[key] = value
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
+    return {spec.name: _prepare(given[spec.name], spec) for spec in inputs}
+
+
+def batch_size(feeds: Mapping[str, np.ndarray]) -> int | None:
+    sizes = {a.shape[0] for a in feeds.values() if a.ndim > 0}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def resize_batch(sample: Any, n: int) -> Any:
+    """The same kind of sample with ``n`` rows, built by repeating rows of the given one.
+
+    Used to check a dynamic batch axis on a second batch size. Returns None when the sample's
+    kind is not known here.
+    """
+    if isinstance(sample, np.ndarray):
+        if sample.ndim == 0 or sample.shape[0] == 0:
+            return None
+        idx = np.arange(n) % sample.shape[0]
+        return sample[idx]
+    if is_torch_tensor(sample):
+        if sample.ndim == 0 or sample.shape[0] == 0:
+            return None
+        idx = np.arange(n) % sample.shape[0]
+        return sample[idx.tolist()]
+    if is_dataframe(sample):
+        if len(sample) == 0:
+            return None
+        idx = np.arange(n) % len(sample)
+        return sample.iloc[idx].reset_index(drop=True)
+    if isinstance(sample, Mapping):
+        resized = {k: resize_batch(v, n) for k, v in sample.items()}
+        return None if any(v is None for v in resized.values()) else type(sample)(resized)  # type: ignore[call-arg]
+    if isinstance(sample, tuple):
+        items = [resize_batch(v, n) for v in sample]
+        return None if any(v is None for v in items) else tuple(items)
+    return None

@@ -1,0 +1,320 @@
+"""OnnxModel: an ``onnx.ModelProto`` plus its signature, provenance, parity, saving and running."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+    from onnxbridge.runtime import ProviderRequest
+    from onnxbridge.verify import ParityReport
+
+__all__ = ["OnnxModel", "TensorSpec"]
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, numpy dtype (None for non-tensor types), shape.
+
+    A dimension is an int when fixed, a string when symbolic (``"batch"``), None when unknown.
+    ``type`` is ONNX's own spelling, e.g. ``tensor(float)`` or ``seq(map(int64,tensor(float)))``.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[Dim, ...] | None
+    type: str
+
+    @classmethod
+    def from_value_info(cls, vi: onnx.ValueInfoProto) -> TensorSpec:
+        from onnx import helper
+
+        t = vi.type
+        if t.HasField("tensor_type"):
+            elem = t.tensor_type.elem_type
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+            shape: tuple[Dim, ...] | None = None
+            if t.tensor_type.HasField("shape"):
+                shape = tuple(
+                    d.dim_value if d.HasField("dim_value")
+                    else (d.dim_param or None)
+                    for d in t.tensor_type.shape.dim
+                )
+            return cls(vi.name, dtype, shape, _type_str(t))
+        return cls(vi.name, None, None, _type_str(t))
+
+    def __str__(self) -> str:
+        from onnxbridge.io import format_shape
+
+        if self.dtype is None:
+            return f"{self.name}: {self.type}"
+        dtype = "string" if self.dtype == np.dtype(object) else self.dtype.name
+        return f"{self.name}: {dtype} {format_shape(self.shape)}"
+
+
+def _type_str(t: onnx.TypeProto) -> str:
+    from onnx import helper
+
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({helper.tensor_dtype_to_string(t.tensor_type.elem_type).split('.')[-1].lower()})"
+    if kind == "sequence_type":
+        return f"seq({_type_str(t.sequence_type.elem_type)})"
+    if kind == "map_type":
+        key = helper.tensor_dtype_to_string(t.map_type.key_type).split(".")[-1].lower()
+        return f"map({key},{_type_str(t.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_str(t.optional_type.elem_type)})"
+    return kind or "unknown"
+
+
+class OnnxModel:
+    """A loaded or converted ONNX model.
+
+    >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+    >>> m.inputs, m.outputs                 # doctest: +SKIP
+    >>> y = m.run(x)                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        *,
+        parity: ParityReport | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.proto = proto
+        self.parity = parity
+        self.source = source
+        self._sessions: dict[Any, onnxruntime.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self._signature: tuple[list[TensorSpec], list[TensorSpec]] | None = None
+
+    # -- signature and metadata ------------------------------------------------------------------
+    def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        if self._signature is None:
+            g = self.proto.graph
+            init = {t.name for t in g.initializer}
+            ins = [TensorSpec.from_value_info(v) for v in g.input if v.name not in init]
+            outs = [TensorSpec.from_value_info(v) for v in g.output]
+            self._signature = (ins, outs)
+        return self._signature
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The graph's inputs (initializers listed as inputs are left out)."""
+        return list(self._signature_now()[0])
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._signature_now()[1])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props`` as a dict (a copy: use ``set_metadata`` to change)."""
+        return {p.key: p.value for p in self.proto.metadata_props}
+
+    def set_metadata(self, key: str, value: str) -> None:
+        for p in self.proto.metadata_props:
+            if p.key == key:
+                p.value = value
+                return
+        entry = self.proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+    @property
+    def opsets(self) -> dict[str, int]:
+        """Operator set version per domain (``""`` is the default ONNX domain)."""
+        return {o.domain: o.version for o in self.proto.opset_import}
+
+    @property
+    def opset(self) -> int | None:
+        """The default-domain opset version."""
+        ops = self.opsets
+        return ops.get("", ops.get("ai.onnx"))
+
+    @property
+    def ir_version(self) -> int:
+        return int(self.proto.ir_version)
+
+    @property
+    def name(self) -> str:
+        return self.proto.graph.name
+
+    @property
+    def producer(self) -> str:
+        version = self.proto.producer_version
+        return f"{self.proto.producer_name} {version}".strip()
+
+    def parameter_count(self) -> int:
+        """Number of values stored in initializers."""
+        total = 0
+        for t in self.proto.graph.initializer:
+            n = 1
+            for d in t.dims:
+                n *= d
+            total += n
+        return total
+
+    def operator_histogram(self) -> Counter[str]:
+        """How many nodes of each op type the main graph has (``domain::Op`` outside ONNX)."""
+        return Counter(
+            f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+            for n in self.proto.graph.node
+        )
+
+    # -- bytes and files -----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The serialized model (raises ValueError when it exceeds protobuf's 2 GB limit)."""
+        from onnxbridge._files import PROTOBUF_LIMIT
+
+        if self.proto.ByteSize() > PROTOBUF_LIMIT:
+            raise ValueError(
+                "this model is over protobuf's 2 GB limit and cannot be one byte string;"
+                " use save(path), which writes its weights to an external data file"
+            )
+        return self.proto.SerializeToString()  # type: ignore[no-any-return]
+
+    def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+        """Write the model atomically and return its path.
+
+        One self-contained file while it fits protobuf's 2 GB limit; above it (or with
+        ``external_data=True``) the weights go to ``<name>.data`` beside it.
+        """
+        from onnxbridge._files import save_proto
+
+        return save_proto(self.proto, path, external_data=external_data)[0]
+
+    # -- running -------------------------------------------------------------------------------
+    def session(
+        self, providers: str | Sequence[ProviderRequest] | None = None
+    ) -> onnxruntime.InferenceSession:
+        """The onnxruntime session for ``providers``, created on first use and then reused."""
+        from onnxbridge._files import PROTOBUF_LIMIT
+        from onnxbridge.runtime import create_session, normalize_providers
+
+        wanted = normalize_providers(providers)
+        key = json.dumps(wanted, sort_keys=True, default=str)
+        session = self._sessions.get(key)
+        if session is not None:
+            return session
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                if self.proto.ByteSize() > PROTOBUF_LIMIT:
+                    session = self._session_from_disk(wanted)
+                else:
+                    session = create_session(self.proto.SerializeToString(), wanted)
+                self._sessions[key] = session
+        return session
+
+    def _session_from_disk(self, wanted: Sequence[Any]) -> onnxruntime.InferenceSession:
+        import tempfile
+
+        from onnxbridge.runtime import create_session
+
+        # onnxruntime maps the weights while it builds the session; the files may go after.
+        with tempfile.TemporaryDirectory(prefix="onnxbridge-") as tmp:
+            path = self.save(Path(tmp) / "model.onnx", external_data=True)
+            return create_session(str(path), wanted)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the default session runs on."""
+        return list(self.session().get_providers())
+
+    def run(
+        self,
+        *args: Any,
+        providers: str | Sequence[ProviderRequest] | None = None,
+        as_dict: bool = False,
+        **inputs: Any,
+    ) -> Any:
+        """Run the model on numpy arrays, DataFrames, lists or torch tensors.
+
+        Inputs go by position (graph order) or by name. Returns one array for a one-output
+        model, a tuple otherwise, or a dict of output name -> array with ``as_dict=True``.
+        """
+        from onnxbridge.io import to_feeds
+
+        feeds = to_feeds(self.inputs, args, inputs)
+        results = self.session(providers).run(None, feeds)
+        if as_dict:
+            return dict(zip(self.output_names, results, strict=True))
+        return results[0] if len(results) == 1 else tuple(results)
+
+    # -- display -------------------------------------------------------------------------------
+    def _facts(self) -> list[tuple[str, str]]:
+        meta = self.metadata
+        facts = [
+            ("opset", ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in self.opsets.items())),
+            ("ir version", str(self.ir_version)),
+            ("producer", self.producer or "unknown"),
+            ("parameters", f"{self.parameter_count():,}"),
+            ("size", _human_bytes(self.proto.ByteSize())),
+        ]
+        if "onnxbridge.converter" in meta:
+            framework = meta.get("onnxbridge.framework", "?")
+            version = meta.get("onnxbridge.framework_version", "")
+            facts.append(("converted from", f"{framework} {version} by {meta['onnxbridge.converter']}".strip()))
+        parity = self.parity.summary() if self.parity is not None else meta.get("onnxbridge.parity_summary")
+        if parity:
+            facts.append(("parity", parity))
+        return facts
+
+    def __repr__(self) -> str:
+        name = self.name or "model"
+        lines = [f"OnnxModel {name!r}"]
+        lines.append("  inputs:  " + "; ".join(str(s) for s in self.inputs))
+        lines.append("  outputs: " + "; ".join(str(s) for s in self.outputs))
+        lines += [f"  {k}: {v}" for k, v in self._facts()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        rows = "".join(
+            f"<tr><td>{esc(role)}</td><td><code>{esc(s.name)}</code></td>"
+            f"<td>{esc(str(s).split(': ', 1)[1])}</td></tr>"
+            for role, specs in (("input", self.inputs), ("output", self.outputs))
+            for s in specs
+        )
+        facts = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in self._facts())
+        return (
+            '<div class="onnxbridge-model" style="font-family:sans-serif;font-size:13px">'
+            f"<b>OnnxModel</b> <code>{esc(self.name or 'model')}</code>"
+            '<table style="border-collapse:collapse;margin:4px 0">'
+            "<tr><th>role</th><th>name</th><th>type</th></tr>"
+            f"{rows}</table>"
+            f'<table style="border-collapse:collapse">{facts}</table></div>'
+        )
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,219 @@
+"""Parity: does the ONNX model compute what the source model computed on the same input?"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = ["OutputParity", "ParityReport", "Tolerance", "compare_outputs", "default_tolerance"]
+
+# A single number (used as both atol and rtol), an (atol, rtol) pair, or one of those per output.
+Tolerance = Union[float, tuple[float, float], Mapping[str, Union[float, tuple[float, float]]]]
+
+# (atol, rtol) by dtype; |onnx - source| <= atol + rtol * |source| must hold element-wise.
+_FLOAT_TOLERANCE: dict[str, tuple[float, float]] = {
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (2e-2, 2e-2),
+    "float32": (1e-4, 1e-3),
+    "float64": (1e-8, 1e-6),
+}
+
+
+def default_tolerance(dtype: np.dtype, kind: str) -> tuple[float, float, str]:
+    """(atol, rtol, why) for an output of this dtype and kind."""
+    if kind == "label" or dtype.kind in "biuOUSM":
+        return 0.0, 0.0, f"exact: {kind if kind == 'label' else dtype} values must be equal"
+    name = dtype.name
+    atol, rtol = _FLOAT_TOLERANCE.get(name, _FLOAT_TOLERANCE["float32"])
+    return atol, rtol, f"{name} rounding"
+
+
+@dataclass
+class OutputParity:
+    """How one output of the ONNX model compares with the source model's."""
+
+    name: str
+    kind: str
+    batch: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs: float | None
+    max_rel: float | None
+    atol: float
+    rtol: float
+    tolerance_reason: str
+    worst_row: int | None
+    label_agreement: float | None
+    passed: bool
+    problem: str | None = None
+
+    def line(self) -> str:
+        status = "ok  " if self.passed else "FAIL"
+        if self.problem:
+            return f"{status} {self.name} (batch {self.batch}): {self.problem}"
+        parts = [f"{status} {self.name} (batch {self.batch}, {self.kind}, {self.dtype})"]
+        if self.label_agreement is not None:
+            parts.append(f"agreement {self.label_agreement:.4%}")
+        if self.max_abs is not None:
+            parts.append(f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}")
+            parts.append(f"tol atol={self.atol:g} rtol={self.rtol:g} ({self.tolerance_reason})")
+        if not self.passed and self.worst_row is not None:
+            parts.append(f"worst row {self.worst_row}")
+        return ", ".join(parts)
+
+
+@dataclass
+class ParityReport:
+    """The comparison of every output on every batch checked; ``passed`` when all are within."""
+
+    outputs: list[OutputParity] = field(default_factory=list)
+    verified: bool = True
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verified and all(o.passed for o in self.outputs)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return sorted({o.batch for o in self.outputs if o.batch is not None})
+
+    @property
+    def worst(self) -> OutputParity | None:
+        """The output furthest from its tolerance (a failing one first)."""
+        if not self.outputs:
+            return None
+
+        def badness(o: OutputParity) -> float:
+            if not o.passed:
+                return math.inf if o.max_abs is None else 1e300 + (o.max_abs or 0)
+            if o.max_abs is None:
+                return 0.0
+            return o.max_abs / (o.atol + 1e-300)
+
+        return max(self.outputs, key=badness)
+
+    def summary(self) -> str:
+        """One line: ``passed: 3 outputs on batches [1, 3], max abs 2.4e-07``."""
+        if not self.verified:
+            return f"not verified: {self.reason}"
+        errors = [o.max_abs for o in self.outputs if o.max_abs is not None]
+        worst = f", max abs {max(errors):.3g}" if errors else ""
+        state = "passed" if self.passed else "FAILED"
+        return f"{state}: {len({o.name for o in self.outputs})} outputs on batches {self.batch_sizes}{worst}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "verified": self.verified,
+            "reason": self.reason,
+            "notes": list(self.notes),
+            "outputs": [asdict(o) for o in self.outputs],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=str)
+
+    def __str__(self) -> str:
+        lines = [f"parity {self.summary()}"]
+        lines += ["  " + o.line() for o in self.outputs]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _tolerance_for(name: str, given: Tolerance | None) -> tuple[float, float] | None:
+    if given is None:
+        return None
+    if isinstance(given, Mapping):
+        if name not in given:
+            return None
+        given = given[name]
+    if isinstance(given, (int, float)):
+        return float(given), float(given)
+    atol, rtol = given
+    return float(atol), float(rtol)
+
+
+def _compare_one(
+    name: str, kind: str, expected: Any, actual: Any, batch: int | None,
+    override: tuple[float, float] | None,
+) -> OutputParity:
+    exp = np.asarray(expected)
+    act = np.asarray(actual)
+    dtype = act.dtype
+    atol, rtol, why = default_tolerance(dtype, kind)
+    if override is not None:
+        atol, rtol, why = override[0], override[1], "given by the caller or converter"
+    base = dict(name=name, kind=kind, batch=batch, shape=tuple(act.shape), dtype=str(dtype),
+                atol=atol, rtol=rtol, tolerance_reason=why)
+    if exp.shape != act.shape and exp.size == act.size and exp.size:
+        exp = exp.reshape(act.shape)  # [N] against [N, 1] is the same result
+    if exp.shape != act.shape:
+        return OutputParity(**base, max_abs=None, max_rel=None, worst_row=None,
+                            label_agreement=None, passed=False,
+                            problem=f"shape {list(act.shape)} but the source gives {list(exp.shape)}")
+    numeric = exp.dtype.kind in "biuf" and act.dtype.kind in "biuf"
+    if kind == "label" or not numeric:
+        equal = exp == act if numeric or exp.dtype == act.dtype else exp.astype(str) == act.astype(str)
+        equal = np.asarray(equal)
+        agreement = float(equal.mean()) if equal.size else 1.0
+        rows = equal.reshape(equal.shape[0], -1).all(axis=1) if equal.ndim else equal.reshape(1)
+        worst = int(np.argmin(rows)) if rows.size and not rows.all() else None
+        max_abs = max_rel = None
+        if numeric and exp.size:
+            diff = np.abs(exp.astype(np.float64) - act.astype(np.float64))
+            max_abs = float(diff.max())
+            max_rel = float((diff / np.maximum(np.abs(exp.astype(np.float64)), 1e-300)).max())
+        return OutputParity(**base, max_abs=max_abs, max_rel=max_rel, worst_row=worst,
+                            label_agreement=agreement, passed=agreement == 1.0)
+    e = exp.astype(np.float64)
+    a = act.astype(np.float64)
+    both_nan = np.isnan(e) & np.isnan(a)
+    diff = np.where(both_nan, 0.0, np.abs(e - a))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    same_inf = np.isinf(e) & (e == a)
+    diff = np.where(same_inf, 0.0, diff)
+    if not diff.size:
+        return OutputParity(**base, max_abs=0.0, max_rel=0.0, worst_row=None,
+                            label_agreement=None, passed=True)
+    scale = np.abs(np.where(np.isfinite(e), e, 0.0))
+    rel = diff / np.maximum(scale, 1e-12)
+    excess = diff / (atol + rtol * scale + 1e-300)
+    per_row = excess.reshape(excess.shape[0], -1).max(axis=1) if excess.ndim else excess.reshape(1)
+    passed = bool((diff <= atol + rtol * scale).all())
+    return OutputParity(**base, max_abs=float(diff.max()), max_rel=float(rel.max()),
+                        worst_row=int(np.argmax(per_row)), label_agreement=None, passed=passed)
+
+
+def compare_outputs(
+    names: Sequence[str],
+    expected: Sequence[Any],
+    actual: Sequence[Any],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    batch: int | None = None,
+    tolerance: Tolerance | None = None,
+    converter_tolerances: Mapping[str, tuple[float, float]] | None = None,
+) -> list[OutputParity]:
+    """Compare the source model's outputs with the ONNX model's, output by output, in order."""
+    kinds = kinds or {}
+    if len(expected) != len(actual):
+        return [OutputParity(
+            name=", ".join(names), kind="value", batch=batch, shape=(), dtype="?", max_abs=None,
+            max_rel=None, atol=0.0, rtol=0.0, tolerance_reason="", worst_row=None,
+            label_agreement=None, passed=False,
+            problem=f"the ONNX model gives {len(actual)} outputs, the source {len(expected)}",
+        )]
+    out = []
+    for name, exp, act in zip(names, expected, actual, strict=True):
+        override = _tolerance_for(name, tolerance)
+        if override is None and converter_tolerances and name in converter_tolerances:
+            override = converter_tolerances[name]
+        out.append(_compare_one(name, kinds.get(name, "value"), exp, act, batch, override))
+    return out
