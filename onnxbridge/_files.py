@@ -57,20 +57,36 @@ def _read_path(path: Path, max_bytes: int) -> bytes:
         )
     try:
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = _read_bounded(f, max_bytes)
     except OSError as exc:
         raise LoadError(f"cannot read model file {label}: {exc.strerror or exc}", path) from exc
+    if len(data) > max_bytes:
+        raise LoadError(f"{label} grew past the {max_bytes}-byte cap while being read", path)
     return data
+
+
+def _read_bounded(stream: IO[bytes], limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes in chunks (so an endless stream cannot exhaust memory)."""
+    chunks = []
+    total = 0
+    while total <= limit:
+        chunk = stream.read(min(1 << 24, limit + 1 - total))
+        if not chunk:
+            break
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise TypeError("text stream")
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _read_stream(stream: IO[bytes], max_bytes: int, label: str) -> bytes:
     try:
-        data = stream.read(max_bytes + 1)
+        return _read_bounded(stream, max_bytes)
+    except TypeError:
+        raise LoadError(f"{label} is a text stream; open the file in binary mode ('rb')") from None
     except Exception as exc:
         raise LoadError(f"cannot read the model from {label}: {exc}") from exc
-    if not isinstance(data, (bytes, bytearray)):
-        raise LoadError(f"{label} is a text stream; open the file in binary mode ('rb')")
-    return bytes(data)
 
 
 def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:

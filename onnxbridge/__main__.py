@@ -1,0 +1,7 @@
+"""``python -m onnxbridge`` runs the command line."""
+
+import sys
+
+from onnxbridge.cli import main
+
+sys.exit(main())
