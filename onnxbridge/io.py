@@ -40,7 +40,7 @@ def as_array(value: Any, name: str = "input") -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if is_torch_tensor(value):
-        return value.detach().cpu().numpy()  # type: ignore[no-any-return]
+        return value.detach().cpu().numpy()
     if _is_series(value) or is_dataframe(value):
         return np.asarray(value.to_numpy())
     if isinstance(value, (str, bytes)):

@@ -195,7 +195,7 @@ class OnnxModel:
                 "this model is over protobuf's 2 GB limit and cannot be one byte string;"
                 " use save(path), which writes its weights to an external data file"
             )
-        return self.proto.SerializeToString()  # type: ignore[no-any-return]
+        return self.proto.SerializeToString()
 
     def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
         """Write the model atomically and return its path.
@@ -278,7 +278,8 @@ class OnnxModel:
         if "onnxbridge.converter" in meta:
             framework = meta.get("onnxbridge.framework", "?")
             version = meta.get("onnxbridge.framework_version", "")
-            facts.append(("converted from", f"{framework} {version} by {meta['onnxbridge.converter']}".strip()))
+            converter = meta["onnxbridge.converter"]
+            facts.append(("converted from", f"{framework} {version} by {converter}".replace("  ", " ")))
         parity = self.parity.summary() if self.parity is not None else meta.get("onnxbridge.parity_summary")
         if parity:
             facts.append(("parity", parity))

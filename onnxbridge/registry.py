@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import pickle
 import importlib.metadata as importlib_metadata
 import os
+import pickle
 import re
 import threading
 import warnings
@@ -129,7 +129,7 @@ class ConverterSpec:
             obj = getattr(obj, part)
         if not callable(obj):
             raise TypeError(f"{self.converter} is a {type(obj).__name__}, not a function")
-        return obj  # type: ignore[no-any-return]
+        return obj
 
 
 @dataclass(frozen=True)

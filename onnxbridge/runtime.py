@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from onnxbridge.errors import LoadError, ProviderError
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["ProviderRequest", "create_session", "normalize_providers"]
 
 # A provider given by name, or as (name, options) as onnxruntime takes it.
-ProviderRequest = Union[str, tuple[str, dict[str, Any]]]
+ProviderRequest = str | tuple[str, dict[str, Any]]
 
 # Short names users may type, and the onnxruntime names they stand for.
 ALIASES = {

@@ -6,14 +6,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 __all__ = ["OutputParity", "ParityReport", "Tolerance", "compare_outputs", "default_tolerance"]
 
 # A single number (used as both atol and rtol), an (atol, rtol) pair, or one of those per output.
-Tolerance = Union[float, tuple[float, float], Mapping[str, Union[float, tuple[float, float]]]]
+Tolerance = float | tuple[float, float] | Mapping[str, float | tuple[float, float]]
 
 # (atol, rtol) by dtype; |onnx - source| <= atol + rtol * |source| must hold element-wise.
 _FLOAT_TOLERANCE: dict[str, tuple[float, float]] = {
@@ -150,7 +150,7 @@ def _compare_one(
     atol, rtol, why = default_tolerance(dtype, kind)
     if override is not None:
         atol, rtol, why = override[0], override[1], "given by the caller or converter"
-    base = dict(name=name, kind=kind, batch=batch, shape=tuple(act.shape), dtype=str(dtype),
+    base: dict[str, Any] = dict(name=name, kind=kind, batch=batch, shape=tuple(act.shape), dtype=str(dtype),
                 atol=atol, rtol=rtol, tolerance_reason=why)
     if exp.shape != act.shape and exp.size == act.size and exp.size:
         exp = exp.reshape(act.shape)  # [N] against [N, 1] is the same result

@@ -20,7 +20,8 @@ def convert(poly: np.polynomial.Polynomial, sample: Any, options: ConvertOptions
         raise UnsupportedModelError(f"dtype must be float32 or float64, got {dtype}")
     onnx_type = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     coef = np.asarray(poly.coef, dtype=dtype)
-    off, scl = (np.asarray(v, dtype=dtype) for v in np.polynomial.polyutils.mapparms(poly.domain, poly.window))
+    mapping = np.polynomial.polyutils.mapparms(poly.domain, poly.window)
+    off, scl = (np.asarray(v, dtype=dtype) for v in mapping)
 
     def const(name: str, value: np.ndarray) -> onnx.NodeProto:
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))

@@ -1,0 +1,173 @@
+"""to_onnx, load, save and OnnxModel, with real onnx and onnxruntime."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_scale_model
+
+import onnxbridge
+from onnxbridge import ConverterSpec, LoadError, OnnxBridgeWarning, OnnxModel, ParityError
+from onnxbridge.registry import Registry
+
+
+@pytest.fixture
+def fake_converted(fake_env: Path, isolated_registry: Registry) -> OnnxModel:
+    import fakefw
+
+    onnxbridge.register(
+        ConverterSpec(name="fake", classes=("fakefw.Base",), converter="fakeplugin:convert",
+                      framework="fakefw")
+    )
+    return onnxbridge.to_onnx(fakefw.Child(3.0), np.ones((1, 4), np.float32), name="tripler")
+
+
+def test_to_onnx_verifies_on_sample_and_second_batch(fake_converted: OnnxModel) -> None:
+    m = fake_converted
+    assert m.parity is not None and m.parity.passed
+    assert m.parity.batch_sizes == [1, 3]  # a batch-1 sample is also checked at batch 3
+    assert m.name == "tripler"
+    np.testing.assert_allclose(m.run(np.ones((5, 4), np.float32)), np.full((5, 4), 3.0))
+
+
+def test_provenance_metadata(fake_converted: OnnxModel) -> None:
+    meta = fake_converted.metadata
+    assert meta["onnxbridge.converter"] == "fake"
+    assert meta["onnxbridge.framework"] == "fakefw"
+    assert meta["onnxbridge.version"] == onnxbridge.__version__
+    assert meta["onnxbridge.parity_summary"].startswith("passed")
+    assert not any(os.sep + "tmp" in v or "home" in v for v in meta.values())
+
+
+def test_verify_warn_and_off(fake_env: Path, isolated_registry: Registry) -> None:
+    import fakefw
+
+    onnxbridge.register(ConverterSpec(name="liar", classes=("fakefw.Base",),
+                                      converter="fakeplugin:lying_convert"))
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ParityError) as info:
+        onnxbridge.to_onnx(fakefw.Base(), x)
+    assert not info.value.report.passed
+    assert "FAIL y" in str(info.value) and "worst row" in str(info.value)
+    with pytest.warns(OnnxBridgeWarning, match="parity check failed"):
+        m = onnxbridge.to_onnx(fakefw.Base(), x, verify="warn")
+    assert m.parity is not None and not m.parity.passed
+    assert onnxbridge.to_onnx(fakefw.Base(), x, verify=False).parity is None
+    # A tolerance wide enough accepts the difference of 1.0.
+    assert onnxbridge.to_onnx(fakefw.Base(), x, tolerance=(1.5, 0.0)).parity.passed  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="verify must be"):
+        onnxbridge.to_onnx(fakefw.Base(), x, verify="yes")  # type: ignore[arg-type]
+
+
+def test_signature(scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    (inp,) = m.inputs
+    assert (inp.name, inp.dtype, inp.shape) == ("x", np.dtype(np.float32), ("batch", 3))
+    assert m.output_names == ["y"]
+    assert m.opset == 17 and m.opsets == {"": 17} and m.ir_version == 8
+    assert m.parameter_count() == 3
+    assert m.operator_histogram() == {"Mul": 1}
+    text = repr(m)
+    assert "x: float32 [batch, 3]" in text and "ai.onnx 17" in text
+    html = m._repr_html_()
+    assert "<table" in html and "float32 [batch, 3]" in html
+
+
+# -- save and load ---------------------------------------------------------------------------
+def test_round_trip_keeps_every_byte(tmp_path: Path, scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    path = m.save(tmp_path / "m.onnx")
+    assert path.read_bytes() == scale_model.SerializeToString()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temp files left
+    for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes()), scale_model):
+        loaded = onnxbridge.load(source)
+        assert loaded.to_bytes() == scale_model.SerializeToString()
+    with open(path, "rb") as f:
+        assert onnxbridge.load(f).output_names == ["y"]
+
+
+def test_external_data_round_trip(tmp_path: Path) -> None:
+    w = np.random.default_rng(0).random(4096).astype(np.float32)
+    proto = make_scale_model(w, features=4096)
+    before = proto.SerializeToString()
+    m = OnnxModel(proto)
+    m.save(tmp_path / "big.onnx", external_data=True)
+    assert proto.SerializeToString() == before  # the caller's model is untouched
+    data = tmp_path / "big.onnx.data"
+    assert data.stat().st_size >= w.nbytes
+    assert (tmp_path / "big.onnx").stat().st_size < w.nbytes
+    # Saving again replaces the data file: no orphaned bytes from the first save.
+    m.save(tmp_path / "big.onnx", external_data=True)
+    assert data.stat().st_size < 2 * w.nbytes
+    loaded = onnxbridge.load(tmp_path / "big.onnx")
+    x = np.ones((2, 4096), np.float32)
+    np.testing.assert_array_equal(loaded.run(x), x * w)
+    # Bytes that refer to external data need base_dir; with it they load.
+    raw = (tmp_path / "big.onnx").read_bytes()
+    with pytest.raises(LoadError, match="base_dir"):
+        onnxbridge.load(raw)
+    np.testing.assert_array_equal(onnxbridge.load(raw, base_dir=tmp_path).run(x), x * w)
+
+
+def test_failed_save_leaves_previous_file_intact(
+    tmp_path: Path, scale_model: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    good = path.read_bytes()
+    other = OnnxModel(make_scale_model(np.zeros(3, np.float32)))
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        other.save(path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_save_errors(tmp_path: Path, scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        m.save(tmp_path / "missing" / "m.onnx")
+    with pytest.raises(ValueError, match="is a directory"):
+        m.save(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p / "nope.onnx", "no such model file"),
+        (lambda p: p, "is a directory"),
+        (lambda p: _write(p / "empty.onnx", b""), "empty"),
+        (lambda p: _write(p / "junk.onnx", b"\xff\xfe not protobuf at all \x00\x01" * 10),
+         "not an ONNX model"),
+        (lambda p: _write(p / "half.onnx", make_scale_model().SerializeToString()[:40]),
+         "not an ONNX model"),
+    ],
+)
+def test_load_errors_name_the_source(tmp_path: Path, make, match: str) -> None:  # type: ignore[no-untyped-def]
+    path = make(tmp_path)
+    with pytest.raises(LoadError, match=match) as info:
+        onnxbridge.load(path)
+    assert str(path) in str(info.value) or "empty" in match
+    assert isinstance(info.value, ValueError)
+
+
+def test_load_rejects_other_types_and_text_streams() -> None:
+    with pytest.raises(LoadError, match="cannot load a model from a int"):
+        onnxbridge.load(42)
+    with pytest.raises(LoadError, match="binary mode"):
+        onnxbridge.load(io.StringIO("hello"))
+    with pytest.raises(LoadError, match="cap"):
+        onnxbridge.load(make_scale_model().SerializeToString(), max_bytes=10)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
