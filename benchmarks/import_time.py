@@ -56,7 +56,7 @@ def main() -> None:
     alone_ms = statistics.median(alone)
 
     rows = [
-        "| measure (median of %d fresh processes) | ms | ratio to onnx + onnxruntime |" % n,
+        f"| measure (median of {n} fresh processes) | ms | ratio to onnx + onnxruntime |",
         "|---|---:|---:|",
         f"| import onnx + onnxruntime (wall) | {base:.1f} | 1.00 |",
         f"| import onnxbridge after them (wall, added) | {added:.1f} | {added / base:.3f} |",
