@@ -26,6 +26,7 @@ from onnxbridge.errors import (
 )
 from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import ConversionResult, ConverterInfo, ConverterSpec, ConvertOptions
+from onnxbridge.runtime import set_default_providers
 from onnxbridge.verify import OutputParity, ParityReport
 
 __all__ = [
@@ -53,5 +54,6 @@ __all__ = [
     "converters",
     "load",
     "register",
+    "set_default_providers",
     "to_onnx",
 ]

@@ -1,4 +1,4 @@
-"""The ``onnxbridge`` command: ``demo``, ``info``, ``run``, ``converters``.
+"""The ``onnxbridge`` command: ``demo``, ``info``, ``run``, ``providers``, ``converters``.
 
 Exit codes: 0 success, 1 failure (one readable line; ``--debug`` shows the traceback), 2 usage.
 """
@@ -136,6 +136,18 @@ def _cmd_converters(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" for r in rows) else 1
 
 
+def _cmd_providers(args: argparse.Namespace) -> int:
+    from onnxbridge.runtime import auto_plan, resolve_providers
+
+    plan = auto_plan()
+    print(plan)
+    wanted, explicit = resolve_providers()
+    if explicit:
+        names = [p if isinstance(p, str) else p[0] for p in wanted]
+        print("overridden (set_default_providers or ONNXBRIDGE_PROVIDERS): " + " > ".join(names))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from onnxbridge._version import __version__
 
@@ -166,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
                      help=".npy (one input), .npz (inputs by name) or .csv (one 2-D input)")
     run.add_argument("--output", "-o", help="write outputs to this .npz instead of printing")
     run.set_defaults(func=_cmd_run)
+
+    prov = sub.add_parser("providers",
+                          help="hardware found, each execution provider's probe, the order run() uses",
+                          epilog="Example: ONNXBRIDGE_PROVIDERS=cpu onnxbridge providers")
+    prov.set_defaults(func=_cmd_providers)
 
     conv = sub.add_parser("converters", help="list installed converters and failed plugins",
                           epilog="Example: onnxbridge converters")

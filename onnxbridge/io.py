@@ -16,7 +16,15 @@ from onnxbridge.errors import InputError
 if TYPE_CHECKING:
     from onnxbridge.model import TensorSpec
 
-__all__ = ["as_array", "batch_size", "format_shape", "is_dataframe", "resize_batch", "to_feeds"]
+__all__ = [
+    "as_array",
+    "batch_size",
+    "bind_torch_inputs",
+    "format_shape",
+    "is_dataframe",
+    "resize_batch",
+    "to_feeds",
+]
 
 
 def _module_of(obj: object) -> str:
@@ -93,27 +101,27 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     )
 
 
-def _check_shape(arr: np.ndarray, spec: TensorSpec) -> None:
+def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
     if spec.shape is None:
         return
-    if arr.ndim != len(spec.shape):
+    if len(shape) != len(spec.shape):
         raise InputError(
             f"input {spec.name!r} expects {len(spec.shape)} dimensions {format_shape(spec.shape)},"
-            f" got {arr.ndim} {list(arr.shape)}"
-            + ("; for one sample add a batch axis (x[None])" if arr.ndim + 1 == len(spec.shape)
+            f" got {len(shape)} {list(shape)}"
+            + ("; for one sample add a batch axis (x[None])" if len(shape) + 1 == len(spec.shape)
                else "")
         )
-    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape, strict=True)):
+    for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
         if isinstance(want, int) and want >= 0 and want != got:
             raise InputError(
                 f"input {spec.name!r} expects shape {format_shape(spec.shape)}, got"
-                f" {list(arr.shape)} (axis {axis} must be {want})"
+                f" {list(shape)} (axis {axis} must be {want})"
             )
 
 
 def _prepare(value: Any, spec: TensorSpec) -> np.ndarray:
     arr = _cast(as_array(value, spec.name), spec)
-    _check_shape(arr, spec)
+    _check_shape(arr.shape, spec)
     return arr
 
 
@@ -169,6 +177,61 @@ def to_feeds(
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
     return {spec.name: _prepare(given[spec.name], spec) for spec in inputs}
+
+
+def _given_by_name(
+    inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Positional, tuple or dict inputs by input name; None when they do not line up."""
+    if len(args) == 1 and not kwargs:
+        if isinstance(args[0], Mapping):
+            kwargs, args = args[0], ()
+        elif isinstance(args[0], tuple) and len(inputs) > 1:
+            args = args[0]
+    if len(args) > len(inputs):
+        return None
+    given = {spec.name: value for spec, value in zip(inputs, args, strict=False)}
+    given.update(kwargs)
+    return given if set(given) == {s.name for s in inputs} else None
+
+
+def bind_torch_inputs(
+    session: Any, inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
+    *, force: bool = False,
+) -> tuple[Any, list[Any]] | None:
+    """An onnxruntime IOBinding over torch tensors' own memory (with the tensors, which must
+    outlive the run), or None to use plain feeds.
+
+    Used when every input is a torch tensor and either they sit on a CUDA device the session
+    runs on (so nothing is copied to the host) or ``force`` is set. Dtypes are cast on the
+    tensor's device when the model asks for another one; shapes are checked as usual.
+    """
+    import torch  # a tensor was given, so torch is imported already
+
+    given = _given_by_name(inputs, args, kwargs)
+    if given is None or not all(is_torch_tensor(v) for v in given.values()):
+        return None
+    on_cuda = all(v.is_cuda for v in given.values())
+    if not force and not (on_cuda and "CUDAExecutionProvider" in session.get_providers()):
+        return None
+    binding = session.io_binding()
+    keep = []
+    for spec in inputs:
+        tensor = given[spec.name].detach()
+        host_dtype = torch.empty(0, dtype=tensor.dtype).numpy().dtype
+        if spec.dtype is not None and host_dtype != spec.dtype:
+            _cast(np.empty(0, host_dtype), spec)  # raises InputError for an unsafe cast
+            tensor = tensor.to(torch.from_numpy(np.empty(0, spec.dtype)).dtype)
+            host_dtype = spec.dtype
+        tensor = tensor.contiguous()
+        _check_shape(tuple(tensor.shape), spec)
+        keep.append(tensor)
+        device = "cuda" if tensor.is_cuda else "cpu"
+        binding.bind_input(spec.name, device, tensor.device.index or 0, host_dtype,
+                           list(tensor.shape), tensor.data_ptr())
+    for out in session.get_outputs():
+        binding.bind_output(out.name)
+    return binding, keep
 
 
 def batch_size(feeds: Mapping[str, np.ndarray]) -> int | None:

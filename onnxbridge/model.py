@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from onnxbridge import runtime
 
 if TYPE_CHECKING:
     import onnx
@@ -100,9 +101,14 @@ class OnnxModel:
         self.proto = proto
         self.parity = parity
         self.source = source
-        self._sessions: dict[Any, onnxruntime.InferenceSession] = {}
+        self._sessions: dict[str, onnxruntime.InferenceSession] = {}
+        self._fast_sessions: dict[Any, onnxruntime.InferenceSession] = {}
+        self._session_hooks: list[Callable[[onnxruntime.SessionOptions], None]] = []
         self._lock = threading.Lock()
         self._signature: tuple[list[TensorSpec], list[TensorSpec]] | None = None
+        self._default: tuple[Any, onnxruntime.InferenceSession] | None = None
+        self._checks: list[tuple[str, Any, int | None, tuple[tuple[int, int], ...]]] | None = None
+        self._output_names: list[str] = []
 
     # -- signature and metadata ------------------------------------------------------------------
     def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -209,40 +215,67 @@ class OnnxModel:
 
     # -- running -------------------------------------------------------------------------------
     def session(
-        self, providers: str | Sequence[ProviderRequest] | None = None
+        self,
+        providers: str | Sequence[ProviderRequest] | None = None,
+        *,
+        threads: int | None = None,
+        strict: bool = False,
     ) -> onnxruntime.InferenceSession:
-        """The onnxruntime session for ``providers``, created on first use and then reused."""
-        from onnxbridge._files import PROTOBUF_LIMIT
-        from onnxbridge.runtime import create_session, normalize_providers
+        """The onnxruntime session for ``providers``, created on first use and then reused.
 
-        wanted = normalize_providers(providers)
-        key = json.dumps(wanted, sort_keys=True, default=str)
-        session = self._sessions.get(key)
-        if session is not None:
-            return session
+        ``providers`` defaults to ``set_default_providers``, then ONNXBRIDGE_PROVIDERS, then the
+        fastest provider on this machine that passed its probe (``onnxbridge providers``).
+        """
+        fast_key: Any = None
+        if providers is None or isinstance(providers, str):
+            fast_key = (providers, threads, strict, runtime.default_generation(),
+                        os.environ.get(runtime.ENV_PROVIDERS))
+            cached = self._fast_sessions.get(fast_key)
+            if cached is not None:
+                return cached
+        wanted, explicit = runtime.resolve_providers(providers)
+        key = repr((wanted, threads, strict))
         with self._lock:
             session = self._sessions.get(key)
             if session is None:
-                if self.proto.ByteSize() > PROTOBUF_LIMIT:
-                    session = self._session_from_disk(wanted)
-                else:
-                    session = create_session(self.proto.SerializeToString(), wanted)
+                session = self._new_session(wanted, threads, strict, explicit)
                 self._sessions[key] = session
+            if fast_key is not None:
+                self._fast_sessions[fast_key] = session
         return session
 
-    def _session_from_disk(self, wanted: Sequence[Any]) -> onnxruntime.InferenceSession:
+    def _new_session(
+        self, wanted: Sequence[ProviderRequest], threads: int | None, strict: bool, explicit: bool
+    ) -> onnxruntime.InferenceSession:
         import tempfile
 
-        from onnxbridge.runtime import create_session
+        from onnxbridge._files import PROTOBUF_LIMIT
+        from onnxbridge.runtime import create_session, session_options
 
-        # onnxruntime maps the weights while it builds the session; the files may go after.
+        options = session_options(threads)
+        for hook in self._session_hooks:
+            hook(options)
+        if self.proto.ByteSize() <= PROTOBUF_LIMIT:
+            return create_session(self.proto.SerializeToString(), wanted, options,
+                                  strict=strict, explicit=explicit)
+        # Over 2 GB the model cannot be one byte string: onnxruntime reads it from files, and
+        # has loaded the weights by the time the session exists, so the files may go after.
         with tempfile.TemporaryDirectory(prefix="onnxbridge-") as tmp:
             path = self.save(Path(tmp) / "model.onnx", external_data=True)
-            return create_session(str(path), wanted)
+            return create_session(str(path), wanted, options, strict=strict, explicit=explicit)
+
+    def add_session_hook(self, hook: Callable[[onnxruntime.SessionOptions], None]) -> None:
+        """Call ``hook(options)`` on the SessionOptions of every session created from now on
+        (to register a custom-operator library, say); sessions already made are dropped."""
+        with self._lock:
+            self._session_hooks.append(hook)
+            self._sessions.clear()
+            self._fast_sessions.clear()
+            self._default = None
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the default session runs on."""
+        """The execution providers the default session really runs on."""
         return list(self.session().get_providers())
 
     def run(
@@ -250,17 +283,87 @@ class OnnxModel:
         *args: Any,
         providers: str | Sequence[ProviderRequest] | None = None,
         as_dict: bool = False,
+        io_binding: bool | None = None,
         **inputs: Any,
     ) -> Any:
         """Run the model on numpy arrays, DataFrames, lists or torch tensors.
 
         Inputs go by position (graph order) or by name. Returns one array for a one-output
         model, a tuple otherwise, or a dict of output name -> array with ``as_dict=True``.
+        Torch tensors on a CUDA device are bound in place (no copy to the host) when the session
+        runs on CUDA; ``io_binding=True`` binds torch tensors on any device.
         """
+        default = self._default
+        if providers is None and default is not None and default[0] == runtime.default_generation():
+            session = default[1]
+        else:
+            session = self._default_session() if providers is None else self.session(providers)
+        if io_binding is None:
+            feeds = self._plain_feeds(args, inputs)
+            if feeds is not None:
+                # Inputs are checked already: skip onnxruntime's Python-side re-validation (and
+                # its silent retry on the CPU after a provider failure) when the binding has it.
+                raw = getattr(session, "_sess", None)
+                if raw is not None:
+                    return self._pack(raw.run(self._output_names, feeds, None), as_dict)
+                return self._pack(session.run(None, feeds), as_dict)
+        specs = self._signature_now()[0]
+        if io_binding is not False and _has_torch_tensor(args, inputs):
+            from onnxbridge.io import bind_torch_inputs
+
+            bound = bind_torch_inputs(session, specs, args, inputs, force=bool(io_binding))
+            if bound is not None:
+                binding, _tensors = bound  # the tensors stay alive until the run is over
+                session.run_with_iobinding(binding)
+                return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         from onnxbridge.io import to_feeds
 
-        feeds = to_feeds(self.inputs, args, inputs)
-        results = self.session(providers).run(None, feeds)
+        return self._pack(session.run(None, to_feeds(specs, args, inputs)), as_dict)
+
+    def _default_session(self) -> onnxruntime.InferenceSession:
+        # The hot path of run(): one compare instead of resolving providers on every call.
+        # ONNXBRIDGE_PROVIDERS is read when this session is made, not on each run.
+        key = runtime.default_generation()
+        cached = self._default
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        session = self.session()
+        self._default = (key, session)
+        return session
+
+    def _plain_feeds(
+        self, args: tuple[Any, ...], inputs: dict[str, Any]
+    ) -> dict[str, np.ndarray] | None:
+        """Feeds for numpy arrays that already have the exact dtype and shape, else None (then
+        io.to_feeds does the full work: casts, DataFrames, clear errors)."""
+        checks = self._checks
+        if checks is None:
+            self._output_names = self.output_names
+            checks = self._checks = [
+                (s.name, s.dtype, None if s.shape is None else len(s.shape),
+                 tuple((i, d) for i, d in enumerate(s.shape or ()) if isinstance(d, int)))
+                for s in self._signature_now()[0]
+            ]
+        if inputs:
+            if args or len(inputs) != len(checks):
+                return None
+            try:
+                args = tuple(inputs[c[0]] for c in checks)
+            except KeyError:
+                return None
+        elif len(args) != len(checks):
+            return None
+        feeds = {}
+        for (name, dtype, rank, fixed), value in zip(checks, args, strict=True):
+            if type(value) is not np.ndarray or value.dtype != dtype:
+                return None
+            shape = value.shape
+            if rank is not None and (len(shape) != rank or any(shape[i] != d for i, d in fixed)):
+                return None
+            feeds[name] = value
+        return feeds
+
+    def _pack(self, results: list[Any], as_dict: bool) -> Any:
         if as_dict:
             return dict(zip(self.output_names, results, strict=True))
         return results[0] if len(results) == 1 else tuple(results)
@@ -310,6 +413,15 @@ class OnnxModel:
             f"{rows}</table>"
             f'<table style="border-collapse:collapse">{facts}</table></div>'
         )
+
+
+def _has_torch_tensor(args: Sequence[Any], inputs: Mapping[str, Any]) -> bool:
+    from onnxbridge.io import is_torch_tensor
+
+    values = list(args) + list(inputs.values())
+    if len(values) == 1 and isinstance(values[0], (tuple, Mapping)):
+        values = list(values[0].values() if isinstance(values[0], Mapping) else values[0])
+    return any(is_torch_tensor(v) for v in values)
 
 
 def _human_bytes(n: int) -> str:

@@ -16,7 +16,8 @@ PUBLIC = {
     "ConverterInfo", "ConverterNotFoundError", "ConverterSpec", "InputError", "LoadError",
     "OnnxBridgeError", "OnnxBridgeWarning", "OnnxModel", "OutputParity", "ParityError",
     "ParityReport", "PluginLoadError", "ProviderError", "TensorSpec", "UnsupportedModelError",
-    "UnsupportedOperatorError", "__version__", "converters", "load", "register", "to_onnx",
+    "UnsupportedOperatorError", "__version__", "converters", "load", "register",
+    "set_default_providers", "to_onnx",
 }
 
 HEAVY = ["torch", "sklearn", "skl2onnx", "xgboost", "lightgbm", "catboost", "onnxmltools",

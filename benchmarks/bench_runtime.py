@@ -1,0 +1,83 @@
+"""Per-call overhead of OnnxModel.run over a bare InferenceSession.run on the same session.
+
+Batch 1, a small two-layer MLP (16 -> 32 -> 4), float32, CPU. Both calls are timed in the same
+process, interleaved in --repeat rounds of --number calls each; the fastest round of each is
+reported (the minimum is what the code costs; slower rounds measure other load on the machine).
+Target (issue 5): under 3 microseconds added, under 10% of the bare call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxbridge import OnnxModel
+
+
+def mlp() -> OnnxModel:
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 32)).astype(np.float32)
+    w2 = rng.standard_normal((32, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return OnnxModel(proto)
+
+
+def per_call_us(fn, number: int) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--number", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    repeat, number = (15, 300) if args.quick else (args.repeat, args.number)
+
+    m = mlp()
+    x = np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)
+    session = m.session()
+    feeds = {"x": x}
+    np.testing.assert_array_equal(m.run(x), session.run(None, feeds)[0])
+    bare, ours, named = [], [], []
+    for _ in range(repeat):
+        bare.append(per_call_us(lambda: session.run(None, feeds), number))
+        ours.append(per_call_us(lambda: m.run(x), number))
+        named.append(per_call_us(lambda: m.run(x=x), number))
+    b, o, n = min(bare), min(ours), min(named)
+    lines = [
+        "### Per-call overhead of OnnxModel.run (batch 1, MLP 16-32-4, CPU)",
+        "",
+        f"| call (fastest of {repeat} rounds x {number}) | us per call | added us | ratio to bare |",
+        "|---|---:|---:|---:|",
+        f"| InferenceSession.run(None, feeds) | {b:.2f} | | 1.00 |",
+        f"| m.run(x) | {o:.2f} | {o - b:.2f} | {o / b:.3f} |",
+        f"| m.run(x=x) | {n:.2f} | {n - b:.2f} | {n / b:.3f} |",
+        "",
+        f"Target: under 3 us and under 10% added: {'met' if o - b < 3 and o / b < 1.1 else 'MISSED'}.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Execution providers: ranking with injected device lists, real probes, overrides, threads.
+
+On a machine with the CUDA build of onnxruntime, the tests marked `gpu` show CUDA chosen,
+TensorRT skipped with its reason (when its libraries are missing) and results matching the CPU.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from conftest import make_scale_model
+
+import onnxbridge
+from onnxbridge import InputError, OnnxModel, ProviderError, runtime
+from onnxbridge.runtime import ProbeResult, plan_providers
+
+GPU = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def probe_from(failures: dict[str, str]):  # type: ignore[no-untyped-def]
+    def probe(name: str) -> ProbeResult:
+        if name in failures:
+            return ProbeResult(name, False, failures[name])
+        return ProbeResult(name, True, "ran a test model")
+
+    return probe
+
+
+def test_ranking_prefers_fast_providers_and_keeps_cpu_last() -> None:
+    available = ["CPUExecutionProvider", "OpenVINOExecutionProvider", "CUDAExecutionProvider",
+                 "TensorrtExecutionProvider", "AzureExecutionProvider"]
+    plan = plan_providers(available, probe_from({}))
+    assert plan.order == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                          "OpenVINOExecutionProvider", "CPUExecutionProvider"]
+    assert "AzureExecutionProvider" in plan.skipped
+
+
+def test_failed_probe_is_skipped_with_its_reason() -> None:
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    plan = plan_providers(available, probe_from({"TensorrtExecutionProvider": "libnvinfer.so missing"}))
+    assert plan.order == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert plan.skipped["TensorrtExecutionProvider"] == "libnvinfer.so missing"
+    text = str(plan)
+    assert "FAIL TensorrtExecutionProvider: libnvinfer.so missing" in text
+    assert "CUDAExecutionProvider > CPUExecutionProvider" in text
+
+
+def test_cpu_is_always_there_even_if_not_listed() -> None:
+    plan = plan_providers(["DmlExecutionProvider"], probe_from({"DmlExecutionProvider": "no GPU"}))
+    assert plan.order == ["CPUExecutionProvider"]
+
+
+def test_real_probe_on_cpu_passes_and_is_cached() -> None:
+    first = runtime.probe_provider("CPUExecutionProvider")
+    assert first.ok, first.reason
+    assert runtime.probe_provider("CPUExecutionProvider") is first
+
+
+@pytest.mark.skipif(GPU, reason="needs an onnxruntime build without CUDA")
+def test_real_probe_detects_a_silent_fallback() -> None:
+    # onnxruntime without CUDA accepts a request for CUDA and quietly runs on the CPU.
+    result = runtime._run_probe("CUDAExecutionProvider")
+    assert not result.ok
+    assert "fell back to CPUExecutionProvider" in result.reason or "Error" in result.reason
+
+
+def test_provider_spellings() -> None:
+    norm = runtime.normalize_providers
+    assert norm("cpu") == ("CPUExecutionProvider",)
+    assert norm("cuda, cpu") == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert norm([("cuda", {"device_id": 1}), "cpu"]) == (
+        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider")
+    with pytest.raises(ProviderError, match="cannot read provider"):
+        norm([42])  # type: ignore[list-item]
+    with pytest.raises(ProviderError, match="empty"):
+        norm("")
+
+
+def test_override_order_call_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNXBRIDGE_PROVIDERS", "cpu")
+    assert runtime.resolve_providers() == (("CPUExecutionProvider",), True)
+    onnxbridge.set_default_providers(["CPUExecutionProvider"])
+    try:
+        assert runtime.resolve_providers("cuda")[0] == ("CUDAExecutionProvider",)
+        monkeypatch.delenv("ONNXBRIDGE_PROVIDERS")
+        assert runtime.resolve_providers() == (("CPUExecutionProvider",), True)
+    finally:
+        onnxbridge.set_default_providers(None)
+    assert runtime.resolve_providers()[1] is False
+
+
+@pytest.mark.skipif(GPU, reason="CUDA is in this build")
+def test_requesting_a_provider_not_in_the_build_is_a_clear_error(scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    with pytest.raises(ProviderError, match="not in this onnxruntime build.*onnxruntime-gpu"):
+        m.run(np.ones((1, 3), np.float32), providers="cuda")
+
+
+def test_session_reports_what_it_runs_on_and_is_cached(scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    assert m.providers[-1] == "CPUExecutionProvider"
+    assert m.session() is m.session()
+    assert m.session("cpu") is m.session(["CPUExecutionProvider"])
+    assert m.session("cpu", threads=1) is not m.session("cpu")
+    assert m.session("cpu", threads=1).get_session_options().intra_op_num_threads == 1
+
+
+def test_threads_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "2")
+    assert runtime.session_options().intra_op_num_threads == 2
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "many")
+    with pytest.raises(ProviderError, match="not a whole number"):
+        runtime.session_options()
+
+
+def test_concurrent_runs_match_serial_and_share_one_session() -> None:
+    rng = np.random.default_rng(0)
+    m = OnnxModel(make_scale_model(rng.random(64).astype(np.float32), features=64))
+    inputs = [rng.random((8, 64)).astype(np.float32) for _ in range(32)]
+    serial = [m.run(x) for x in inputs]
+    fresh = OnnxModel(make_scale_model(rng.random(64).astype(np.float32), features=64))
+    fresh.proto.CopyFrom(m.proto)
+    results: dict[int, np.ndarray] = {}
+    sessions = set()
+    barrier = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        barrier.wait()
+        sessions.add(id(fresh.session()))  # first-use creation races here, serialised inside
+        for i in range(k, len(inputs), 8):
+            results[i] = fresh.run(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sessions) == 1
+    for i, expected in enumerate(serial):
+        np.testing.assert_array_equal(results[i], expected)
+
+
+def test_torch_tensors_through_io_binding(scale_model: onnx.ModelProto) -> None:
+    torch = pytest.importorskip("torch")
+    m = OnnxModel(scale_model)
+    x = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    bound = m.run(x, io_binding=True)
+    np.testing.assert_array_equal(bound, m.run(x.numpy()))
+    with pytest.raises(InputError, match=r"expects shape \[batch, 3\]"):
+        m.run(torch.ones(2, 4), io_binding=True)
+    with pytest.raises(InputError, match="could lose values"):
+        m.run(torch.ones(2, 3, dtype=torch.complex64), io_binding=True)
+
+
+def test_explicit_fallback_warns_and_strict_raises() -> None:
+    # What a session with missing TensorRT libraries reports: asked [TRT, CPU], got [CPU].
+    asked = ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    got = ["CPUExecutionProvider"]
+    with pytest.warns(onnxbridge.OnnxBridgeWarning, match="TensorrtExecutionProvider could not start"):
+        assert runtime.check_session_providers(asked, got, strict=False, explicit=True) == [
+            "TensorrtExecutionProvider"]
+    with pytest.raises(ProviderError, match="could not start"):
+        runtime.check_session_providers(asked, got, strict=True, explicit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the automatic order already probed: no warning
+        runtime.check_session_providers(asked, got, strict=False, explicit=False)
+        runtime.check_session_providers(got, got, strict=True, explicit=True)
+
+
+@pytest.mark.skipif(not GPU, reason="needs onnxruntime-gpu and a CUDA device")
+def test_gpu_cuda_chosen_tensorrt_reason_and_results_match_cpu() -> None:
+    plan = runtime.auto_plan()
+    print(plan)
+    assert "CUDAExecutionProvider" in plan.order
+    if "TensorrtExecutionProvider" not in plan.order:
+        assert "TensorrtExecutionProvider" in plan.skipped
+    rng = np.random.default_rng(1)
+    m = OnnxModel(make_scale_model(rng.random(256).astype(np.float32), features=256))
+    x = rng.random((16, 256)).astype(np.float32)
+    assert "CUDAExecutionProvider" in m.providers
+    np.testing.assert_allclose(m.run(x), m.run(x, providers="cpu"), rtol=1e-6)
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        np.testing.assert_allclose(m.run(torch.from_numpy(x).cuda()), m.run(x, providers="cpu"),
+                                   rtol=1e-6)
