@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from onnxbridge._version import __version__
 from onnxbridge.errors import OnnxBridgeWarning, ParityError
-from onnxbridge.model import OnnxModel
+from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import (
     ConversionResult,
     ConverterInfo,
@@ -51,8 +51,13 @@ def to_onnx(
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
     registry = default_registry()
     spec = registry.resolve(model, converter)
+    from onnxbridge.runtime import runtime_support
+
+    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 1):
+        raise ValueError(f"opset must be a positive int or None, got {opset!r}")
     conv_options = ConvertOptions(
-        opset=opset, dynamic_batch=dynamic_batch, name=name, options=dict(options)
+        opset=opset, dynamic_batch=dynamic_batch, name=name, options=dict(options),
+        max_opset=runtime_support().opsets[""],
     )
     result = call_converter(spec, model, sample, conv_options)
     if name:
@@ -63,6 +68,7 @@ def to_onnx(
         report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
         m.parity = report
         m.set_metadata("onnxbridge.parity_summary", report.summary())
+        m.set_metadata("onnxbridge.parity", report.to_json())
         if not report.verified:
             warnings.warn(
                 f"{spec.name}: the model was converted but not verified ({report.reason})",
@@ -83,12 +89,24 @@ def to_onnx(
 
 def _write_provenance(m: OnnxModel, spec: ConverterSpec, result: ConversionResult) -> None:
     created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    import json
+
+    def signature(specs: list[TensorSpec]) -> str:
+        return json.dumps([
+            {"name": s.name, "type": s.type, "shape": None if s.shape is None else list(s.shape)}
+            for s in specs
+        ])
+
     values = {
         "onnxbridge.version": __version__,
         "onnxbridge.converter": spec.name,
         "onnxbridge.framework": result.framework or spec.framework or "",
         "onnxbridge.framework_version": result.framework_version or "",
         "onnxbridge.created": created,
+        "onnxbridge.opset": str(m.opset or ""),
+        "onnxbridge.ir_version": str(m.ir_version),
+        "onnxbridge.inputs": signature(m.inputs),
+        "onnxbridge.outputs": signature(m.outputs),
     }
     values.update(result.metadata)
     for key, value in values.items():
@@ -146,17 +164,23 @@ def load(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     max_bytes: int | None = None,
+    check_runtime: bool = True,
 ) -> OnnxModel:
     """Load an ONNX model from a path, bytes, a binary file object or an ``onnx.ModelProto``.
 
     External weights are read from the model's folder (or ``base_dir`` for bytes and streams).
+    With ``check_runtime`` (the default), a model whose IR version or opsets are newer than the
+    installed onnxruntime supports raises LoadError naming both versions and the fix.
 
     >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
     from onnxbridge._files import load_proto
+    from onnxbridge.runtime import check_compatible
 
     proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if check_runtime:
+        check_compatible(proto, f"model {label!r}" if label else "this model")
     return OnnxModel(proto, source=label)
 
 

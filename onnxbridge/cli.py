@@ -81,8 +81,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     import onnxbridge
 
-    m = onnxbridge.load(args.model)
+    from onnxbridge.runtime import compatibility_problems, runtime_support
+
+    m = onnxbridge.load(args.model, check_runtime=False)  # inspecting needs no runtime support
     print(repr(m))
+    problems = compatibility_problems(m.proto)
+    version = runtime_support().version
+    print(f"  onnxruntime {version}: " + ("can load it" if not problems else
+                                          "CANNOT load it: " + "; ".join(problems)))
     hist = m.operator_histogram()
     print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
     meta = m.metadata

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import threading
 from collections import Counter
@@ -99,7 +100,7 @@ class OnnxModel:
         source: str | None = None,
     ) -> None:
         self.proto = proto
-        self.parity = parity
+        self.parity = parity if parity is not None else _stored_parity(proto)
         self.source = source
         self._sessions: dict[str, onnxruntime.InferenceSession] = {}
         self._fast_sessions: dict[Any, onnxruntime.InferenceSession] = {}
@@ -250,8 +251,9 @@ class OnnxModel:
         import tempfile
 
         from onnxbridge._files import PROTOBUF_LIMIT
-        from onnxbridge.runtime import create_session, session_options
+        from onnxbridge.runtime import check_compatible, create_session, session_options
 
+        check_compatible(self.proto, f"model {self.name!r}")
         options = session_options(threads)
         for hook in self._session_hooks:
             hook(options)
@@ -413,6 +415,19 @@ class OnnxModel:
             f"{rows}</table>"
             f'<table style="border-collapse:collapse">{facts}</table></div>'
         )
+
+
+def _stored_parity(proto: onnx.ModelProto) -> ParityReport | None:
+    """The parity report a conversion wrote into the metadata, if any (None if unreadable)."""
+    for entry in proto.metadata_props:
+        if entry.key == "onnxbridge.parity":
+            from onnxbridge.verify import ParityReport
+
+            try:
+                return ParityReport.from_dict(json.loads(entry.value))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+    return None
 
 
 def _has_torch_tensor(args: Sequence[Any], inputs: Mapping[str, Any]) -> bool:

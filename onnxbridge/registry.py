@@ -158,6 +158,15 @@ class ConvertOptions:
     dynamic_batch: bool = True
     name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # The newest default-domain opset the installed onnxruntime loads: with opset=None, a
+    # converter picks min(its own newest well-tested opset, max_opset).
+    max_opset: int | None = None
+
+    def target_opset(self, converter_newest: int) -> int:
+        """The opset to emit: the user's, else the newest both the converter and onnxruntime take."""
+        if self.opset is not None:
+            return self.opset
+        return min(converter_newest, self.max_opset or converter_newest)
 
     def pop(self, key: str, default: Any = None) -> Any:
         """Take a converter-specific option; the ones left over are reported as unknown."""

@@ -34,6 +34,10 @@ __all__ = [
     "plan_providers",
     "probe_provider",
     "resolve_providers",
+    "RuntimeSupport",
+    "check_compatible",
+    "compatibility_problems",
+    "runtime_support",
     "set_default_providers",
 ]
 
@@ -377,6 +381,97 @@ def check_session_providers(
         if explicit:
             warnings.warn(message, OnnxBridgeWarning, stacklevel=4)
     return lost
+
+
+# -- what the installed onnxruntime can load ---------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeSupport:
+    """The newest IR version and opset per domain the installed onnxruntime accepts."""
+
+    version: str
+    ir_version: int
+    opsets: dict[str, int]
+
+
+_SUPPORT: RuntimeSupport | None = None
+
+
+def _accepts(opset: int, ir_version: int, domain: str) -> bool:
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["a"], ["b"])], "onnxbridge_version_probe",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+    )
+    imports = [helper.make_opsetid("", opset if domain == "" else 13)]
+    if domain:
+        imports.append(helper.make_opsetid(domain, opset))
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = ir_version
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        with _SESSION_LOCK:
+            onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                         providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
+def _highest(accepts: Callable[[int], bool], low: int, high: int) -> int:
+    """The highest n in [low, high] with accepts(n), given accepts(low) and monotonic answers."""
+    while low < high:
+        mid = (low + high + 1) // 2
+        if accepts(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def runtime_support() -> RuntimeSupport:
+    """Measured once per process by loading tiny models: onnxruntime has no API that says it."""
+    global _SUPPORT
+    if _SUPPORT is None:
+        import onnxruntime
+
+        ir = _highest(lambda v: _accepts(13, v, ""), 7, 40)
+        opsets = {
+            "": _highest(lambda v: _accepts(v, 8, ""), 13, 64),
+            "ai.onnx.ml": _highest(lambda v: _accepts(v, 8, "ai.onnx.ml"), 1, 16),
+        }
+        _SUPPORT = RuntimeSupport(onnxruntime.__version__, ir, opsets)
+    return _SUPPORT
+
+
+def compatibility_problems(proto: Any) -> list[str]:
+    """Why the installed onnxruntime cannot load this model (IR version, opsets); [] if it can."""
+    support = runtime_support()
+    problems = []
+    if proto.ir_version > support.ir_version:
+        problems.append(f"IR version {proto.ir_version} (onnxruntime {support.version} reads up to"
+                        f" {support.ir_version})")
+    for entry in proto.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        newest = support.opsets.get(domain)
+        if newest is not None and entry.version > newest:
+            problems.append(f"opset {entry.version} of domain {domain or 'ai.onnx'!r} (onnxruntime"
+                            f" {support.version} supports up to {newest})")
+    return problems
+
+
+def check_compatible(proto: Any, what: str = "this model") -> None:
+    """LoadError naming both versions and the fix when onnxruntime is too old for the model."""
+    problems = compatibility_problems(proto)
+    if problems:
+        raise LoadError(
+            f"{what} needs a newer onnxruntime: it uses {'; '.join(problems)}. Upgrade"
+            " onnxruntime (pip install -U onnxruntime), or convert the model again with"
+            " to_onnx(..., opset=N) for an N this onnxruntime supports."
+        )
 
 
 def _session_error(exc: Exception) -> Exception:

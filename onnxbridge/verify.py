@@ -120,6 +120,18 @@ class ParityReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=str)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParityReport:
+        """Rebuild a report from ``to_dict()`` output (as stored in a model's metadata)."""
+        fields = set(OutputParity.__dataclass_fields__)
+        outputs = []
+        for o in data.get("outputs", []):
+            values = {k: v for k, v in o.items() if k in fields}
+            values["shape"] = tuple(values.get("shape") or ())
+            outputs.append(OutputParity(**values))
+        return cls(outputs=outputs, verified=bool(data.get("verified", True)),
+                   reason=data.get("reason"), notes=list(data.get("notes", [])))
+
     def __str__(self) -> str:
         lines = [f"parity {self.summary()}"]
         lines += ["  " + o.line() for o in self.outputs]

@@ -171,3 +171,59 @@ def test_load_rejects_other_types_and_text_streams() -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_provenance_signature_and_parity_survive_save_and_load(
+    fake_converted: OnnxModel, tmp_path: Path
+) -> None:
+    import json
+
+    meta = fake_converted.metadata
+    assert meta["onnxbridge.opset"] == "17" and meta["onnxbridge.ir_version"] == "8"
+    assert json.loads(meta["onnxbridge.inputs"]) == [
+        {"name": "x", "type": "tensor(float)", "shape": ["batch", 4]}]
+    loaded = onnxbridge.load(fake_converted.save(tmp_path / "m.onnx"))
+    assert loaded.metadata == meta
+    assert loaded.parity is not None and loaded.parity.passed
+    assert loaded.parity.summary() == fake_converted.parity.summary()  # type: ignore[union-attr]
+    assert "parity: passed" in repr(loaded)
+
+
+def test_model_too_new_for_onnxruntime_is_named_clearly(tmp_path: Path) -> None:
+    from onnxbridge.runtime import runtime_support
+
+    support = runtime_support()
+    too_new = make_scale_model(opset=support.opsets[""] + 1)
+    path = OnnxModel(too_new).save(tmp_path / "new.onnx")
+    with pytest.raises(LoadError, match=rf"opset {support.opsets[''] + 1} .*up to"
+                                        rf" {support.opsets['']}.*opset=N") as info:
+        onnxbridge.load(path)
+    assert support.version in str(info.value) and "Upgrade onnxruntime" in str(info.value)
+    m = onnxbridge.load(path, check_runtime=False)  # inspecting is still possible
+    with pytest.raises(LoadError, match="needs a newer onnxruntime"):
+        m.run(np.ones((1, 3), np.float32))
+    newer_ir = make_scale_model()
+    newer_ir.ir_version = support.ir_version + 1
+    with pytest.raises(LoadError, match=f"IR version {support.ir_version + 1}"):
+        onnxbridge.load(newer_ir)
+
+
+def test_runtime_support_is_measured_not_guessed() -> None:
+    from onnxbridge.runtime import _accepts, runtime_support
+
+    support = runtime_support()
+    assert support.opsets[""] >= 17 and support.ir_version >= 8
+    assert _accepts(support.opsets[""], 8, "") and not _accepts(support.opsets[""] + 1, 8, "")
+
+
+def test_opset_choice(fake_env: Path, isolated_registry: Registry) -> None:
+    from onnxbridge import ConvertOptions
+
+    assert ConvertOptions(max_opset=21).target_opset(23) == 21
+    assert ConvertOptions(max_opset=25).target_opset(23) == 23
+    assert ConvertOptions(opset=15, max_opset=25).target_opset(23) == 15
+    import fakefw
+
+    onnxbridge.register(ConverterSpec(name="fake", classes=("fakefw.Base",), converter="fakeplugin:convert"))
+    with pytest.raises(ValueError, match="opset must be a positive int"):
+        onnxbridge.to_onnx(fakefw.Base(), np.ones((1, 4), np.float32), opset=0)
