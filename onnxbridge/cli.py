@@ -80,7 +80,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import onnxbridge
-
     from onnxbridge.runtime import compatibility_problems, runtime_support
 
     m = onnxbridge.load(args.model, check_runtime=False)  # inspecting needs no runtime support
