@@ -30,7 +30,7 @@ def test_all_is_exactly_the_public_names() -> None:
     for name in onnxbridge.__all__:
         assert hasattr(onnxbridge, name), name
     exported = {n for n in dir(onnxbridge) if not n.startswith("_")}
-    submodules = {"errors", "registry", "model", "verify", "io", "plugins", "runtime", "cli"}
+    submodules = {"errors", "registry", "model", "verify", "io", "plugins", "runtime", "cli", "testing"}
     assert exported - PUBLIC <= submodules
 
 

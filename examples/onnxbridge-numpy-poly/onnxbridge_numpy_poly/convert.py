@@ -18,6 +18,11 @@ def convert(poly: np.polynomial.Polynomial, sample: Any, options: ConvertOptions
     dtype = np.dtype(options.pop("dtype", "float64"))
     if dtype not in (np.float32, np.float64):
         raise UnsupportedModelError(f"dtype must be float32 or float64, got {dtype}")
+    x = np.asarray(sample) if isinstance(sample, (np.ndarray, list, tuple, int, float)) else None
+    if x is None or x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"the sample must be numbers (a numpy array or list), got {type(sample).__name__}"
+        )
     onnx_type = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     coef = np.asarray(poly.coef, dtype=dtype)
     mapping = np.polynomial.polyutils.mapparms(poly.domain, poly.window)
@@ -42,7 +47,7 @@ def convert(poly: np.polynomial.Polynomial, sample: Any, options: ConvertOptions
         nodes.append(helper.make_node("Mul", ["t", "zero"], ["zeros"]))
         nodes.append(const("zero", np.asarray(0, dtype=dtype)))
         nodes.append(helper.make_node("Add", ["zeros", acc], ["y"]))
-    ndim = np.ndim(sample) if np.ndim(sample) else 1
+    ndim = max(x.ndim, 1)
     shape = ["batch"] + [None] * (ndim - 1)
     graph = helper.make_graph(
         _topological(nodes),

@@ -1,0 +1,79 @@
+"""The conformance kit: the built-in converters and the example plugin pass it, and it can fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import onnxbridge
+from onnxbridge import ConverterSpec
+from onnxbridge.registry import Registry
+from onnxbridge.testing import Case, check_converter, converter_checks, parametrize_with_checks
+
+
+def _sklearn_cases() -> list[Case]:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    return [Case(LogisticRegression().fit(X, X[:, 0] > 0), X[:8], id="logreg")]
+
+
+@parametrize_with_checks("sklearn", _sklearn_cases())
+def test_sklearn_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
+def test_example_plugin_conforms() -> None:
+    pytest.importorskip("onnxbridge_numpy_poly")
+    poly = np.polynomial.Polynomial([1.0, -2.0, 0.5], domain=[0, 4])
+    results = check_converter("numpy-poly", [Case(poly, np.linspace(0, 4, 6), id="quadratic")])
+    assert len(results) == 9 and all(r.passed for r in results)
+
+
+# -- the kit catches broken converters -----------------------------------------------------------
+NONDETERMINISTIC = '''
+import itertools
+from fakeplugin import convert
+_counter = itertools.count()
+
+def convert_changing(model, sample, options):
+    result = convert(model, sample, options)
+    result.proto.graph.name = f"fake{next(_counter)}"
+    return result
+'''
+
+
+def test_kit_reports_failures_by_name(fake_env: Path, isolated_registry: Registry) -> None:
+    import fakefw
+
+    (fake_env / "changing.py").write_text(NONDETERMINISTIC)
+    spec = ConverterSpec(name="changing", classes=("fakefw.Base",), converter="changing:convert_changing")
+    onnxbridge.register(spec)
+    case = Case(fakefw.Base(2.0), np.ones((3, 4), np.float32), id="ones")
+    with pytest.raises(AssertionError, match=r"FAIL  check_deterministic\[ones\]"):
+        check_converter("changing", [case])
+    results = check_converter("changing", [case],
+                              expected_failed_checks={"check_deterministic": "graph name varies"})
+    by_name = {r.name: r for r in results}
+    assert by_name["check_deterministic"].expected_failure == "graph name varies"
+    assert by_name["check_parity"].passed
+    # A check declared as failing that passes is reported too.
+    stale = check_converter("changing", [case], raise_on_failure=False,
+                            expected_failed_checks={"check_parity": "not really"})
+    assert {r.name: r for r in stale}["check_parity"].error == "passed but was expected to fail"
+
+
+def test_checks_are_named_and_need_a_case(fake_env: Path, isolated_registry: Registry) -> None:
+    import fakefw
+
+    onnxbridge.register(ConverterSpec(name="fake", classes=("fakefw.Base",), converter="fakeplugin:convert"))
+    names = [n for n, _, _ in converter_checks("fake", [Case(fakefw.Base(), np.ones((2, 4)))])]
+    assert names[0] == "check_class_names_resolve" and "check_parity" in names and len(names) == 9
+    with pytest.raises(ValueError, match="at least one Case"):
+        list(converter_checks("fake", []))
+    wrong = ConverterSpec(name="wrong", classes=("fakefw.Nope",), converter="fakeplugin:convert")
+    with pytest.raises(AssertionError, match="does not import as a class"):
+        check_converter(wrong, [Case(fakefw.Base(), np.ones((2, 4), np.float32))])
