@@ -259,6 +259,15 @@ CHECKS: tuple[Callable[[ConverterSpec, Case], None], ...] = (
 _ONCE = {"check_entry_point_is_light"}
 
 
+def _bind(check: Callable[[ConverterSpec, Case], None], spec: ConverterSpec, case: Case
+          ) -> Callable[[], None]:
+    def run() -> None:
+        check(spec, case)
+
+    run.__name__ = check.__name__
+    return run
+
+
 def converter_checks(
     converter: str | ConverterSpec, cases: Sequence[Case]
 ) -> Iterator[tuple[str, str, Callable[[], None]]]:
@@ -270,7 +279,7 @@ def converter_checks(
         for i, case in enumerate(cases):
             if check.__name__ in _ONCE and i:
                 continue
-            yield check.__name__, case.id, (lambda c=check, k=case: c(spec, k))
+            yield check.__name__, case.id, _bind(check, spec, case)
 
 
 def check_converter(
