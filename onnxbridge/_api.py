@@ -174,13 +174,15 @@ def load(
 
     >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
-    from onnxbridge._files import load_proto
+    from onnxbridge._files import check_graph, load_proto
     from onnxbridge.runtime import check_compatible
 
     proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    what = f"model {label!r}" if label else "this model"
     if check_runtime:
-        check_compatible(proto, f"model {label!r}" if label else "this model")
+        check_compatible(proto, what)
+    check_graph(proto, what, source)
     return OnnxModel(proto, source=label)
 
 

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import stat
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from onnxbridge.errors import LoadError
+from onnxbridge.errors import LoadError, OnnxBridgeWarning
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["PROTOBUF_LIMIT", "iter_tensors", "load_proto", "save_proto"]
+__all__ = [
+    "PROTOBUF_LIMIT",
+    "check_external_data",
+    "check_graph",
+    "iter_tensors",
+    "load_proto",
+    "save_proto",
+]
 
 # protobuf cannot serialise a message of 2 GiB or more; keep a margin for the graph itself.
 PROTOBUF_LIMIT = 2**31 - 2**24
@@ -98,7 +108,7 @@ def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError, MemoryError) as exc:
         raise LoadError(
             f"{label} is not an ONNX model, or it is truncated or corrupted ({exc})", source
         ) from exc
@@ -107,6 +117,23 @@ def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:
             f"{label} is not an ONNX model: it has no IR version, graph or opset", source
         )
     return proto
+
+
+def check_graph(proto: onnx.ModelProto, label: str, source: Any = None) -> None:
+    """onnx.checker's verdict as a LoadError: unknown ops, cycles, duplicate names, bad types.
+
+    Its messages name the node. Models over 2 GB are checked by onnxruntime when a session is
+    made instead (the in-memory checker cannot take them).
+    """
+    import onnx
+
+    if proto.ByteSize() > PROTOBUF_LIMIT or proto.ir_version > onnx.IR_VERSION:
+        return  # newer than this onnx package knows: onnxruntime judges it at session creation
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # ValidationError, and anything a corrupted proto provokes
+        text = " ".join(str(exc).split())
+        raise LoadError(f"{label} is not a valid ONNX graph: {text}", source) from exc
 
 
 def load_proto(
@@ -155,11 +182,83 @@ def load_proto(
     if proto is source:  # never fill in the caller's own ModelProto behind their back
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
+    check_external_data(proto, folder, label)
     try:
-        onnx.load_external_data_for_model(proto, str(folder))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown keys were reported by our own check
+            onnx.load_external_data_for_model(proto, str(folder))
     except Exception as exc:
         raise LoadError(f"cannot read the external data of {label}: {exc}", source) from exc
     return proto, folder
+
+
+_EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
+
+
+def check_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> None:
+    """Refuse external data that could read outside the model's folder or past a file's end.
+
+    Checked before a byte is read: the location must be a plain relative path inside
+    ``folder``; no part of the way may be a symlink; the file must be a regular file with a
+    single hard link (a hard link can expose any file on the same disk); offset and length must
+    be whole numbers that stay inside the file. Unknown keys are ignored with a warning.
+    """
+    from onnx import TensorProto
+
+    root = Path(os.path.abspath(folder))
+    for tensor in iter_tensors(proto):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        name = tensor.name or "<unnamed>"
+        info = {e.key: e.value for e in tensor.external_data}
+        unknown = sorted(set(info) - _EXTERNAL_KEYS)
+        if unknown:
+            warnings.warn(
+                f"{label}: tensor {name!r} has unknown external-data keys {unknown}; ignored",
+                OnnxBridgeWarning, stacklevel=4,
+            )
+
+        def refuse(why: str, tensor_name: str = name) -> LoadError:
+            return LoadError(f"{label}: external data of tensor {tensor_name!r} refused: {why}")
+
+        location = info.get("location", "")
+        if not location:
+            raise refuse("it has no location")
+        if "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\")) or (
+            len(location) > 1 and location[1] == ":"
+        ):
+            raise refuse(f"location {location!r} is absolute; it must be relative to the model")
+        if ".." in re.split(r"[\\/]", location):
+            raise refuse(f"location {location!r} climbs out of the model's folder")
+        parts = Path(location).parts
+        current = root
+        for part in parts:
+            current = current / part
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                raise refuse(f"{location!r} does not exist in {str(root)!r}") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise refuse(f"{location!r} goes through a symbolic link ({part!r})")
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{location!r} is not a regular file")
+        if st.st_nlink > 1:
+            raise refuse(f"{location!r} has {st.st_nlink} hard links; copy the file instead")
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise refuse(
+                f"offset {info.get('offset')!r} or length {info.get('length')!r} is not a number"
+            ) from None
+        if offset < 0 or (length is not None and length < 0):
+            raise refuse("offset and length must not be negative")
+        end = offset + (length if length is not None else 0)
+        if offset > st.st_size or end > st.st_size:
+            raise refuse(
+                f"offset {offset} + length {length or 0} reaches past the end of {location!r}"
+                f" ({st.st_size} bytes)"
+            )
 
 
 def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
@@ -205,6 +304,24 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _remove_stale_work_dirs(parent: Path, name: str) -> None:
+    """Remove the temporary folders of saves of ``name`` whose process died (killed mid-write)."""
+    prefix = f".{name}.onnxbridge-"
+    for entry in parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = entry.name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass  # alive under another user: not ours to touch
+
+
 def save_proto(proto: onnx.ModelProto, path: str | os.PathLike[str], *,
                external_data: bool | None = None) -> list[Path]:
     """Write ``proto`` atomically; returns the files written.
@@ -224,7 +341,9 @@ def save_proto(proto: onnx.ModelProto, path: str | os.PathLike[str], *,
         raise FileNotFoundError(f"folder {str(parent)!r} does not exist; create it first")
     if external_data is None:
         external_data = proto.ByteSize() > PROTOBUF_LIMIT
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    _remove_stale_work_dirs(parent, target.name)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.onnxbridge-{os.getpid()}-", suffix=".tmp",
+                                 dir=parent))
     try:
         written = []
         if external_data:

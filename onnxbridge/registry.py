@@ -256,7 +256,9 @@ class Registry:
             if self._loaded:
                 return
             disabled, blocked = _plugins_disabled()
-            for ep in self._entry_points():
+            # onnxbridge's own converters load first, so no plugin can take a built-in's name.
+            eps = sorted(self._entry_points(), key=lambda e: _entry_point_package(e) != "onnxbridge")
+            for ep in eps:
                 package = _entry_point_package(ep)
                 third_party = package != "onnxbridge"
                 if third_party and (disabled or ep.name in blocked or package in blocked):
