@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import os
 import signal
@@ -88,7 +89,7 @@ def test_symlinked_data_file_and_folder_are_refused(tmp_path: Path) -> None:
 
 
 def test_hardlinked_data_file_is_refused(tmp_path: Path) -> None:
-    path, proto = external_model(tmp_path)
+    path, _proto = external_model(tmp_path)
     os.link(tmp_path / "m.onnx.data", tmp_path / "other.data")
     with pytest.raises(LoadError, match="2 hard links"):
         onnxbridge.load(path)
@@ -189,10 +190,8 @@ def test_mutated_bytes_give_only_load_errors(cuts: list[tuple[int, int]], trunca
     except LoadError:
         return
     # What loads must also run, or fail with our errors, never crash the process.
-    try:
+    with contextlib.suppress(onnxbridge.OnnxBridgeError):
         m.run(np.ones((1, 3), np.float32))
-    except onnxbridge.OnnxBridgeError:
-        pass
 
 
 # -- crash-safe saving -----------------------------------------------------------------------
