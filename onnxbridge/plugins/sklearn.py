@@ -1,7 +1,21 @@
-"""scikit-learn estimators, pipelines and transformers, through skl2onnx."""
+"""scikit-learn estimators, Pipelines, ColumnTransformers and FeatureUnions, through skl2onnx.
+
+Inputs: a numpy sample gives one graph input ``X`` [N, n_features]; a pandas DataFrame gives one
+input per column, named after the column, [N, 1] each (so string and numeric columns keep their
+own types); ``OnnxModel.run(df)`` splits a DataFrame by column name the same way.
+
+Outputs: classifiers ``label`` [N] and ``probabilities`` [N, n_classes] (a float tensor, no
+ZipMap); regressors ``variable`` [N, n_targets]; transformers ``variable``; clusterers and
+outlier detectors ``label`` and ``scores``.
+
+XGBoost, LightGBM and CatBoost estimators inside a Pipeline are converted by registering their
+converters with skl2onnx on first use, so users register nothing.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,8 +33,27 @@ SPECS = [
     )
 ]
 
+_DOUBLE_NOTE = (
+    "converted in double precision (double=True): float32 arithmetic or thresholds flipped"
+    " decisions on this sample"
+)
 
-def _tensor_type(dtype: np.dtype, double: bool, width: int | None) -> Any:
+
+# -- inputs --------------------------------------------------------------------------------------
+def _column_kind(dtype: Any) -> str:
+    """'float', 'int', 'bool' or 'string' for a numpy or pandas column dtype."""
+    text = str(dtype)
+    if text in {"category", "string", "str"} or text.startswith("string"):
+        return "string"
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        numpy_dtype = getattr(dtype, "numpy_dtype", None)  # pandas nullable Int64, Float64
+        kind = np.dtype(numpy_dtype).kind if numpy_dtype is not None else "O"
+    return {"f": "float", "i": "int", "u": "int", "b": "bool"}.get(kind, "string")
+
+
+def _tensor_type(kind: str, double: bool, width: int | None) -> Any:
     from skl2onnx.common.data_types import (
         BooleanTensorType,
         DoubleTensorType,
@@ -29,71 +62,433 @@ def _tensor_type(dtype: np.dtype, double: bool, width: int | None) -> Any:
         StringTensorType,
     )
 
-    shape = [None, width] if width is not None else [None]
-    if dtype.kind == "f":
+    shape = [None, width]
+    if kind == "float":
         return DoubleTensorType(shape) if double else FloatTensorType(shape)
-    if dtype.kind in "iu":
+    if kind == "int":
         return Int64TensorType(shape)
-    if dtype.kind == "b":
+    if kind == "bool":
         return BooleanTensorType(shape)
-    if dtype.kind in "OUS":
-        return StringTensorType(shape)
-    raise TypeError(f"cannot describe a column of dtype {dtype} to skl2onnx")
+    return StringTensorType(shape)
 
 
 def initial_types(sample: Any, double: bool) -> list[tuple[str, Any]]:
     """skl2onnx input declarations read off the sample: one input per DataFrame column."""
+    from onnxbridge.errors import InputError
     from onnxbridge.io import as_array, is_dataframe
 
     if is_dataframe(sample):
+        names = [str(c) for c in sample.columns]
+        if len(set(names)) != len(names):
+            raise InputError(
+                f"the DataFrame has duplicate column names {names}; each column becomes a graph"
+                " input named after it, so rename the duplicates"
+            )
         return [
-            (str(col), _tensor_type(np.dtype(sample[col].dtype) if sample[col].dtype != "string"
-                                    else np.dtype(object), double, 1))
+            (str(col), _tensor_type(_column_kind(sample[col].dtype), double, 1))
             for col in sample.columns
         ]
     arr = as_array(sample)
     if arr.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"scikit-learn models take a 2-D sample [n_samples, n_features]; got shape"
-            f" {list(arr.shape)} (use X.reshape(-1, 1) for one feature)"
+            f" {list(arr.shape)} (use X.reshape(-1, 1) for one feature, X.reshape(1, -1) for"
+            " one row)"
         )
-    return [("X", _tensor_type(arr.dtype, double, arr.shape[1]))]
+    if arr.dtype.kind not in "biufOUS":
+        raise InputError(f"cannot describe a sample of dtype {arr.dtype} to skl2onnx")
+    kind = _column_kind(arr.dtype)
+    return [("X", _tensor_type(kind, double, arr.shape[1]))]
 
 
+def _has_float64(sample: Any) -> bool:
+    from onnxbridge.io import as_array, is_dataframe
+
+    if is_dataframe(sample):
+        return any(str(sample[c].dtype) == "float64" for c in sample.columns)
+    return as_array(sample).dtype == np.float64
+
+
+# -- estimators inside the model -----------------------------------------------------------------
+def _walk(est: Any) -> Iterator[Any]:
+    """The estimator and every estimator nested in it (Pipeline steps, transformers, ...)."""
+    yield est
+    seen: set[int] = {id(est)}
+    stack = [est]
+    while stack:
+        node = stack.pop()
+        children: list[Any] = []
+        for attr in ("steps", "transformer_list", "transformers_", "transformers",
+                     "estimators_", "estimators"):
+            value = getattr(node, attr, None)
+            if isinstance(value, list):
+                for item in value:
+                    children.append(item[1] if isinstance(item, tuple) and len(item) >= 2
+                                    else item)
+        for attr in ("estimator", "base_estimator", "final_estimator_", "regressor_",
+                     "estimator_"):
+            child = getattr(node, attr, None)
+            if child is not None and hasattr(child, "get_params"):
+                children.append(child)
+        for child in children:
+            if hasattr(child, "get_params") and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+                yield child
+
+
+def _check_categorical(model: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    for est in _walk(model):
+        mask = getattr(est, "is_categorical_", None)
+        if mask is not None and np.any(mask):
+            idx = [int(i) for i in np.flatnonzero(mask)]
+            names = getattr(est, "feature_names_in_", None)
+            feats = [str(names[i]) for i in idx] if names is not None else [str(i) for i in idx]
+            raise UnsupportedModelError(
+                f"{type(est).__name__} uses native categorical feature(s) {feats}, which"
+                " skl2onnx cannot represent. Fit it with categorical_features=None and encode"
+                " those columns in the Pipeline instead (OneHotEncoder or OrdinalEncoder in a"
+                " ColumnTransformer), then convert the Pipeline"
+            )
+
+
+# -- skl2onnx workarounds ------------------------------------------------------------------------
+def _int_missing_tracks(add_node: Callable[..., Any]) -> Callable[..., Any]:
+    """skl2onnx passes HistGradientBoosting's missing_go_to_left as a bool (or numpy uint8);
+    onnx >= 1.17 refuses bools in an INTS attribute, so pass plain ints."""
+
+    def add_node_with_int_missing(*args: Any, **kwargs: Any) -> Any:
+        if "nodes_missing_value_tracks_true" in kwargs:
+            kwargs["nodes_missing_value_tracks_true"] = int(
+                kwargs["nodes_missing_value_tracks_true"]
+            )
+        return add_node(*args, **kwargs)
+
+    return add_node_with_int_missing
+
+
+_TREE_OPS = {"TreeEnsembleClassifier", "TreeEnsembleRegressor"}
+_AS_TENSOR = ("nodes_values", "base_values", "class_weights", "target_weights", "nodes_hitrates")
+
+
+def _double_tree_node(add_node: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep tree thresholds and leaf values in float64 (``*_as_tensor``, ai.onnx.ml opset 3).
+
+    skl2onnx writes them as FLOATS attributes even for a double input, which rounds each
+    threshold to float32 and flips decisions near it.
+    """
+
+    from onnx import numpy_helper
+
+    def add_double_tree_node(self: Any, op_type: str, inputs: Any, outputs: Any,
+                             op_domain: str = "", op_version: int | None = None,
+                             **attrs: Any) -> Any:
+        first = inputs if isinstance(inputs, str) else inputs[0]
+        float32_inputs: set[str] = getattr(self, "_onnxbridge_float32_inputs", set())
+        if (op_type in _TREE_OPS and op_domain == "ai.onnx.ml" and "nodes_values" in attrs
+                and first not in float32_inputs):
+            for key in _AS_TENSOR:
+                values = attrs.pop(key, None)
+                if values is not None and len(values):
+                    attrs[f"{key}_as_tensor"] = numpy_helper.from_array(
+                        np.asarray(values, dtype=np.float64), name=f"{key}_as_tensor")
+            op_version = max(op_version or 0, 3)
+        return add_node(self, op_type, inputs, outputs, op_domain=op_domain,
+                        op_version=op_version, **attrs)
+
+    return add_double_tree_node
+
+
+def _float_tree_outputs(proto: Any) -> None:
+    """onnxruntime's tree ensembles give float scores whatever their input; skl2onnx declares
+    the graph output double when the input is double."""
+    import onnx
+
+    produced = {out for n in proto.graph.node if n.op_type in _TREE_OPS
+                for out in n.output[1 if n.op_type == "TreeEnsembleClassifier" else 0:]}
+    for out in proto.graph.output:
+        if out.name in produced and out.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE:
+            out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+
+
+def _float32_features(convert_fct: Callable[..., Any]) -> Callable[..., Any]:
+    """XGBoost casts features to float32 before comparing them with its float32 thresholds.
+
+    In a double-precision pipeline the ONNX graph must do the same, or a value a hair above a
+    threshold goes the other way.
+    """
+
+    def convert_in_float32(scope: Any, operator: Any, container: Any) -> None:
+        from onnx import TensorProto
+        from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+        source = operator.inputs[0]
+        if not isinstance(source.type, DoubleTensorType):
+            convert_fct(scope, operator, container)
+            return
+        cast = scope.declare_local_variable("features_float32",
+                                            FloatTensorType(source.type.shape))
+        container.add_node("Cast", [source.full_name], [cast.full_name], to=TensorProto.FLOAT,
+                           name=scope.get_unique_operator_name("Cast"))
+        # Tree nodes reading this float input keep float thresholds (see _double_tree_node).
+        if not hasattr(container, "_onnxbridge_float32_inputs"):
+            container._onnxbridge_float32_inputs = set()
+        container._onnxbridge_float32_inputs.add(cast.full_name)
+        list.__setitem__(operator.inputs, 0, cast)  # the converter only reads name and type
+        try:
+            convert_fct(scope, operator, container)
+        finally:
+            list.__setitem__(operator.inputs, 0, source)
+
+    return convert_in_float32
+
+
+def _register_gbdt_converters() -> None:
+    """Teach skl2onnx the boosting libraries' estimators that are already imported.
+
+    A library the user has not imported cannot be in their model, so it is not imported here.
+    Registering twice is harmless (skl2onnx overwrites the entry).
+    """
+    from skl2onnx import update_registered_converter
+    from skl2onnx._supported_operators import sklearn_classifier_list
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if "xgboost" in sys.modules:
+        import xgboost
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+
+        update_registered_converter(
+            xgboost.XGBClassifier, "XGBoostXGBClassifier",
+            calculate_linear_classifier_output_shapes, _float32_features(convert_xgboost),
+            options=classifier_options,
+        )
+        update_registered_converter(
+            xgboost.XGBRegressor, "XGBoostXGBRegressor",
+            calculate_linear_regressor_output_shapes, _float32_features(convert_xgboost),
+        )
+    if "lightgbm" in sys.modules:
+        import lightgbm
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(
+            lightgbm.LGBMClassifier, "LightGbmLGBMClassifier",
+            calculate_linear_classifier_output_shapes, convert_lightgbm,
+            options=classifier_options,
+        )
+        for cls in (lightgbm.LGBMRegressor, lightgbm.LGBMRanker):
+            update_registered_converter(
+                cls, f"LightGbm{cls.__name__}",
+                calculate_linear_regressor_output_shapes, convert_lightgbm,
+            )
+    if "catboost" in sys.modules:
+        import catboost
+
+        from onnxbridge.plugins.catboost import skl2onnx_catboost_converter
+
+        # CatBoostClassifier is no sklearn ClassifierMixin; listing it makes skl2onnx's
+        # parser declare a label and a probability output for it.
+        if catboost.CatBoostClassifier not in sklearn_classifier_list:
+            sklearn_classifier_list.append(catboost.CatBoostClassifier)
+        update_registered_converter(
+            catboost.CatBoostClassifier, "CatBoostCatBoostClassifier",
+            calculate_linear_classifier_output_shapes, skl2onnx_catboost_converter,
+            options=classifier_options,
+        )
+        update_registered_converter(
+            catboost.CatBoostRegressor, "CatBoostCatBoostRegressor",
+            calculate_linear_regressor_output_shapes, skl2onnx_catboost_converter,
+        )
+
+
+def _skl2onnx_convert(model: Any, sample: Any, double: bool, opset: int | None,
+                      classifier: bool) -> Any:
+    import contextlib
+    import functools
+
+    import skl2onnx.common.tree_ensemble as tree_ensemble
+    from skl2onnx import get_latest_tested_opset_version
+    from skl2onnx import to_onnx as skl_to_onnx
+    from skl2onnx.common._container import ModelComponentContainer
+    from skl2onnx.common._registration import _converter_pool
+
+    from onnxbridge.plugins._tabular import conversion_lock, patched
+
+    with conversion_lock, contextlib.ExitStack() as stack:
+        _register_gbdt_converters()
+        stack.enter_context(
+            patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
+        )
+        if double:
+            stack.enter_context(patched(ModelComponentContainer, "add_node",
+                                        _double_tree_node(ModelComponentContainer.add_node)))
+            # Its classifier converter rounds thresholds to float32 below ai.onnx.ml opset 3.
+            hgb = _converter_pool.get("SklearnHistGradientBoostingClassifier")
+            if hgb is not None:
+                stack.enter_context(patched(hgb, "_fct", functools.partial(hgb._fct,
+                                                                           op_version=3)))
+        # onnxmltools would pick ai.onnx.ml 5 inside a pipeline, which skl2onnx refuses.
+        target = {"": opset or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+        types = initial_types(sample, double)
+        try:
+            proto = skl_to_onnx(model, initial_types=types, target_opset=target,
+                                options={"zipmap": False} if classifier else None)
+        except NameError as exc:  # a classifier without probabilities has no zipmap option
+            if "zipmap" not in str(exc):
+                raise
+            proto = skl_to_onnx(model, initial_types=types, target_opset=target)
+    if double:
+        _float_tree_outputs(proto)
+    return proto
+
+
+def _explain_failure(model: Any, exc: Exception) -> Exception:
+    import re
+
+    from onnxbridge.errors import ConversionError, UnsupportedModelError
+
+    name = type(exc).__name__
+    if name in {"MissingShapeCalculator", "MissingConverter"}:
+        found = re.search(r"<class '([^']+)'>", str(exc))
+        leaf = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
+        return UnsupportedModelError(
+            f"skl2onnx has no converter for {leaf} (inside {type(model).__name__}). Replace that"
+            " step with a supported one, or register a converter with"
+            " skl2onnx.update_registered_converter before calling to_onnx"
+        )
+    if name == "NotFittedError":
+        return ConversionError(
+            f"{type(model).__name__} is not fitted; call fit() before to_onnx()"
+        )
+    return exc
+
+
+# -- references ----------------------------------------------------------------------------------
+def _scores(est: Any, x: Any) -> np.ndarray:
+    if hasattr(est, "predict_proba"):
+        return np.asarray(est.predict_proba(x))
+    scores = np.asarray(est.decision_function(x))
+    if scores.ndim == 1:  # binary decision function -> skl2onnx's [-d, d] columns
+        scores = np.stack([-scores, scores], axis=1)
+    return scores
+
+
+def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[Any]]:
+    from sklearn.base import is_classifier, is_regressor
+
+    classifier = is_classifier(model)
+    regressor = is_regressor(model)
+
+    def reference(x: Any) -> list[Any]:
+        out: list[Any] = []
+        for name in output_names:
+            if name == "label":
+                out.append(np.asarray(model.predict(x)))
+            elif name == "probabilities" and classifier:
+                out.append(_scores(model, x))
+            elif name in {"scores", "probabilities"}:
+                if hasattr(model, "decision_function"):
+                    out.append(np.asarray(model.decision_function(x)))
+                elif hasattr(model, "predict_proba"):
+                    out.append(np.asarray(model.predict_proba(x)))
+                else:
+                    out.append(np.asarray(model.transform(x)))
+            elif hasattr(model, "predict") and (regressor or not hasattr(model, "transform")):
+                out.append(np.asarray(model.predict(x)))
+            elif hasattr(model, "transform"):
+                y = model.transform(x)
+                out.append(np.asarray(y.toarray() if hasattr(y, "toarray") else y))
+            else:
+                out.append(np.asarray(model.predict(x)))
+        return out
+
+    return reference
+
+
+def _kinds(names: list[str], classifier: bool) -> dict[str, str]:
+    kinds = {"label": "label"} if "label" in names else {}
+    if classifier and "probabilities" in names:
+        kinds["probabilities"] = "probabilities"
+    return kinds
+
+
+def _feeds(proto: Any, sample: Any) -> dict[str, np.ndarray]:
+    from onnxbridge.io import to_feeds
+    from onnxbridge.model import OnnxModel
+
+    return to_feeds(OnnxModel(proto).inputs, (sample,), {})
+
+
+# -- entry point ---------------------------------------------------------------------------------
 def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    """Convert a fitted scikit-learn estimator with skl2onnx.
+
+    Option ``double``: True converts with float64 inputs and thresholds; False keeps float32;
+    None (default) tries float32 and switches to float64 when float32 flips a decision on the
+    sample (a note in the parity report says so).
+    """
+    import copy
+
     import sklearn
     from sklearn.base import is_classifier
-    from skl2onnx import to_onnx as skl_to_onnx
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
 
-    double = bool(options.pop("double", False))
+    from onnxbridge.errors import ConversionError
+    from onnxbridge.plugins._tabular import first_mismatch, run_proto
+
+    double_opt = options.pop("double", None)
+    if double_opt not in (None, True, False):
+        raise ValueError(f"double must be True, False or None (automatic), got {double_opt!r}")
+    try:
+        check_is_fitted(model)
+    except NotFittedError as exc:
+        raise ConversionError(
+            f"{type(model).__name__} is not fitted; call fit() before to_onnx()"
+        ) from exc
+    _check_categorical(model)
     classifier = is_classifier(model)
-    proto = skl_to_onnx(
-        model,
-        initial_types=initial_types(sample, double),
-        target_opset=options.opset,
-        options={"zipmap": False} if classifier else None,
-        naming=None,
-    )
-    if classifier:
-        kinds = {"label": "label", "probabilities": "probabilities"}
-
-        def reference(x: Any) -> list[Any]:
-            return [model.predict(x), model.predict_proba(x)]
-
-    else:
-        kinds = {}
-
-        def reference(x: Any) -> list[Any]:
-            if hasattr(model, "predict"):
-                y = np.asarray(model.predict(x))
+    notes: list[str] = []
+    double = bool(double_opt)
+    try:
+        proto = _skl2onnx_convert(model, sample, double, options.opset, classifier)
+    except Exception as exc:
+        better = _explain_failure(model, exc)
+        if better is exc:
+            raise
+        raise better from exc
+    names = [o.name for o in proto.graph.output]
+    reference = _reference_for(model, names)
+    kinds = _kinds(names, classifier)
+    if double_opt is None and _has_float64(sample):
+        # Some predict() calls cache state (KNN); probe on a copy so the user's model is untouched.
+        probe = _reference_for(copy.deepcopy(model), names)
+        expected = probe(sample)
+        mismatch = first_mismatch(names, expected, run_proto(proto, _feeds(proto, sample)), kinds)
+        if mismatch is not None:
+            try:
+                candidate = _skl2onnx_convert(model, sample, True, options.opset, classifier)
+                got = run_proto(candidate, _feeds(candidate, sample))
+            except Exception as exc:  # keep the float model; verification reports the mismatch
+                notes.append(f"float32 conversion mismatches ({mismatch}); double precision"
+                             f" failed too: {type(exc).__name__}: {exc}")
             else:
-                y = np.asarray(model.transform(x))
-            return [y]
-
+                if first_mismatch(names, expected, got, kinds) is None:
+                    proto, double = candidate, True
+                    notes.append(f"{_DOUBLE_NOTE} (float32 gave: {mismatch})")
+    elif double:
+        notes.append("converted in double precision (double=True)")
     return ConversionResult(
         proto=proto,
         reference=reference,
         output_kinds=kinds,
         framework="scikit-learn",
         framework_version=sklearn.__version__,
+        notes=notes,
+        metadata={"onnxbridge.sklearn.double": str(double)},
     )

@@ -1,0 +1,237 @@
+"""Helpers shared by the tabular converters (scikit-learn, XGBoost, LightGBM, CatBoost).
+
+Everything here works on numpy arrays, pandas objects recognised by duck typing, and
+``onnx.ModelProto`` graphs; no ML framework is imported at module level.
+
+The output convention every tabular converter follows:
+
+- classifiers: ``label`` [N] (the class, in the source model's class type) and
+  ``probabilities`` [N, n_classes], a plain float tensor (never a ZipMap sequence of maps);
+- regressors and rankers: ``variable`` [N, n_targets].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from onnxbridge.errors import InputError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "CLASSIFIER_KINDS",
+    "canonical_outputs",
+    "categorical_columns",
+    "check_sample_matrix",
+    "conversion_lock",
+    "first_mismatch",
+    "rename_value",
+    "run_proto",
+    "split_binary_probabilities",
+]
+
+CLASSIFIER_KINDS = {"label": "label", "probabilities": "probabilities"}
+
+# skl2onnx and onnxmltools keep global registries; patching or registering them is serialised.
+conversion_lock = threading.RLock()
+
+
+def is_dataframe(obj: object) -> bool:
+    return type(obj).__module__.split(".")[0] == "pandas" and type(obj).__name__ == "DataFrame"
+
+
+def categorical_columns(df: Any) -> list[str]:
+    """Names of the DataFrame's pandas ``category`` columns."""
+    return [str(c) for c in df.columns if str(df[c].dtype) == "category"]
+
+
+def check_sample_matrix(sample: Any, library: str) -> tuple[int, int]:
+    """(rows, features) of a 2-D numeric sample, or an InputError saying what to pass instead."""
+    if is_dataframe(sample):
+        shape = (len(sample), len(sample.columns))
+        bad = [
+            str(c)
+            for c in sample.columns
+            if str(sample[c].dtype) != "category"
+            and np.dtype(getattr(sample[c].dtype, "numpy_dtype", np.dtype(object))).kind
+            not in "biuf"
+            and not _is_numeric_dtype(sample[c].dtype)
+        ]
+        if bad:
+            raise InputError(
+                f"{library} models take numeric features, but DataFrame column(s) {bad} hold"
+                " strings or objects; encode them (for instance in a scikit-learn Pipeline with"
+                " OneHotEncoder) or pass numbers"
+            )
+    else:
+        from onnxbridge.io import as_array
+
+        arr = as_array(sample)
+        if arr.ndim != 2:
+            raise InputError(
+                f"{library} models take a 2-D sample [n_samples, n_features]; got shape"
+                f" {list(arr.shape)} (use X.reshape(1, -1) for one row)"
+            )
+        if arr.dtype.kind not in "biuf":
+            raise InputError(
+                f"{library} models take numeric features; the sample has dtype {arr.dtype}."
+                " Convert it with X.astype(np.float32)"
+            )
+        shape = (int(arr.shape[0]), int(arr.shape[1]))
+    if shape[0] == 0:
+        raise InputError("the sample has no rows; pass a few rows the model can predict on")
+    return shape
+
+
+def _is_numeric_dtype(dtype: Any) -> bool:
+    try:
+        return np.dtype(dtype).kind in "biuf"
+    except TypeError:
+        return False
+
+
+def rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename a tensor everywhere in ``graph`` (inputs, outputs, node ends, value infos)."""
+    if old == new:
+        return
+    for seq in (graph.input, graph.output, graph.value_info):
+        for vi in seq:
+            if vi.name == old:
+                vi.name = new
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    for init in graph.initializer:
+        if init.name == old:
+            init.name = new
+
+
+def _drop_zipmap(graph: onnx.GraphProto) -> None:
+    """Replace each ZipMap feeding a graph output by the float tensor it zips."""
+    import onnx
+
+    outputs = {o.name: o for o in graph.output}
+    for node in list(graph.node):
+        if node.op_type != "ZipMap" or node.output[0] not in outputs:
+            continue
+        source = node.input[0]
+        target = node.output[0]
+        graph.node.remove(node)
+        out = outputs[target]
+        out.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, None))
+        rename_value(graph, source, target)
+
+
+def _set_shape(vi: onnx.ValueInfoProto, dims: Sequence[int | str | None]) -> None:
+    shape = vi.type.tensor_type.shape
+    shape.ClearField("dim")
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        elif isinstance(d, str):
+            dim.dim_param = d
+
+
+def canonical_outputs(
+    proto: onnx.ModelProto,
+    *,
+    classifier: bool,
+    n_outputs: int | None = None,
+    input_name: str | None = None,
+) -> onnx.ModelProto:
+    """Give a converted tabular model the documented signature, in place.
+
+    Classifiers: outputs ``label`` [N] and ``probabilities`` [N, n_outputs] (ZipMap removed).
+    Regressors: one output ``variable`` [N, n_outputs]. ``input_name`` renames a single input.
+    """
+    graph = proto.graph
+    if input_name is not None and len(graph.input) == 1:
+        rename_value(graph, graph.input[0].name, input_name)
+    _drop_zipmap(graph)
+    names = [o.name for o in graph.output]
+    if classifier:
+        if len(names) != 2:
+            raise RuntimeError(f"expected a label and a probability output, got {names}")
+        wanted = ["label", "probabilities"]
+    else:
+        if len(names) != 1:
+            raise RuntimeError(f"expected one prediction output, got {names}")
+        wanted = ["variable"]
+    # Two passes so that swapping names (a -> b, b -> a) cannot collide.
+    for i, name in enumerate(names):
+        rename_value(graph, name, f"__onnxbridge_tmp_{i}")
+    for i, name in enumerate(wanted):
+        rename_value(graph, f"__onnxbridge_tmp_{i}", name)
+    outputs = {o.name: o for o in graph.output}
+    if classifier:
+        _set_shape(outputs["label"], [None])
+        _set_shape(outputs["probabilities"], [None, n_outputs])
+    else:
+        _set_shape(outputs["variable"], [None, n_outputs])
+    return proto
+
+
+def split_binary_probabilities(p1: np.ndarray) -> np.ndarray:
+    """[N] probabilities of the positive class -> [N, 2] (negative, positive)."""
+    p1 = np.asarray(p1).reshape(-1)
+    return np.stack([1.0 - p1, p1], axis=1)
+
+
+def run_proto(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any]:
+    """Run a proto once on the CPU (used to choose between float and double conversions)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(
+        proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    )
+    return list(session.run(None, feeds))
+
+
+def first_mismatch(
+    names: Sequence[str],
+    expected: Sequence[Any],
+    actual: Sequence[Any],
+    kinds: dict[str, str],
+) -> str | None:
+    """A description of the first output that differs beyond the default tolerance, or None."""
+    from onnxbridge.verify import compare_outputs
+
+    for parity in compare_outputs(names, expected, actual, kinds=kinds):
+        if not parity.passed:
+            return parity.line()
+    return None
+
+
+@contextlib.contextmanager
+def patched(obj: Any, attr: str, value: Any) -> Iterator[None]:
+    """Set ``obj.attr = value`` for the duration of the block (under the conversion lock)."""
+    with conversion_lock:
+        old = getattr(obj, attr)
+        setattr(obj, attr, value)
+        try:
+            yield
+        finally:
+            setattr(obj, attr, old)
+
+
+def unsupported_categorical(
+    library: str, features: Sequence[str], why: str, fix: str
+) -> UnsupportedModelError:
+    names = ", ".join(repr(f) for f in features)
+    return UnsupportedModelError(
+        f"{library} model uses categorical feature(s) {names}: {why}. {fix}"
+    )
+

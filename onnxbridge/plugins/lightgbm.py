@@ -1,0 +1,114 @@
+"""LightGBM models (scikit-learn wrappers and raw ``lightgbm.Booster``) through onnxmltools.
+
+The graph has one float input ``X`` [N, n_features] read off the sample (a numpy array or a
+numeric DataFrame, columns in order). Classifiers (and binary / multiclass Boosters) give
+``label`` [N] and ``probabilities`` [N, n_classes]; regressors, rankers and other Boosters give
+``variable`` [N, 1]. NaN is handled per split as LightGBM's missing_type says; categorical
+splits on integer-coded features convert (pandas ``category`` columns do not: pass codes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
+
+SPECS = [
+    ConverterSpec(
+        name="lightgbm",
+        classes=("lightgbm.sklearn.LGBMModel", "lightgbm.basic.Booster"),
+        converter="onnxbridge.plugins.lightgbm:convert",
+        framework="lightgbm",
+        extra="lightgbm",
+        description="LightGBM classifiers, regressors, rankers and Boosters (onnxmltools)",
+    )
+]
+
+_CLASSIFY = ("binary", "multiclass", "softmax", "multiclassova", "multiclass_ova", "ova",
+             "ovr", "cross_entropy", "xentropy")
+
+
+def _objective(booster: Any) -> str:
+    return str(booster.dump_model(num_iteration=0).get("objective", "")).split(" ")[0]
+
+
+def _check_categorical_frame(sample: Any) -> None:
+    from onnxbridge.plugins._tabular import (
+        categorical_columns,
+        is_dataframe,
+        unsupported_categorical,
+    )
+
+    if not is_dataframe(sample):
+        return
+    cats = categorical_columns(sample)
+    if cats:
+        raise unsupported_categorical(
+            "LightGBM", cats,
+            "pandas 'category' columns are mapped to codes inside LightGBM, and an ONNX"
+            " graph input cannot hold pandas categories",
+            "Train on integer codes instead (df[col] = df[col].cat.codes, with"
+            " categorical_feature=[...]): LightGBM's categorical splits on integer features"
+            " convert, and m.run takes the same codes",
+        )
+
+
+def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    import lightgbm
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from onnxbridge.errors import InputError
+    from onnxbridge.plugins._tabular import (
+        CLASSIFIER_KINDS,
+        canonical_outputs,
+        check_sample_matrix,
+        conversion_lock,
+        split_binary_probabilities,
+    )
+
+    _check_categorical_frame(sample)
+    _, n_features = check_sample_matrix(sample, "LightGBM")
+    raw = isinstance(model, lightgbm.Booster)
+    booster = model if raw else model.booster_
+    if booster.num_feature() != n_features:
+        raise InputError(
+            f"the model was trained on {booster.num_feature()} features but the sample has"
+            f" {n_features}; pass a sample shaped like the training data"
+        )
+    objective = _objective(booster)
+    classifier = (objective in _CLASSIFY and objective not in ("cross_entropy", "xentropy")
+                  if raw else isinstance(model, lightgbm.LGBMClassifier))
+    with conversion_lock:
+        proto = convert_lightgbm(
+            model,
+            initial_types=[("X", FloatTensorType([None, n_features]))],
+            target_opset=options.opset,
+            zipmap=False,
+        )
+    n_classes = None
+    if classifier:
+        n_classes = len(model.classes_) if not raw else max(booster.num_model_per_iteration(), 2)
+    canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
+
+    def reference(x: Any) -> list[Any]:
+        if raw:
+            pred = np.asarray(model.predict(x))
+            if not classifier:
+                return [pred.reshape(len(pred), -1)]
+            probs = pred if pred.ndim == 2 else split_binary_probabilities(pred)
+            return [probs.argmax(axis=1), probs]
+        if classifier:
+            return [model.predict(x), model.predict_proba(x)]
+        return [np.asarray(model.predict(x)).reshape(-1, 1)]
+
+    return ConversionResult(
+        proto=proto,
+        reference=reference,
+        output_kinds=CLASSIFIER_KINDS if classifier else {},
+        framework="lightgbm",
+        framework_version=lightgbm.__version__,
+        notes=[f"objective {objective}"],
+    )

@@ -1,0 +1,170 @@
+"""XGBoost models (scikit-learn wrappers and raw ``xgboost.Booster``) through onnxmltools.
+
+The graph has one float input ``X`` [N, n_features] read off the sample (a numpy array or a
+numeric DataFrame, whose columns are taken in order). Classifiers give ``label`` [N] and
+``probabilities`` [N, n_classes]; regressors, rankers and margin-output Boosters give
+``variable`` [N, 1]. NaN is "missing", as in XGBoost.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
+
+SPECS = [
+    ConverterSpec(
+        name="xgboost",
+        classes=("xgboost.sklearn.XGBModel", "xgboost.core.Booster"),
+        converter="onnxbridge.plugins.xgboost:convert",
+        framework="xgboost",
+        extra="xgboost",
+        description="XGBoost classifiers, regressors, rankers and Boosters (onnxmltools)",
+    )
+]
+
+_CLASSIFY = ("binary:logistic", "multi:softprob", "multi:softmax")
+# Objectives whose prediction is the raw sum of leaves plus base_score (identity link).
+_IDENTITY = ("reg:squarederror", "reg:squaredlogerror", "reg:pseudohubererror",
+             "reg:absoluteerror", "reg:quantileerror", "binary:logitraw", "rank:")
+_LOGLINK = ("count:poisson", "reg:gamma", "reg:tweedie")
+
+
+def _config(booster: Any) -> dict[str, Any]:
+    return json.loads(booster.save_config())["learner"]
+
+
+def _objective(booster: Any) -> str:
+    return str(_config(booster)["objective"]["name"])
+
+
+def _task(objective: str) -> str:
+    if objective in _CLASSIFY:
+        return "classifier"
+    if objective.startswith(_IDENTITY) or objective in _LOGLINK:
+        return "regressor"
+    return "unsupported"
+
+
+def _wrapped(booster: Any, task: str) -> Any:
+    """A WrappedBooster that onnxmltools converts as the task we chose from the objective
+    (its own guess looks at leaf covers, and it has no name for rankers)."""
+    from onnxmltools.convert.xgboost._parse import WrappedBooster
+
+    class _Booster(WrappedBooster):
+        def __init__(self) -> None:
+            super().__init__(booster)
+            config = _config(booster)
+            self.kwargs["objective"] = config["objective"]["name"]
+            if task == "classifier":
+                num_class = int(config["learner_model_param"]["num_class"])
+                self.kwargs["num_class"] = max(num_class, 1)
+                self.classes_ = np.arange(max(num_class, 2))
+                self.operator_name = "XGBClassifier"
+            else:
+                self.kwargs["num_class"] = 0
+                self.kwargs.pop("classes_", None)
+                self.operator_name = "XGBRegressor"
+
+    return _Booster()
+
+
+def _check_categorical(booster: Any) -> None:
+    from onnxbridge.plugins._tabular import unsupported_categorical
+
+    types = list(booster.feature_types or [])
+    cats = [i for i, t in enumerate(types) if t == "c"]
+    if not cats:
+        return
+    names = booster.feature_names or [f"f{i}" for i in range(len(types))]
+    raise unsupported_categorical(
+        "XGBoost", [names[i] for i in cats],
+        "onnxmltools cannot turn XGBoost's native categorical splits into ONNX trees",
+        "Train without enable_categorical and one-hot or ordinal encode those columns, for"
+        " instance with a ColumnTransformer in a scikit-learn Pipeline (which converts as a"
+        " whole)",
+    )
+
+
+def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    import xgboost
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from onnxbridge.errors import UnsupportedModelError
+    from onnxbridge.plugins._tabular import (
+        CLASSIFIER_KINDS,
+        canonical_outputs,
+        check_sample_matrix,
+        conversion_lock,
+        split_binary_probabilities,
+    )
+
+    _, n_features = check_sample_matrix(sample, "XGBoost")
+    raw = isinstance(model, xgboost.Booster)
+    booster = model if raw else model.get_booster()
+    _check_categorical(booster)
+    expected = booster.num_features()
+    if expected and expected != n_features:
+        from onnxbridge.errors import InputError
+
+        raise InputError(
+            f"the model was trained on {expected} features but the sample has {n_features};"
+            " pass a sample shaped like the training data"
+        )
+    objective = _objective(booster)
+    task = _task(objective)
+    if task == "unsupported":
+        raise UnsupportedModelError(
+            f"XGBoost objective {objective!r} is not supported by the ONNX converter; supported"
+            " are binary:logistic, multi:softprob/softmax, reg:*, rank:*, count:poisson"
+        )
+    missing = getattr(model, "missing", np.nan)
+    if missing is not None and not (isinstance(missing, float) and np.isnan(missing)):
+        raise UnsupportedModelError(
+            f"the model treats {missing!r} as missing; ONNX tree ensembles only know NaN."
+            " Replace that value by np.nan in your data and retrain with missing=np.nan"
+        )
+    classifier = task == "classifier"
+    # The sklearn classifier converts as itself; anything else through an explicit task.
+    native = not raw and classifier and hasattr(model, "classes_")
+    source = model if native else _wrapped(booster, task)
+    with conversion_lock:
+        proto = convert_xgboost(
+            source,
+            initial_types=[("X", FloatTensorType([None, n_features]))],
+            target_opset=options.opset,
+        )
+    n_classes = None
+    if classifier:
+        num_class = int(_config(booster)["learner_model_param"]["num_class"])
+        n_classes = max(num_class, 2)
+    canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
+
+    def reference(x: Any) -> list[Any]:
+        if raw:
+            pred = np.asarray(model.predict(xgboost.DMatrix(x, missing=np.nan)))
+            if not classifier:
+                return [pred.reshape(len(pred), -1)]
+            if objective == "multi:softmax":
+                probs = np.asarray(model.predict(xgboost.DMatrix(x), output_margin=True))
+                probs = np.exp(probs - probs.max(axis=1, keepdims=True))
+                probs = probs / probs.sum(axis=1, keepdims=True)
+            else:
+                probs = pred if pred.ndim == 2 else split_binary_probabilities(pred)
+            return [probs.argmax(axis=1), probs]
+        if classifier:
+            return [model.predict(x), model.predict_proba(x)]
+        return [np.asarray(model.predict(x)).reshape(-1, 1)]
+
+    return ConversionResult(
+        proto=proto,
+        reference=reference,
+        output_kinds=CLASSIFIER_KINDS if classifier else {},
+        framework="xgboost",
+        framework_version=xgboost.__version__,
+        notes=[f"objective {objective}"],
+    )
