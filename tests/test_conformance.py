@@ -26,6 +26,51 @@ def test_sklearn_converter_conforms(check) -> None:  # type: ignore[no-untyped-d
     check()
 
 
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 5)).astype(np.float32)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def _xgboost_cases() -> list[Case]:
+    import xgboost
+
+    X, y = _data()
+    return [Case(xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(X, y), X[:8], id="xgb")]
+
+
+def _lightgbm_cases() -> list[Case]:
+    import lightgbm
+
+    X, y = _data()
+    model = lightgbm.LGBMRegressor(n_estimators=8, num_leaves=7, verbose=-1).fit(X, y.astype(float))
+    return [Case(model, X[:8], id="lgbm")]
+
+
+def _catboost_cases() -> list[Case]:
+    import catboost
+
+    X, y = _data()
+    model = catboost.CatBoostClassifier(iterations=8, depth=3, verbose=False,
+                                        allow_writing_files=False).fit(X, y)
+    return [Case(model, X[:8], id="catboost")]
+
+
+@parametrize_with_checks("xgboost", _xgboost_cases())
+def test_xgboost_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
+@parametrize_with_checks("lightgbm", _lightgbm_cases())
+def test_lightgbm_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
+@parametrize_with_checks("catboost", _catboost_cases())
+def test_catboost_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
+    check()
+
+
 def test_example_plugin_conforms() -> None:
     pytest.importorskip("onnxbridge_numpy_poly")
     poly = np.polynomial.Polynomial([1.0, -2.0, 0.5], domain=[0, 4])

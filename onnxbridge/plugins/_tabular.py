@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onnxbridge.errors import InputError, UnsupportedModelError
+from onnxbridge.io import is_dataframe
 
 if TYPE_CHECKING:
     import onnx
@@ -40,10 +41,6 @@ CLASSIFIER_KINDS = {"label": "label", "probabilities": "probabilities"}
 
 # skl2onnx and onnxmltools keep global registries; patching or registering them is serialised.
 conversion_lock = threading.RLock()
-
-
-def is_dataframe(obj: object) -> bool:
-    return type(obj).__module__.split(".")[0] == "pandas" and type(obj).__name__ == "DataFrame"
 
 
 def categorical_columns(df: Any) -> list[str]:

@@ -92,6 +92,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     if classifier:
         n_classes = len(model.classes_) if not raw else max(booster.num_model_per_iteration(), 2)
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
+    proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
 
     def reference(x: Any) -> list[Any]:
         if raw:

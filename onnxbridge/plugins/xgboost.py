@@ -143,6 +143,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         num_class = int(_config(booster)["learner_model_param"]["num_class"])
         n_classes = max(num_class, 2)
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
+    proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
 
     def reference(x: Any) -> list[Any]:
         if raw:
