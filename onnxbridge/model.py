@@ -255,6 +255,7 @@ class OnnxModel:
 
         check_compatible(self.proto, f"model {self.name!r}")
         options = session_options(threads)
+        _register_custom_op_library(options, self.metadata.get(CUSTOM_OP_LIBRARY_KEY))
         for hook in self._session_hooks:
             hook(options)
         if self.proto.ByteSize() <= PROTOBUF_LIMIT:
@@ -415,6 +416,35 @@ class OnnxModel:
             f"{rows}</table>"
             f'<table style="border-collapse:collapse">{facts}</table></div>'
         )
+
+
+# Metadata key a converter writes when the graph uses operators from a custom-op library.
+CUSTOM_OP_LIBRARY_KEY = "onnxbridge.custom_op_library"
+# The libraries a model may ask for by name (a model never names a file path to load).
+KNOWN_CUSTOM_OP_LIBRARIES = ("onnxruntime_extensions",)
+
+
+def _register_custom_op_library(options: onnxruntime.SessionOptions, library: str | None) -> None:
+    if not library:
+        return
+    if library not in KNOWN_CUSTOM_OP_LIBRARIES:
+        from onnxbridge.errors import LoadError
+
+        raise LoadError(
+            f"the model asks for custom-operator library {library!r}, which onnxbridge does not"
+            f" know (known: {', '.join(KNOWN_CUSTOM_OP_LIBRARIES)}); register it yourself with"
+            " m.add_session_hook(lambda options: options.register_custom_ops_library(path))"
+        )
+    try:
+        import onnxruntime_extensions
+    except ImportError as exc:
+        from onnxbridge.errors import ProviderError
+
+        raise ProviderError(
+            "this model uses custom operators implemented in onnxruntime-extensions:"
+            " pip install onnxruntime-extensions"
+        ) from exc
+    options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
 
 
 def _stored_parity(proto: onnx.ModelProto) -> ParityReport | None:

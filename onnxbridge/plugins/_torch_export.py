@@ -1,0 +1,797 @@
+"""The PyTorch converter's work: read the sample, plan dynamic axes, export, tidy, verify hooks.
+
+Imported only when a torch model is converted, so torch is imported at module level here.
+
+How a module is exported:
+
+1. The sample (a tensor, a tuple of tensors, or a dict of keyword tensors) becomes a list of
+   positional tensors with names: forward's parameter names, or the dict's keys.
+2. The model runs once (eval mode, no_grad) to learn its outputs, which are flattened into named
+   tensors (:func:`flatten_outputs` documents the order and the names).
+3. A small wrapper module takes the inputs positionally and returns that flat tuple, so both
+   exporters see the same plain signature, and the ONNX graph's outputs are ours to name.
+4. Dynamic axes are planned (batch, a transformers model's sequence, the user's ``dynamic_axes``);
+   any such axis of size 1 in the sample is enlarged to 2 for the export, since torch.export
+   specialises sizes 0 and 1 and the graph would then refuse other sizes.
+5. The torch.export-based exporter runs first, the TorchScript one when it fails (or the one
+   asked for), quietly; the result is tidied (initializer names, inputs an exporter dropped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from onnxbridge.errors import ConversionError, UnsupportedOperatorError
+from onnxbridge.registry import ConversionResult, ConvertOptions, mro_paths
+
+__all__ = ["convert_module", "flatten_outputs"]
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+_WRAPPED = "model"  # attribute under which the wrapper holds the user's module
+_TRANSFORMERS_BASE = "transformers.modeling_utils.PreTrainedModel"
+# Inputs of a transformers model whose axis 1 is the token sequence.
+_SEQUENCE_INPUTS = frozenset({
+    "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
+    "decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds",
+})
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_DYNAMO_MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'")
+_TORCHSCRIPT_MISSING_OP = re.compile(r"Exporting the operator '([\w:.]+)' to ONNX")
+
+
+# -- the sample --------------------------------------------------------------------------------
+@dataclass
+class InputPlan:
+    """How the user's sample maps to the ONNX inputs."""
+
+    style: str  # "tensor", "tuple" or "dict"
+    names: list[str]
+    # Keyword arguments added to every call (use_cache=False for transformers models).
+    fixed_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _forward_parameters(model: torch.nn.Module) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return []
+
+
+def _positional_names(model: torch.nn.Module, count: int) -> list[str]:
+    names: list[str] = []
+    for p in _forward_parameters(model):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or len(names) == count:
+            break
+        names.append(p.name)
+    if len(names) < count:
+        if count == 1:
+            return ["input"]
+        names += [f"input_{i}" for i in range(len(names), count)]
+    return names
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def _as_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value)).to(device)
+    raise ConversionError(
+        f"sample input {name!r} is a {type(value).__name__}; a PyTorch sample must hold tensors."
+        " Pass a tensor, a tuple of tensors, or a dict of keyword tensors (what you would give"
+        " the model's forward), e.g. torch.randn(1, 3, 224, 224)",
+        converter="torch",
+    )
+
+
+def plan_inputs(
+    model: torch.nn.Module, sample: Any, input_names: Sequence[str] | None
+) -> InputPlan:
+    """Read the sample's structure and name its tensors."""
+    params = _forward_parameters(model)
+    if isinstance(sample, Mapping):
+        if not sample:
+            raise ConversionError("the sample is an empty dict; give the model's inputs",
+                                  converter="torch")
+        bad = [k for k in sample if not isinstance(k, str)]
+        if bad:
+            raise ConversionError(f"sample dict keys must be argument names, got {bad!r}",
+                                  converter="torch")
+        if input_names is not None:
+            raise ConversionError(
+                "input_names= cannot rename a dict sample: its keys are the input names",
+                converter="torch",
+            )
+        known = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
+        unknown = [k for k in sample if k not in known]
+        if params and unknown and not takes_any:
+            raise ConversionError(
+                f"sample key(s) {unknown} are not arguments of {type(model).__name__}.forward;"
+                f" it takes {sorted(known)}",
+                converter="torch",
+            )
+        plan = InputPlan("dict", list(sample))
+    elif isinstance(sample, (tuple, list)) and not isinstance(sample, torch.Tensor):
+        if isinstance(sample, list):
+            raise ConversionError(
+                "the sample is a list; pass a tuple of tensors for a model with several inputs"
+                " (tuple(sample)), or one tensor (torch.tensor(sample)) for one input",
+                converter="torch",
+            )
+        if not sample:
+            raise ConversionError("the sample is an empty tuple; give the model's inputs",
+                                  converter="torch")
+        plan = InputPlan("tuple", _positional_names(model, len(sample)))
+    else:
+        plan = InputPlan("tensor", _positional_names(model, 1))
+    if input_names is not None:
+        names = [str(n) for n in input_names]
+        if len(names) != len(plan.names) or len(set(names)) != len(names):
+            raise ConversionError(
+                f"input_names={names} must give {len(plan.names)} distinct name(s), one per"
+                " tensor of the sample",
+                converter="torch",
+            )
+        plan.names = names
+    if _is_transformers(model):
+        takes = {p.name for p in params}
+        if "use_cache" in takes and "use_cache" not in plan.names:
+            # A key/value cache is a Python object, not a tensor output.
+            plan.fixed_kwargs["use_cache"] = False
+    return plan
+
+
+def sample_tensors(plan: InputPlan, sample: Any, device: torch.device) -> list[torch.Tensor]:
+    """The sample's tensors in ONNX input order (numpy arrays are accepted too)."""
+    if plan.style == "dict":
+        if not isinstance(sample, Mapping):
+            raise ConversionError(f"expected a dict sample with keys {plan.names}",
+                                  converter="torch")
+        return [_as_tensor(sample[k], k, device) for k in plan.names]
+    if plan.style == "tuple":
+        items = list(sample)
+        return [_as_tensor(v, n, device) for n, v in zip(plan.names, items, strict=True)]
+    return [_as_tensor(sample, plan.names[0], device)]
+
+
+def _call(model: torch.nn.Module, plan: InputPlan, tensors: Sequence[torch.Tensor]) -> Any:
+    if plan.style == "dict":
+        return model(**dict(zip(plan.names, tensors, strict=True)), **plan.fixed_kwargs)
+    return model(*tensors, **plan.fixed_kwargs)
+
+
+def _is_transformers(model: object) -> bool:
+    return _TRANSFORMERS_BASE in mro_paths(model)
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def flatten_outputs(value: Any) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
+    """The model's outputs as (name, tensor) pairs in ONNX output order, and what was skipped.
+
+    Depth first, in the order the model returns them: a lone tensor is ``output``; items of a
+    tuple or list are ``output_0``, ``output_1`` ...; a dict, a transformers ModelOutput or a
+    namedtuple gives its keys (``logits``, ``last_hidden_state``); nested containers join the
+    parts: ``output_1_0`` (tuple in a tuple), ``hidden_states_2`` (tuple in a dict),
+    ``scores.cls`` (dict in a dict). None entries are left out; other non-tensor values (a
+    cache object, a Python number) cannot be ONNX outputs and are listed as skipped.
+    """
+    out: list[tuple[str, torch.Tensor]] = []
+    skipped: list[str] = []
+
+    def walk(item: Any, name: str | None) -> None:
+        if isinstance(item, torch.Tensor):
+            out.append((name or "output", item))
+        elif item is None:
+            return
+        elif isinstance(item, Mapping) or hasattr(item, "_fields"):
+            pairs = item.items() if isinstance(item, Mapping) else zip(item._fields, item, strict=True)
+            for key, sub in pairs:
+                walk(sub, str(key) if name is None else f"{name}.{key}")
+        elif isinstance(item, (tuple, list)):
+            for i, sub in enumerate(item):
+                walk(sub, f"{name or 'output'}_{i}")
+        else:
+            skipped.append(f"{name or 'output'} ({type(item).__name__})")
+
+    walk(value, None)
+    return out, skipped
+
+
+def _unique_names(names: Sequence[str], taken: set[str]) -> list[str]:
+    result = []
+    used = set(taken)
+    for name in names:
+        candidate, k = name, 1
+        while candidate in used:
+            candidate, k = f"{name}_{k}", k + 1
+        used.add(candidate)
+        result.append(candidate)
+    return result
+
+
+class _FlatModule(torch.nn.Module):
+    """Takes the inputs positionally and returns the outputs as a flat tuple of tensors."""
+
+    def __init__(self, model: torch.nn.Module, plan: InputPlan, count: int) -> None:
+        super().__init__()
+        setattr(self, _WRAPPED, model)
+        self.plan = plan
+        self.count = count
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        flat, _ = flatten_outputs(_call(getattr(self, _WRAPPED), self.plan, args))
+        if len(flat) != self.count:
+            raise RuntimeError(
+                f"the model returned {len(flat)} tensors here but {self.count} on the sample;"
+                " its outputs must not depend on the input values"
+            )
+        return tuple(t for _, t in flat)
+
+
+# -- modes and quiet ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no_grad inside; every submodule's own train/eval flag restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporters: Python warnings, prints, and C++ output to the fds 1 and 2."""
+    buffer = io.StringIO()
+    saved: list[tuple[int, int]] = []
+    with tempfile.TemporaryFile() as sink:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+            except OSError:
+                pass
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+# -- dynamic axes ------------------------------------------------------------------------------
+AxisPlan = list[dict[int, str]]  # per input: axis -> symbolic name
+
+
+def plan_axes(
+    model: torch.nn.Module,
+    plan: InputPlan,
+    tensors: Sequence[torch.Tensor],
+    dynamic_batch: bool,
+    dynamic_axes: Any,
+) -> AxisPlan:
+    """Which axis of which input is symbolic, and its name."""
+    axes: AxisPlan = [{} for _ in tensors]
+    if dynamic_batch:
+        first = next((t for t in tensors if t.ndim > 0), None)
+        for i, t in enumerate(tensors):
+            if first is not None and t.ndim > 0 and t.shape[0] == first.shape[0]:
+                axes[i][0] = "batch"
+    if _is_transformers(model):
+        for i, (name, t) in enumerate(zip(plan.names, tensors, strict=True)):
+            if name in _SEQUENCE_INPUTS and t.ndim >= 2:
+                axes[i][1] = "sequence"
+    for name, spec in _normalize_dynamic_axes(dynamic_axes, plan.names).items():
+        i = plan.names.index(name)
+        for axis, label in spec.items():
+            rank = tensors[i].ndim
+            if not -rank <= axis < rank:
+                raise ConversionError(
+                    f"dynamic_axes: input {name!r} has {rank} dimension(s)"
+                    f" {list(tensors[i].shape)}, so it has no axis {axis}",
+                    converter="torch",
+                )
+            axis %= rank
+            if label is None:
+                axes[i].pop(axis, None)
+            else:
+                axes[i][axis] = label
+    return axes
+
+
+def _normalize_dynamic_axes(value: Any, names: Sequence[str]) -> dict[str, dict[int, str | None]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConversionError(
+            "dynamic_axes must be a dict such as {'input_ids': {1: 'sequence'}} or"
+            f" {{'input_ids': [1]}}; got a {type(value).__name__}",
+            converter="torch",
+        )
+    out: dict[str, dict[int, str | None]] = {}
+    for key, spec in value.items():
+        if key not in names:
+            raise ConversionError(
+                f"dynamic_axes names {key!r}, which is not an input; the inputs are {list(names)}."
+                " Output axes follow from the inputs and need no entry",
+                converter="torch",
+            )
+        if isinstance(spec, Mapping):
+            items = dict(spec)
+        elif isinstance(spec, (list, tuple, range)):
+            items = {a: f"{key}_dim{a}" for a in spec}
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            items = {spec: f"{key}_dim{spec}"}
+        else:
+            raise ConversionError(
+                f"dynamic_axes[{key!r}] must be {{axis: name}} or a list of axes, got {spec!r}",
+                converter="torch",
+            )
+        for axis, label in items.items():
+            if not isinstance(axis, int) or isinstance(axis, bool):
+                raise ConversionError(f"dynamic_axes[{key!r}]: axis {axis!r} is not an int",
+                                      converter="torch")
+            if label is not None and (not isinstance(label, str) or not label):
+                raise ConversionError(
+                    f"dynamic_axes[{key!r}][{axis}]: the name must be a non-empty string"
+                    " (or None to keep the axis fixed)",
+                    converter="torch",
+                )
+        out[key] = items
+    return out
+
+
+def _resize_axis(t: Any, axis: int, size: int) -> Any:
+    """Tensor (or array) with ``size`` entries along ``axis``, repeating the existing ones."""
+    n = t.shape[axis]
+    index = [i % n for i in range(size)]
+    if isinstance(t, torch.Tensor):
+        return t.index_select(axis, torch.tensor(index, device=t.device))
+    return np.take(t, index, axis=axis)
+
+
+def export_tensors(tensors: Sequence[torch.Tensor], axes: AxisPlan) -> list[torch.Tensor]:
+    """Tensors to export with: every symbolic axis of size 0 or 1 grown to 2."""
+    out = []
+    for t, spec in zip(tensors, axes, strict=True):
+        for axis in spec:
+            if 0 < t.shape[axis] < 2:
+                t = _resize_axis(t, axis, 2)
+        out.append(t)
+    return out
+
+
+def other_size_sample(plan: InputPlan, sample: Any, axes: AxisPlan) -> Any:
+    """The user's sample with every symbolic axis except batch resized (None when none)."""
+    if not any(axis != 0 for spec in axes for axis in spec):
+        return None
+    values = (
+        [sample[k] for k in plan.names] if plan.style == "dict"
+        else list(sample) if plan.style == "tuple" else [sample]
+    )
+    sizes: dict[str, int] = {}
+    resized = []
+    for value, spec in zip(values, axes, strict=True):
+        for axis, label in spec.items():
+            if axis == 0:
+                continue
+            n = value.shape[axis]
+            if n == 0:
+                return None
+            new = sizes.setdefault(label, n - 1 if n > 1 else 2)
+            value = _resize_axis(value, axis, new)
+        resized.append(value)
+    if plan.style == "dict":
+        return dict(zip(plan.names, resized, strict=True))
+    return tuple(resized) if plan.style == "tuple" else resized[0]
+
+
+# -- exporting ---------------------------------------------------------------------------------
+@dataclass
+class ExportJob:
+    wrapper: torch.nn.Module
+    args: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    output_shapes: list[tuple[int, ...]]
+    axes: AxisPlan
+    opset: int | None
+    custom_ops: dict[Any, Any]
+
+
+def export_dynamo(job: ExportJob) -> onnx.ModelProto:
+    from onnxbridge.plugins._torch_custom_ops import translation_table
+
+    dynamic = tuple(dict(spec) or None for spec in job.axes)
+    kwargs: dict[str, Any] = {
+        "dynamo": True, "verbose": False, "report": False, "optimize": True,
+        "input_names": job.input_names, "output_names": job.output_names,
+        "opset_version": job.opset,
+        "dynamic_shapes": (dynamic,) if any(dynamic) else None,
+    }
+    table = translation_table(job.custom_ops)
+    if table:
+        kwargs["custom_translation_table"] = table
+    with quiet():
+        program = torch.onnx.export(job.wrapper, job.args, **kwargs)
+        assert program is not None
+        return program.model_proto
+
+
+def export_torchscript(job: ExportJob) -> onnx.ModelProto:
+    if job.custom_ops:
+        raise ConversionError(
+            "custom_ops= maps operators for the torch.export-based exporter only; use"
+            " exporter='dynamo' (or register a symbolic with"
+            " torch.onnx.register_custom_op_symbolic for TorchScript)",
+            converter="torch",
+        )
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    sizes: dict[int, str] = {}
+    for name, t, spec in zip(job.input_names, job.args, job.axes, strict=True):
+        if spec:
+            dynamic_axes[name] = dict(spec)
+            for axis, label in spec.items():
+                sizes.setdefault(int(t.shape[axis]), label)
+    # TorchScript fixes output shapes to the sample's; output axes that have a symbolic input
+    # axis's size are made symbolic too (onnxruntime warns on every run otherwise).
+    for name, shape in zip(job.output_names, job.output_shapes, strict=True):
+        marks = {a: sizes[s] for a, s in enumerate(shape) if s in sizes}
+        if marks:
+            dynamic_axes[name] = marks
+    with tempfile.TemporaryDirectory(prefix="onnxbridge-torch-") as tmp, quiet():
+        path = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(
+            job.wrapper, job.args, path, dynamo=False, input_names=job.input_names,
+            output_names=job.output_names, dynamic_axes=dynamic_axes or None,
+            opset_version=job.opset,
+        )
+        return onnx.load(path, load_external_data=True)
+
+
+_EXPORT_FUNCTIONS: dict[str, Callable[[ExportJob], onnx.ModelProto]] = {
+    "dynamo": export_dynamo,
+    "torchscript": export_torchscript,
+}
+
+
+def describe_failure(exc: BaseException, limit: int = 700) -> str:
+    """The innermost useful message of an exporter's exception chain, without colour codes."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    for item in reversed(chain):
+        text = _ANSI.sub("", str(item)).strip()
+        if text:
+            text = re.sub(r"\n\s*\n", "\n", text)
+            if len(text) > limit:
+                text = text[:limit] + " ..."
+            return f"{type(item).__name__}: {text}"
+    return type(exc).__name__
+
+
+def missing_operators(exc: BaseException) -> list[str]:
+    """Operators an exporter said it has no ONNX translation for, as ``aten::name``."""
+    found: list[str] = []
+    seen: set[int] = set()
+    item: BaseException | None = exc
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        text = _ANSI.sub("", str(item))
+        for op in _DYNAMO_MISSING_OP.findall(text):
+            namespace, _, rest = op.partition(".")
+            found.append(f"{namespace}::{rest}")
+        found += _TORCHSCRIPT_MISSING_OP.findall(text)
+        item = item.__cause__ or item.__context__
+    return list(dict.fromkeys(found))
+
+
+def locate_operators(job: ExportJob, operators: Sequence[str]) -> list[str]:
+    """Where in the model each operator is called: module path, class, and source line."""
+    wanted = {op.replace("::", ".") for op in operators}
+    try:
+        with quiet():
+            program = torch.export.export(job.wrapper, job.args, strict=False)
+    except Exception:
+        return []
+    graphs = [program]
+    with contextlib.suppress(Exception), quiet():
+        graphs.append(program.run_decompositions())
+    for exported in graphs:
+        places = []
+        for node in exported.graph.nodes:
+            target = str(getattr(node, "target", ""))
+            base = target.rsplit(".", 1)[0] if target.count(".") >= 2 else target
+            if node.op != "call_function" or base not in wanted:
+                continue
+            places.append(_node_location(base.replace(".", "::", 1), node))
+        if places:
+            return list(dict.fromkeys(places))
+    return []
+
+
+def _node_location(op: str, node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    where = "the model's forward"
+    if stack:
+        path, kind = list(stack.values())[-1]
+        path = re.sub(r"^L\['self'\]\.?", "", str(path))
+        path = re.sub(rf"^{_WRAPPED}\.?", "", path)
+        kind_name = getattr(kind, "__name__", str(kind)).rsplit(".", 1)[-1].strip("'>")
+        where = f"{path or 'the top module'} ({kind_name})"
+    lines = [
+        line.strip() for line in str(node.meta.get("stack_trace") or "").splitlines()
+        if line.strip().startswith("File ")
+    ]
+    user_lines = [line for line in lines if f"{os.sep}torch{os.sep}" not in line]
+    source = f", {user_lines[-1]}" if user_lines else ""
+    return f"{op} in {where}{source}"
+
+
+def failure_error(
+    job: ExportJob, failures: Mapping[str, BaseException], opset: int | None
+) -> ConversionError:
+    """One error carrying every exporter's cause; UnsupportedOperatorError when ops are missing."""
+    operators = [op for exc in failures.values() for op in missing_operators(exc)]
+    operators = list(dict.fromkeys(operators))
+    causes = "\n".join(
+        f"- {name} exporter: {describe_failure(exc)}" for name, exc in failures.items()
+    )
+    tried = " and ".join(failures)
+    if not operators:
+        error = ConversionError(
+            f"the PyTorch model could not be exported to ONNX (tried the {tried} exporter"
+            f"{'s' if len(failures) > 1 else ''}):\n{causes}\n"
+            "Check that the model runs on the sample, that forward takes and returns tensors,"
+            " and that its control flow does not depend on tensor values (torch.cond does).",
+            converter="torch",
+        )
+    else:
+        locations = locate_operators(job, operators)
+        where = "".join(f"\n  at {place}" for place in locations)
+        opset_text = f"opset {opset}" if opset else "the default opset"
+        error = UnsupportedOperatorError(
+            f"the model uses operator(s) that ONNX ({opset_text}) cannot express with the"
+            f" exporters tried: {', '.join(operators)}{where}\n"
+            "What you can do:\n"
+            "  1. try another opset: to_onnx(model, sample, opset=N) (newer opsets add operators);\n"
+            "  2. rewrite that part of the model with supported operations, or keep it out of"
+            " the exported module (run it before or after the ONNX model);\n"
+            "  3. export it as a custom operator: to_onnx(..., custom_ops={"
+            f"'{operators[0]}': 'my.domain::MyOp'}}) and give onnxruntime an implementation"
+            " (see docs/custom-operators.md).\n"
+            f"Exporter messages:\n{causes}",
+            operators=operators, framework="torch", converter="torch", locations=locations,
+        )
+    error.causes = dict(failures)  # type: ignore[attr-defined]
+    return error
+
+
+# -- tidying the exported model ----------------------------------------------------------------
+def _rename_values(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_values(attr.g, mapping)
+            for sub in attr.graphs:
+                _rename_values(sub, mapping)
+
+
+def tidy_proto(
+    proto: onnx.ModelProto, job: ExportJob, tensors: Sequence[torch.Tensor], name: str
+) -> onnx.ModelProto:
+    """Strip the wrapper from weight names, restore inputs an exporter dropped, name the graph."""
+    graph = proto.graph
+    used = {o for n in graph.node for o in n.output} | {v.name for v in graph.input}
+    used |= {t.name for t in graph.initializer}
+    prefix = f"{_WRAPPED}."
+    mapping: dict[str, str] = {}
+    for init in graph.initializer:
+        if init.name.startswith(prefix):
+            new = init.name[len(prefix):]
+            if new and new not in used and new not in mapping.values():
+                mapping[init.name] = new
+    if mapping:
+        for init in graph.initializer:
+            init.name = mapping.get(init.name, init.name)
+        _rename_values(graph, mapping)
+        for vi in graph.value_info:
+            vi.name = mapping.get(vi.name, vi.name)
+    # An exporter may drop an input the graph does not use; the signature keeps it.
+    present = {v.name: v for v in graph.input}
+    inputs = []
+    for input_name, t, spec in zip(job.input_names, tensors, job.axes, strict=True):
+        if input_name in present:
+            inputs.append(present[input_name])
+            continue
+        elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(str(t.dtype).replace("torch.", "")))
+        shape = [spec.get(a, int(d)) for a, d in enumerate(t.shape)]
+        inputs.append(onnx.helper.make_tensor_value_info(input_name, elem, shape))
+    extra = [v for v in graph.input if v.name not in set(job.input_names)]
+    del graph.input[:]
+    graph.input.extend(inputs + extra)
+    outputs = [o.name for o in graph.output]
+    if outputs != job.output_names:
+        raise ConversionError(
+            f"the exporter produced outputs {outputs}, expected {job.output_names}; this is a"
+            " bug in onnxbridge's torch converter, please report it",
+            converter="torch",
+        )
+    external = [t.name for t in graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ConversionError(
+            f"the exported model keeps {len(external)} weight(s) outside the proto"
+            f" ({external[:3]}); this is a bug in onnxbridge's torch converter",
+            converter="torch",
+        )
+    graph.name = name
+    return proto
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy()
+
+
+# -- the converter -----------------------------------------------------------------------------
+def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    exporter = options.pop("exporter", "auto")
+    dynamic_axes = options.pop("dynamic_axes", None)
+    input_names = options.pop("input_names", None)
+    output_names = options.pop("output_names", None)
+    custom_ops = options.pop("custom_ops", None) or {}
+    if exporter not in EXPORTERS:
+        raise ConversionError(
+            f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}",
+            converter="torch",
+        )
+    if not isinstance(model, torch.nn.Module):
+        raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}",
+                              converter="torch")
+    if not isinstance(custom_ops, Mapping):
+        raise ConversionError(
+            "custom_ops must be a dict {torch op: 'domain::OpType'}, e.g."
+            " {'mylib::my_op': 'ai.onnx.contrib::MyOp'}",
+            converter="torch",
+        )
+    device = _model_device(model)
+    plan = plan_inputs(model, sample, input_names)
+    tensors = sample_tensors(plan, sample, device)
+    with eval_mode(model):
+        outputs = _call(model, plan, tensors)
+    flat, skipped = flatten_outputs(outputs)
+    if not flat:
+        raise ConversionError(
+            f"{type(model).__name__} returned no tensors on the sample (it returned"
+            f" {type(outputs).__name__}); an ONNX model needs at least one tensor output",
+            converter="torch",
+        )
+    names = _unique_names([n for n, _ in flat], set(plan.names))
+    if output_names is not None:
+        given = [str(n) for n in output_names]
+        if len(given) != len(names) or len(set(given) | set(plan.names)) != len(given) + len(
+            set(plan.names)
+        ):
+            raise ConversionError(
+                f"output_names={given} must give {len(names)} distinct name(s), one per output"
+                f" tensor ({names} by default), different from the input names",
+                converter="torch",
+            )
+        names = given
+    axes = plan_axes(model, plan, tensors, options.dynamic_batch, dynamic_axes)
+    from onnxbridge.plugins._torch_custom_ops import resolve_custom_ops
+
+    job = ExportJob(
+        wrapper=_FlatModule(model, plan, len(flat)),
+        args=tuple(export_tensors(tensors, axes)),
+        input_names=list(plan.names),
+        output_names=names,
+        output_shapes=[tuple(t.shape) for _, t in flat],
+        axes=axes,
+        opset=options.opset,
+        custom_ops=resolve_custom_ops(custom_ops),
+    )
+    order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    failures: dict[str, BaseException] = {}
+    proto = None
+    used = ""
+    with eval_mode(model):
+        for attempt in order:
+            try:
+                proto = _EXPORT_FUNCTIONS[attempt](job)
+                used = attempt
+                break
+            except Exception as exc:
+                failures[attempt] = exc
+        if proto is None:
+            only = next(iter(failures.values()))
+            if len(failures) == 1 and isinstance(only, ConversionError):
+                raise only
+            error = failure_error(job, failures, options.opset)
+            raise error from list(failures.values())[-1]
+    # Shapes for tidy_proto come from the original tensors: the export ones may be grown.
+    proto = tidy_proto(proto, job, tensors, options.name or type(model).__name__)
+
+    notes = [f"exported with the {used} exporter" + (
+        " (torch.export)" if used == "dynamo" else " (TorchScript)")]
+    notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
+              for name, exc in failures.items()]
+    if skipped:
+        notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
+    if plan.fixed_kwargs:
+        notes.append("called with " + ", ".join(f"{k}={v!r}" for k, v in plan.fixed_kwargs.items())
+                     + " (a key/value cache is not a tensor output)")
+
+    def reference(x: Any) -> list[np.ndarray]:
+        given = sample_tensors(plan, x, device)
+        with eval_mode(model):
+            result, _ = flatten_outputs(_call(model, plan, given))
+        if len(result) != len(names):
+            raise ConversionError(
+                f"the model returned {len(result)} output tensors on a resized sample but"
+                f" {len(names)} on the sample; its outputs must not depend on the input size",
+                converter="torch",
+            )
+        return [_to_numpy(t) for _, t in result]
+
+    extra = other_size_sample(plan, sample, axes)
+    metadata = {
+        "onnxbridge.torch.exporter": used,
+        "onnxbridge.torch.input_style": plan.style,
+        "onnxbridge.torch.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+    }
+    from onnxbridge.plugins._torch_custom_ops import CUSTOM_OP_LIBRARY_KEY, custom_domains
+
+    domains = custom_domains(proto) if job.custom_ops else []
+    if domains:
+        metadata[CUSTOM_OP_LIBRARY_KEY] = "onnxruntime_extensions"
+        notes.append(
+            f"uses custom-domain operators ({', '.join(domains)}): a session needs their"
+            " implementation registered (see docs/custom-operators.md)"
+        )
+    return ConversionResult(
+        proto=proto,
+        reference=reference,
+        framework="torch",
+        framework_version=torch.__version__,
+        metadata=metadata,
+        extra_samples=[extra] if extra is not None else [],
+        notes=notes,
+    )
