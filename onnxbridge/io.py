@@ -22,6 +22,7 @@ __all__ = [
     "bind_torch_inputs",
     "format_shape",
     "is_dataframe",
+    "random_inputs",
     "resize_batch",
     "to_feeds",
 ]
@@ -232,6 +233,39 @@ def bind_torch_inputs(
     for out in session.get_outputs():
         binding.bind_output(out.name)
     return binding, keep
+
+
+def random_inputs(
+    inputs: Sequence[TensorSpec], batch: int = 1, dims: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Random feeds that fit the signature: the first symbolic axis is ``batch``, other symbolic
+    axes come from ``dims`` (by name) or are 16; integers are small (valid token ids, indices)."""
+    rng = np.random.default_rng(seed)
+    dims = dict(dims or {})
+    feeds = {}
+    for spec in inputs:
+        if spec.dtype is None:
+            raise InputError(f"input {spec.name!r} is a {spec.type}; only tensors can be generated")
+        shape = []
+        for axis, d in enumerate(spec.shape or ()):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif isinstance(d, str) and d in dims:
+                shape.append(int(dims[d]))
+            else:
+                shape.append(batch if axis == 0 else 16)
+        kind = spec.dtype.kind
+        if kind == "f":
+            value = rng.standard_normal(shape).astype(spec.dtype)
+        elif kind in "iu":
+            value = rng.integers(0, 10, size=shape).astype(spec.dtype)
+        elif kind == "b":
+            value = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            value = np.full(shape, "a", dtype=object)
+        feeds[spec.name] = value
+    return feeds
 
 
 def batch_size(feeds: Mapping[str, np.ndarray]) -> int | None:

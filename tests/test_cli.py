@@ -53,3 +53,137 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_converters_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     main(["converters"])
     assert "sklearn [onnxbridge]" in capsys.readouterr().out
+
+
+# -- convert, check, bench -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tabular_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with saved models of each tabular kind and samples in each format."""
+    pd = pytest.importorskip("pandas")
+    import catboost
+    import lightgbm
+    import skops.io
+    import xgboost
+    from sklearn.linear_model import LogisticRegression
+
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 4)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    np.save(folder / "x.npy", X[:12])
+    np.savez(folder / "x.npz", X=X[:12])
+    frame = pd.DataFrame(X[:12], columns=["a", "b", "c", "d"])
+    frame.to_csv(folder / "x.csv", index=False)
+    frame.to_parquet(folder / "x.parquet")
+    xgboost.XGBClassifier(n_estimators=6, max_depth=3).fit(X, y).get_booster().save_model(
+        folder / "m.json")
+    lightgbm.LGBMRegressor(n_estimators=6, verbose=-1).fit(X, y.astype(float)).booster_.save_model(
+        folder / "m.txt")
+    catboost.CatBoostClassifier(iterations=6, verbose=False, allow_writing_files=False).fit(
+        X, y).save_model(str(folder / "m.cbm"))
+    logreg = LogisticRegression().fit(X, y)
+    skops.io.dump(logreg, folder / "m.skops")
+    import pickle
+
+    (folder / "m.pkl").write_bytes(pickle.dumps(logreg))
+    return folder
+
+
+@pytest.mark.parametrize(("source", "sample"), [
+    ("m.json", "x.npy"), ("m.txt", "x.csv"), ("m.cbm", "x.parquet"), ("m.skops", "x.npz"),
+])
+def test_convert_saved_models(tabular_files: Path, source: str, sample: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tabular_files / f"{source}.onnx"
+    assert main(["convert", str(tabular_files / source), "--sample", str(tabular_files / sample),
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "parity passed" in text and out.exists()
+    import onnxbridge
+
+    m = onnxbridge.load(out)
+    assert m.parity is not None and m.parity.passed
+    assert m.metadata["onnxbridge.converter"] in {"xgboost", "lightgbm", "catboost", "sklearn"}
+
+
+def test_pickles_need_trust(tabular_files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["convert", str(tabular_files / "m.pkl"), "--sample", str(tabular_files / "x.npy"),
+            "-o", str(tabular_files / "p.onnx")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "runs any code" in err and "--trust" in err
+    assert not (tabular_files / "p.onnx").exists()
+    assert main([*args, "--trust", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet
+    assert (tabular_files / "p.onnx").exists()
+
+
+def test_check_passes_and_fails(tabular_files: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import make_scale_model
+
+    from onnxbridge.runtime import runtime_support
+
+    good = OnnxModel(make_scale_model()).save(tmp_path / "good.onnx")
+    assert main(["check", str(good)]) == 0
+    text = capsys.readouterr().out
+    assert "ok   onnx.checker (full)" in text and "ok   run on a generated input: y [2, 3]" in text
+    too_new = OnnxModel(make_scale_model(opset=runtime_support().opsets[""] + 1)).save(tmp_path / "new.onnx")
+    assert main(["check", str(too_new)]) == 1
+    assert "FAIL onnxruntime" in capsys.readouterr().out
+
+
+def test_bench_table_csv_and_plot(tmp_path: Path, scale_model: onnx.ModelProto,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    args = ["bench", str(path), "--batch", "1,4", "--seconds", "0.05", "--csv",
+            str(tmp_path / "b.csv"), "--quiet"]
+    pytest.importorskip("matplotlib")
+    args += ["--plot", str(tmp_path / "b.png")]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| CPUExecutionProvider | 4 |" in text and "p99 ms" in text
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    assert lines[0].startswith("provider,batch,runs,p50_ms") and len(lines) == 3
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["bench", str(path), "--batch", "0"]) == 1
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in ["demo", "convert", "info", "check", "run", "bench", "view", "providers",
+                    "converters"]:
+        proc = subprocess.run([sys.executable, "-m", "onnxbridge", command, "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "Example:" in proc.stdout, command
+
+
+def test_progress_is_quiet_when_not_a_terminal(tabular_files: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxbridge", "convert", str(tabular_files / "m.json"), "--sample",
+         str(tabular_files / "x.npy"), "-o", str(tabular_files / "q.onnx")],
+        capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_progress_shows_on_a_terminal(tabular_files: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxbridge", "convert", str(tabular_files / "m.txt"), "--sample",
+         str(tabular_files / "x.npy"), "-o", str(tabular_files / "t.onnx")],
+        stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"converting and verifying ... done" in seen

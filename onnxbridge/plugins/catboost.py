@@ -111,9 +111,11 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         raise ConversionError(f"{type(model).__name__} is not fitted; call fit() first")
     _check_features(model)
     _, n_features = check_sample_matrix(sample, "CatBoost")
-    if model.n_features_in_ != n_features:
+    # A model read with load_model() has n_features_in_ == 0 but knows its feature names.
+    trained = model.n_features_in_ or len(model.feature_names_ or ())
+    if trained != n_features:
         raise InputError(
-            f"the model was trained on {model.n_features_in_} features but the sample has"
+            f"the model was trained on {trained} features but the sample has"
             f" {n_features}; pass a sample shaped like the training data"
         )
     classifier = _is_classifier(model)
