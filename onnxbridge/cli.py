@@ -211,8 +211,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         sample = read_inputs(args.sample)
     verify: Any = {"on": True, "warn": "warn", "off": False}[args.verify]
     with progress.step("converting and verifying" if verify else "converting"):
-        m = onnxbridge.to_onnx(model, sample, opset=args.opset, verify=verify,
-                               converter=args.converter, name=args.name)
+        try:
+            m = onnxbridge.to_onnx(model, sample, opset=args.opset, verify=verify,
+                                   converter=args.converter, name=args.name,
+                                   dynamic_batch=not args.fixed_batch)
+        except onnxbridge.ConversionError as exc:
+            if args.source.endswith(".pt2") and "static shape" in str(exc):
+                raise onnxbridge.ConversionError(
+                    f"{exc} -- this torch.export program was exported with a fixed batch size:"
+                    " pass --fixed-batch, or export it again with dynamic_shapes"
+                ) from exc
+            raise
     with progress.step(f"saving {args.output}"):
         path = m.save(args.output)
     if not args.quiet:
@@ -484,6 +493,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="compare ONNX with the source on the sample (default: on)")
     convert.add_argument("--converter", help="force a converter by name (see: onnxbridge converters)")
     convert.add_argument("--name", help="graph name")
+    convert.add_argument("--fixed-batch", action="store_true",
+                         help="keep the sample's batch size fixed instead of a dynamic batch axis")
     convert.add_argument("--trust", action="store_true",
                          help="allow pickle/joblib (and untrusted skops types): runs code from the file")
     convert.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,46 @@ def test_progress_shows_on_a_terminal(tabular_files: Path) -> None:
     os.close(leader)
     assert proc.returncode == 0
     assert b"converting and verifying ... done" in seen
+
+
+@pytest.fixture(scope="module")
+def torch_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("torchcli")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still common
+        torch.jit.save(torch.jit.script(net), str(folder / "scripted.pt"))
+    x = torch.randn(3, 4)
+    torch.export.save(torch.export.export(net, (x,)), str(folder / "static.pt2"))
+    torch.export.save(torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(folder / "dynamic.pt2"))
+    torch.save(net.state_dict(), folder / "weights.pth")
+    np.save(folder / "x.npy", x.numpy())
+    return folder
+
+
+@pytest.mark.parametrize(("source", "extra", "batches"), [
+    ("scripted.pt", [], [1, 3]), ("dynamic.pt2", [], [1, 3]), ("static.pt2", ["--fixed-batch"], [3]),
+])
+def test_convert_torch_files(torch_files: Path, source: str, extra: list[str],
+                             batches: list[int]) -> None:
+    import onnxbridge
+
+    out = torch_files / f"{source}.onnx"
+    assert main(["convert", str(torch_files / source), "-s", str(torch_files / "x.npy"), "-o",
+                 str(out), "--quiet", *extra]) == 0
+    m = onnxbridge.load(out)
+    assert m.parity is not None and m.parity.passed and m.parity.batch_sizes == batches
+
+
+def test_torch_files_that_cannot_convert_say_why(torch_files: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["-s", str(torch_files / "x.npy"), "-o", str(torch_files / "no.onnx")]
+    assert main(["convert", str(torch_files / "static.pt2"), *base]) == 1
+    assert "pass --fixed-batch" in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        assert main(["convert", str(torch_files / "weights.pth"), *base]) == 1
+    assert "not a TorchScript archive" in capsys.readouterr().err

@@ -255,7 +255,8 @@ class _FlatModule(torch.nn.Module):
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode and no_grad inside; every submodule's own train/eval flag restored after."""
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    for module, _ in flags:  # what eval() does, also for modules whose eval() raises
+        module.training = False  # (the GraphModule of a loaded torch.export program)
     try:
         with torch.no_grad():
             yield
@@ -729,6 +730,17 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         custom_ops=resolve_custom_ops(custom_ops),
     )
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    if isinstance(model, torch.jit.ScriptModule):
+        # A scripted module cannot be wrapped or re-traced: the TorchScript exporter takes it
+        # as it is and flattens its outputs the same way.
+        if exporter == "dynamo":
+            raise ConversionError(
+                "a TorchScript (scripted) module can only go through the TorchScript exporter;"
+                " use exporter='torchscript' or 'auto', or export the original nn.Module",
+                converter="torch",
+            )
+        order = ["torchscript"]
+        job.wrapper = model
     failures: dict[str, BaseException] = {}
     proto = None
     used = ""
