@@ -122,3 +122,16 @@ def test_checks_are_named_and_need_a_case(fake_env: Path, isolated_registry: Reg
     wrong = ConverterSpec(name="wrong", classes=("fakefw.Nope",), converter="fakeplugin:convert")
     with pytest.raises(AssertionError, match="does not import as a class"):
         check_converter(wrong, [Case(fakefw.Base(), np.ones((2, 4), np.float32))])
+
+
+def _torch_cases() -> list[Case]:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    return [Case(net, torch.randn(4, 5), id="mlp")]
+
+
+@pytest.mark.slow
+@parametrize_with_checks("torch", _torch_cases())
+def test_torch_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
+    check()
