@@ -139,6 +139,8 @@ def _render(rows: list[tuple[Any, ...]], conv_rows: list[tuple[Any, ...]], quick
     import onnxruntime
 
     lines = [
+        "### Tabular models: scikit-learn, XGBoost, LightGBM, CatBoost",
+        "",
         f"Machine: {platform.processor() or platform.machine()}, onnxruntime"
         f" {onnxruntime.__version__}, CPUExecutionProvider, {'--quick' if quick else 'full'} run.",
         "",
@@ -176,8 +178,8 @@ def main() -> None:
     text = run(args.quick)
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(args.out, "a", encoding="utf-8") as f:  # appended, as run_all.py collects
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -69,13 +69,13 @@ def main() -> None:
     names = ["resnet18", "mobilenet_v3_small"]
 
     lines = [
-        f"# onnxbridge PyTorch benchmarks{' (--quick)' if args.quick else ''}",
+        f"### PyTorch benchmarks{' (--quick)' if args.quick else ''}",
         "",
         f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__},"
         f" {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores,"
         f" torch threads {torch.get_num_threads()}; images 3x{image}x{image}, random weights.",
         "",
-        "## Export time (dynamo exporter, dynamic batch)",
+        "#### Export time (dynamo exporter, dynamic batch)",
         "",
         "| model | torch.onnx.export | onnxbridge.to_onnx | ratio (to_onnx / export) |",
         "|---|---|---|---|",
@@ -94,7 +94,7 @@ def main() -> None:
 
     lines += [
         "",
-        "## CPU inference (median per call)",
+        "#### CPU inference (median per call)",
         "",
         "| model | batch | torch eager | onnxbridge m.run | speed-up (torch / onnx) |",
         "|---|---|---|---|---|",
@@ -120,8 +120,9 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print()
     print(table)
-    if args.out:
-        args.out.write_text(table)
+    if args.out:  # appended: run_all.py collects every benchmark's tables in one file
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(table + "\n")
 
 
 if __name__ == "__main__":

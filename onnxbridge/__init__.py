@@ -1,9 +1,10 @@
 """onnxbridge: one call from a trained model to a verified ONNX model, one call to run it.
 
->>> import onnxbridge                                   # doctest: +SKIP
->>> m = onnxbridge.to_onnx(model, sample)               # doctest: +SKIP
->>> m.save("model.onnx"); m = onnxbridge.load("model.onnx")   # doctest: +SKIP
->>> y = m.run(x)                                        # doctest: +SKIP
+Examples:
+    >>> import onnxbridge                                   # doctest: +SKIP
+    >>> m = onnxbridge.to_onnx(model, sample)               # doctest: +SKIP
+    >>> m.save("model.onnx"); m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+    >>> y = m.run(x)                                        # doctest: +SKIP
 
 Importing this package imports no ML framework: each is imported when a model of it is seen.
 """

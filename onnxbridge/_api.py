@@ -43,9 +43,10 @@ def to_onnx(
     when outputs differ beyond tolerance, ``"warn"`` warns instead, ``False`` skips the check.
     Converter-specific ``options`` are passed through (unknown ones are an error).
 
-    >>> m = onnxbridge.to_onnx(LogisticRegression().fit(X, y), X[:5])   # doctest: +SKIP
-    >>> m.parity.passed                                                  # doctest: +SKIP
-    True
+    Examples:
+        >>> m = onnxbridge.to_onnx(LogisticRegression().fit(X, y), X[:5])   # doctest: +SKIP
+        >>> m.parity.passed                                                  # doctest: +SKIP
+        True
     """
     if verify not in (True, False, "warn"):
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
@@ -140,8 +141,9 @@ def verify_conversion(
         return ParityReport(verified=False, reason="the converter gives no way to run the source model")
     report = ParityReport(notes=list(result.notes))
     samples = [sample]
-    batch_dim = m.inputs[0].shape[0] if m.inputs and m.inputs[0].shape else None
-    if dynamic_batch and not isinstance(batch_dim, int):
+    # Every input must have a symbolic first axis for a second batch size to make sense.
+    batched = bool(m.inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in m.inputs)
+    if dynamic_batch and batched:
         # A batch-1 sample is checked at 3 as well (the axis must really be dynamic), others at 1.
         from onnxbridge.io import batch_size, to_feeds
 
@@ -172,7 +174,8 @@ def load(
     With ``check_runtime`` (the default), a model whose IR version or opsets are newer than the
     installed onnxruntime supports raises LoadError naming both versions and the fix.
 
-    >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+    Examples:
+        >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
     from onnxbridge._files import check_graph, load_proto
     from onnxbridge.runtime import check_compatible

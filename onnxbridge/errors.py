@@ -1,7 +1,7 @@
 """The onnxbridge exception tree.
 
-Every error raised on purpose by onnxbridge inherits :class:`OnnxBridgeError`; some also inherit a
-builtin so that code written against the builtin keeps working::
+Every error raised on purpose by onnxbridge inherits ``OnnxBridgeError``; some also inherit a
+builtin so that code written against the builtin keeps working:
 
     OnnxBridgeError
     +-- ConverterNotFoundError (TypeError)   no converter for this model type
@@ -15,7 +15,7 @@ builtin so that code written against the builtin keeps working::
     +-- InputError (ValueError)              wrong input name / dtype / shape, said plainly
     +-- ProviderError (RuntimeError)         a requested execution provider cannot run
 
-Warnings use :class:`OnnxBridgeWarning` so they can be filtered as one family.
+Warnings use ``OnnxBridgeWarning`` so they can be filtered as one family.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Converter registry: plugin discovery through entry points and resolution by class name.
 
-A converter plugin declares :class:`ConverterSpec` objects under the entry-point group
+A converter plugin declares ``ConverterSpec`` objects under the entry-point group
 ``onnxbridge.converters``. A spec names the model classes it handles as fully qualified class-name
 strings and its convert function as ``"module:function"``, so dispatch never imports a framework:
 the model's own ``type(model).__mro__`` is turned into the same strings and compared.
 
 Discovery (reading entry-point metadata) and loading (importing the small module that holds the
 specs) are separate steps; the convert function itself is imported only when a model matches.
-A plugin that fails to load becomes one warning and a recorded :class:`PluginLoadError`.
+A plugin that fails to load becomes one warning and a recorded ``PluginLoadError``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def mro_paths(model: object) -> list[str]:
 class ConverterSpec:
     """Declares one converter: which model classes it handles and where its function lives.
 
-    Example (in a plugin's light ``specs`` module, imported at discovery)::
+    Example (in a plugin's light ``specs`` module, imported at discovery):
 
         SPECS = [ConverterSpec(name="numpy-poly",
                                classes=("numpy.polynomial.polynomial.Polynomial",),
@@ -134,7 +134,7 @@ class ConverterSpec:
 
 @dataclass(frozen=True)
 class ConverterInfo:
-    """One row of :func:`onnxbridge.converters`: a converter or a plugin that failed to load."""
+    """One row of ``onnxbridge.converters``: a converter or a plugin that failed to load."""
 
     name: str
     package: str | None

@@ -164,7 +164,8 @@ def provider_name(p: ProviderRequest) -> str:
 def set_default_providers(providers: str | Sequence[ProviderRequest] | None) -> None:
     """Set the providers every later ``run`` uses in this process (None: back to automatic).
 
-    >>> onnxbridge.set_default_providers("cpu")    # doctest: +SKIP
+    Examples:
+        >>> onnxbridge.set_default_providers("cpu")    # doctest: +SKIP
     """
     global _PROCESS_DEFAULT, _GENERATION
     _PROCESS_DEFAULT = None if providers is None else normalize_providers(providers)

@@ -4,7 +4,7 @@ Run it on your converter the way scikit-learn's ``check_estimator`` runs on an e
 named checks, each a plain function, that work under pytest (one test per check and case, so
 ``-k check_parity`` works) and without it.
 
-Under pytest::
+Under pytest:
 
     from onnxbridge.testing import Case, parametrize_with_checks
 
@@ -12,7 +12,7 @@ Under pytest::
     def test_conformance(check):
         check()
 
-Without pytest::
+Without pytest:
 
     from onnxbridge.testing import check_converter
     results = check_converter("my-converter", [Case(model, sample)])   # raises if any check fails
