@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from onnxbridge.runtime import ProviderRequest
     from onnxbridge.verify import ParityReport
+    from onnxbridge.viz import GraphView
 
 __all__ = ["OnnxModel", "TensorSpec"]
 
@@ -87,9 +88,10 @@ def _type_str(t: onnx.TypeProto) -> str:
 class OnnxModel:
     """A loaded or converted ONNX model.
 
-    >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
-    >>> m.inputs, m.outputs                 # doctest: +SKIP
-    >>> y = m.run(x)                        # doctest: +SKIP
+    Examples:
+        >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
+        >>> m.inputs, m.outputs                 # doctest: +SKIP
+        >>> y = m.run(x)                        # doctest: +SKIP
     """
 
     def __init__(
@@ -399,23 +401,68 @@ class OnnxModel:
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)
 
+    def _planned_providers(self) -> str:
+        """Where run() would go, worked out without creating a session (displaying a model must
+        not load it into onnxruntime)."""
+        try:
+            wanted, explicit = runtime.resolve_providers(None)
+        except Exception as exc:  # a bad ONNXBRIDGE_PROVIDERS: show it rather than fail to display
+            return f"cannot tell: {exc}"
+        names = " > ".join(runtime.provider_name(p) for p in wanted)
+        return f"{names} ({'as set' if explicit else 'automatic, best first'})"
+
     def _repr_html_(self) -> str:
+        """A compact card for Jupyter: signature, size, provenance, parity, providers."""
+        from onnxbridge.io import format_shape
+
         esc = html.escape
-        rows = "".join(
-            f"<tr><td>{esc(role)}</td><td><code>{esc(s.name)}</code></td>"
-            f"<td>{esc(str(s).split(': ', 1)[1])}</td></tr>"
-            for role, specs in (("input", self.inputs), ("output", self.outputs))
-            for s in specs
-        )
-        facts = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in self._facts())
+        cell = 'style="text-align:left;padding:1px 12px 1px 0;vertical-align:top"'
+        head = 'style="text-align:left;padding:1px 12px 1px 0;color:#57606a;font-weight:600"'
+        rows = []
+        for role, specs in (("input", self.inputs), ("output", self.outputs)):
+            for s in specs:
+                if s.dtype is None:
+                    dtype, shape = s.type, ""
+                else:
+                    dtype = "string" if s.dtype == np.dtype(object) else s.dtype.name
+                    shape = format_shape(s.shape)
+                rows.append(
+                    f'<tr title="{esc(str(s))}"><td {cell}>{esc(role)}</td>'
+                    f"<td {cell}><code>{esc(s.name)}</code></td><td {cell}>{esc(dtype)}</td>"
+                    f"<td {cell}><code>{esc(shape)}</code></td></tr>"
+                )
+        known = self._facts()
+        facts = [
+            f"<tr><th {head}>{esc(key)}</th>"
+            f"<td {cell}>{_parity_badge(value) if key == 'parity' else esc(value)}</td></tr>"
+            for key, value in known
+        ]
+        if all(key != "parity" for key, _ in known):
+            facts.append(f"<tr><th {head}>parity</th><td {cell}>{_parity_badge('')}</td></tr>")
+        facts.append(f"<tr><th {head}>runs on</th><td {cell}>{esc(self._planned_providers())}</td></tr>")
+        nodes = len(self.proto.graph.node)
+        subtitle = f"{nodes} node{'s' if nodes != 1 else ''} · {_human_bytes(self.proto.ByteSize())}"
         return (
-            '<div class="onnxbridge-model" style="font-family:sans-serif;font-size:13px">'
-            f"<b>OnnxModel</b> <code>{esc(self.name or 'model')}</code>"
-            '<table style="border-collapse:collapse;margin:4px 0">'
-            "<tr><th>role</th><th>name</th><th>type</th></tr>"
-            f"{rows}</table>"
-            f'<table style="border-collapse:collapse">{facts}</table></div>'
+            '<div class="onnxbridge-model" style="font-family:-apple-system,\'Segoe UI\',Helvetica,'
+            "Arial,sans-serif;font-size:13px;line-height:1.45;color:#1f2328;text-align:left;"
+            'display:inline-block;border:1px solid #d0d7de;border-radius:6px;padding:8px 14px">'
+            f'<div style="margin-bottom:4px"><b>OnnxModel</b> <code>{esc(self.name or "model")}</code>'
+            f' <span style="color:#57606a">{esc(subtitle)}</span></div>'
+            '<table style="border-collapse:collapse;font-size:inherit;margin:2px 0 6px">'
+            f"<tr><th {head}>role</th><th {head}>name</th><th {head}>dtype</th><th {head}>shape</th></tr>"
+            f'{"".join(rows)}</table>'
+            f'<table style="border-collapse:collapse;font-size:inherit">{"".join(facts)}</table></div>'
         )
+
+    def show(self, **kwargs: Any) -> GraphView:
+        """The graph as a picture, drawn inline by Jupyter (``m.show()``); ``.save("g.svg")`` writes it.
+
+        Keyword arguments go to ``onnxbridge.viz.to_svg``: ``collapse=False`` draws every repeated
+        block, ``max_nodes`` bounds the boxes drawn.
+        """
+        from onnxbridge.viz import GraphView, to_svg
+
+        return GraphView(to_svg(self, **kwargs))
 
 
 # Metadata key a converter writes when the graph uses operators from a custom-op library.
@@ -445,6 +492,19 @@ def _register_custom_op_library(options: onnxruntime.SessionOptions, library: st
             " pip install onnxruntime-extensions"
         ) from exc
     options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+
+
+def _parity_badge(summary: str) -> str:
+    """The parity summary in green (passed), red (failed) or amber (not verified or unknown)."""
+    if summary.startswith("passed"):
+        fg, bg = "#1a7f37", "#dafbe1"
+    elif summary.startswith("FAILED"):
+        fg, bg = "#cf222e", "#ffebe9"
+    else:
+        fg, bg = "#9a6700", "#fff8c5"
+    text = summary or "not checked (this model carries no parity report)"
+    return (f'<span class="onnxbridge-parity" style="color:{fg};background:{bg};border-radius:4px;'
+            f'padding:0 5px">{html.escape(text)}</span>')
 
 
 def _stored_parity(proto: onnx.ModelProto) -> ParityReport | None:
