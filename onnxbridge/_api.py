@@ -64,7 +64,7 @@ def to_onnx(
     if name:
         result.proto.graph.name = name
     m = OnnxModel(result.proto)
-    _write_provenance(m, spec, result)
+    _write_provenance(m, spec, result, model)
     if verify is not False:
         report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
         m.parity = report
@@ -88,7 +88,9 @@ def to_onnx(
     return m
 
 
-def _write_provenance(m: OnnxModel, spec: ConverterSpec, result: ConversionResult) -> None:
+def _write_provenance(
+    m: OnnxModel, spec: ConverterSpec, result: ConversionResult, model: Any
+) -> None:
     created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     import json
 
@@ -109,6 +111,13 @@ def _write_provenance(m: OnnxModel, spec: ConverterSpec, result: ConversionResul
         "onnxbridge.inputs": signature(m.inputs),
         "onnxbridge.outputs": signature(m.outputs),
     }
+    classes = getattr(model, "classes_", None) if "label" in result.output_kinds.values() else None
+    if classes is not None:  # a classifier's labels, so a reader knows what the probabilities mean
+        try:
+            values["onnxbridge.classes"] = json.dumps([c.item() if hasattr(c, "item") else c
+                                                       for c in list(classes)])
+        except (TypeError, ValueError):
+            values["onnxbridge.classes"] = json.dumps([str(c) for c in list(classes)])
     values.update(result.metadata)
     for key, value in values.items():
         if value:

@@ -227,3 +227,17 @@ def test_opset_choice(fake_env: Path, isolated_registry: Registry) -> None:
     onnxbridge.register(ConverterSpec(name="fake", classes=("fakefw.Base",), converter="fakeplugin:convert"))
     with pytest.raises(ValueError, match="opset must be a positive int"):
         onnxbridge.to_onnx(fakefw.Base(), np.ones((1, 4), np.float32), opset=0)
+
+
+def test_classifier_labels_are_recorded(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    import json
+
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3)).astype(np.float32)
+    y = np.array(["cat", "dog", "eel"])[np.arange(30) % 3]
+    m = onnxbridge.to_onnx(LogisticRegression().fit(X, y), X)
+    loaded = onnxbridge.load(m.save(tmp_path / "c.onnx"))
+    assert json.loads(loaded.metadata["onnxbridge.classes"]) == ["cat", "dog", "eel"]

@@ -260,3 +260,30 @@ def test_plugin_cannot_take_a_builtin_name() -> None:
         spec = reg.get("sklearn")
     assert spec.package == "onnxbridge"
     assert any("already registered" in str(w.message) for w in caught)
+
+
+def test_concurrent_loading_and_first_runs(tmp_path: Path) -> None:
+    import threading
+
+    path, _ = external_model(tmp_path)
+    x = np.ones((2, FEATURES), np.float32)
+    expected = onnxbridge.load(path).run(x)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            results.append(onnxbridge.load(path).run(x))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 6
+    for r in results:
+        np.testing.assert_array_equal(r, expected)

@@ -306,7 +306,7 @@ def _register_gbdt_converters() -> None:
         )
 
 
-def _skl2onnx_convert(model: Any, sample: Any, double: bool, opset: int | None,
+def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOptions,
                       classifier: bool) -> Any:
     import contextlib
     import functools
@@ -333,7 +333,8 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, opset: int | None,
                 stack.enter_context(patched(hgb, "_fct", functools.partial(hgb._fct,
                                                                            op_version=3)))
         # onnxmltools would pick ai.onnx.ml 5 inside a pipeline, which skl2onnx refuses.
-        target = {"": opset or get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+        # The newest opset both skl2onnx (as tested) and the installed onnxruntime support.
+        target = {"": options.target_opset(get_latest_tested_opset_version()), "ai.onnx.ml": 3}
         types = initial_types(sample, double)
         try:
             proto = skl_to_onnx(model, initial_types=types, target_opset=target,
@@ -456,7 +457,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     notes: list[str] = []
     double = bool(double_opt)
     try:
-        proto = _skl2onnx_convert(model, sample, double, options.opset, classifier)
+        proto = _skl2onnx_convert(model, sample, double, options, classifier)
     except Exception as exc:
         better = _explain_failure(model, exc)
         if better is exc:
@@ -472,7 +473,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         mismatch = first_mismatch(names, expected, run_proto(proto, _feeds(proto, sample)), kinds)
         if mismatch is not None:
             try:
-                candidate = _skl2onnx_convert(model, sample, True, options.opset, classifier)
+                candidate = _skl2onnx_convert(model, sample, True, options, classifier)
                 got = run_proto(candidate, _feeds(candidate, sample))
             except Exception as exc:  # keep the float model; verification reports the mismatch
                 notes.append(f"float32 conversion mismatches ({mismatch}); double precision"
