@@ -112,6 +112,12 @@ def main() -> int:
         print(f"== {script.name}", flush=True)
         if subprocess.run(cmd).returncode != 0:
             failed.append(script.name)
+    # The scikit-learn coverage table has its own page, linked from RESULTS.md and the README.
+    print("== sklearn_coverage.py", flush=True)
+    coverage = HERE.parent / "docs" / "coverage.md"
+    if subprocess.run([sys.executable, str(HERE / "sklearn_coverage.py"), "--out",
+                       str(coverage)]).returncode != 0:
+        failed.append("sklearn_coverage.py")
     body = parts.read_text() if parts.exists() else ""
     parts.unlink(missing_ok=True)
     plots = plot_ratios(body, HERE / "plots")
@@ -122,6 +128,8 @@ def main() -> int:
         f"# Benchmark results\n\nMeasured {stamp} on {machine()}.\n"
         f"Produced by `nox -s bench` (benchmarks/run_all.py{' --quick' if args.quick else ''}).\n\n"
         + body
+        + "\nscikit-learn coverage (every estimator of all_estimators()):"
+        " [docs/coverage.md](../docs/coverage.md)\n"
         + (f"\nFailed: {', '.join(failed)}\n" if failed else "")
     )
     print(f"wrote {args.out}")

@@ -422,8 +422,16 @@ def _accepts(opset: int, ir_version: int, domain: str) -> bool:
     return True
 
 
-def _highest(accepts: Callable[[int], bool], low: int, high: int) -> int:
-    """The highest n in [low, high] with accepts(n), given accepts(low) and monotonic answers."""
+def _highest(accepts: Callable[[int], bool], low: int, high: int, hint: int | None = None) -> int:
+    """The highest n in [low, high] with accepts(n), given accepts(low) and monotonic answers.
+
+    ``hint`` is the likely answer (what the installed onnx package knows): checking it and the
+    next value first settles the common case with two tiny sessions instead of a search.
+    """
+    if hint is not None and low <= hint < high and accepts(hint):
+        if not accepts(hint + 1):
+            return hint
+        low = hint + 1
     while low < high:
         mid = (low + high + 1) // 2
         if accepts(mid):
@@ -437,12 +445,16 @@ def runtime_support() -> RuntimeSupport:
     """Measured once per process by loading tiny models: onnxruntime has no API that says it."""
     global _SUPPORT
     if _SUPPORT is None:
+        import onnx
         import onnxruntime
 
-        ir = _highest(lambda v: _accepts(13, v, ""), 7, 40)
+        # (release, IR version, opset, ai.onnx.ml opset, ...) of the installed onnx package.
+        latest = onnx.helper.VERSION_TABLE[-1]
+        ml_known = int(latest[3])
+        ir = _highest(lambda v: _accepts(13, v, ""), 7, 40, hint=onnx.IR_VERSION)
         opsets = {
-            "": _highest(lambda v: _accepts(v, 8, ""), 13, 64),
-            "ai.onnx.ml": _highest(lambda v: _accepts(v, 8, "ai.onnx.ml"), 1, 16),
+            "": _highest(lambda v: _accepts(v, 8, ""), 13, 64, hint=onnx.defs.onnx_opset_version()),
+            "ai.onnx.ml": _highest(lambda v: _accepts(v, 8, "ai.onnx.ml"), 1, 16, hint=ml_known),
         }
         _SUPPORT = RuntimeSupport(onnxruntime.__version__, ir, opsets)
     return _SUPPORT

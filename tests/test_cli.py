@@ -231,3 +231,35 @@ def test_torch_files_that_cannot_convert_say_why(torch_files: Path,
         warnings.simplefilter("ignore", FutureWarning)
         assert main(["convert", str(torch_files / "weights.pth"), *base]) == 1
     assert "not a TorchScript archive" in capsys.readouterr().err
+
+
+def test_view_writes_a_self_contained_page(tmp_path: Path, scale_model: onnx.ModelProto,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    out = tmp_path / "m.html"
+    assert main(["view", str(path), "--html", "--out", str(out), "--no-browser"]) == 0
+    page = out.read_text()
+    assert "<svg" in page and "Mul" in page and "http" not in page.split("<svg", 1)[0].lower()
+
+
+def test_view_serves_netron_on_localhost(tmp_path: Path, scale_model: onnx.ModelProto) -> None:
+    pytest.importorskip("netron")
+    import socket
+    import urllib.request
+
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "onnxbridge", "view", str(path), "--no-browser",
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"localhost:{port}" in line or f"127.0.0.1:{port}" in line, line
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200 and b"netron" in response.read().lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

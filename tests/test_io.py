@@ -86,3 +86,21 @@ def test_resize_batch_kinds() -> None:
     assert resize_batch((x, x), 3)[1].shape == (3, 3)
     assert resize_batch(np.float32(1.0), 3) is None
     assert resize_batch("text", 3) is None
+
+
+def test_hot_path_gives_the_same_answers_and_errors(scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    x = np.ones((2, 3), np.float32)
+    first = m.run(x)  # creates the session; later calls take the hot path
+    np.testing.assert_array_equal(m.run(x), first)
+    np.testing.assert_array_equal(m.run(x=x), first)
+    np.testing.assert_array_equal(m.run(x.astype(np.float64)), first)  # cast on the full path
+    assert list(m.run(x, as_dict=True)) == ["y"]
+    with pytest.raises(InputError, match="no input named 'z'"):
+        m.run(z=x)
+    with pytest.raises(InputError, match=r"axis 1 must be 3"):
+        m.run(np.ones((2, 4), np.float32))
+    with pytest.raises(InputError, match="expects 2 dimensions"):
+        m.run(np.ones(3, np.float32))
+    with pytest.raises(InputError, match="given both by position and by name"):
+        m.run(x, x=x)
