@@ -121,6 +121,8 @@ def main() -> int:
     body = parts.read_text() if parts.exists() else ""
     parts.unlink(missing_ok=True)
     plots = plot_ratios(body, HERE / "plots")
+    # The docs site includes the tables section only (pymdownx.snippets section markers).
+    body = f"<!-- --8<-- [start:tables] -->\n{body}\n<!-- --8<-- [end:tables] -->\n"
     if plots:
         body += "\n### Plots\n\n" + "\n\n".join(plots) + "\n"
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
