@@ -562,18 +562,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (OnnxBridgeError, OSError, ImportError) as exc:
-        if args.debug:
-            traceback.print_exc()
-        text = " ".join(str(exc).split()) if not isinstance(exc, ImportError) else (
-            f"{exc}; install the extra for this kind of model (see onnxbridge convert --help)")
-        print(f"onnxbridge {args.command}: error: {text}", file=sys.stderr)
-        if not args.debug:
-            print("(run with --debug for the full traceback)", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, (OnnxBridgeError, OSError)):
+            text = str(exc)
+        elif isinstance(exc, ImportError):
+            text = f"{exc}; install the extra for this kind of model (see onnxbridge {args.command} --help)"
+        else:  # not one of ours: say what it was, still on one line
+            text = f"{type(exc).__name__}: {exc}"
+        hint = "" if args.debug else " (--debug shows the traceback)"
+        print(f"onnxbridge {args.command}: error: {' '.join(text.split())}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -290,6 +290,7 @@ class OnnxModel:
         providers: str | Sequence[ProviderRequest] | None = None,
         as_dict: bool = False,
         io_binding: bool | None = None,
+        strict: bool = False,
         **inputs: Any,
     ) -> Any:
         """Run the model on numpy arrays, DataFrames, lists or torch tensors.
@@ -297,11 +298,13 @@ class OnnxModel:
         Inputs go by position (graph order) or by name. Returns one array for a one-output
         model, a tuple otherwise, or a dict of output name -> array with ``as_dict=True``.
         Torch tensors on a CUDA device are bound in place (no copy to the host) when the session
-        runs on CUDA; ``io_binding=True`` binds torch tensors on any device.
+        runs on CUDA; ``io_binding=True`` binds torch tensors on any device. With
+        ``strict=True`` a session that did not get every provider asked for raises ProviderError
+        instead of warning.
         """
         default = self._default
         if (providers is None and default is not None and default[0] == runtime._GENERATION
-                and io_binding is None and not as_dict):
+                and io_binding is None and not as_dict and not strict):
             # The hot path: numpy arrays of the exact dtype, default providers.
             checks = default[3]
             values = args
@@ -323,6 +326,8 @@ class OnnxModel:
                     results = default[2](self._output_names, fast, None)
                     return results[0] if len(results) == 1 else tuple(results)
             session = default[1]
+        elif strict:
+            session = self.session(providers, strict=True)
         else:
             session = self._default_session() if providers is None else self.session(providers)
         if io_binding is None:

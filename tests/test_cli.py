@@ -43,6 +43,10 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["info", str(tmp_path / "missing.onnx")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("onnxbridge info: error: no such model file") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--debug" in err
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    assert main(["--debug", "run", str(tmp_path / "missing.onnx"), "-i", str(tmp_path / "x.npy")]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

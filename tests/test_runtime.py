@@ -101,6 +101,15 @@ def test_requesting_a_provider_not_in_the_build_is_a_clear_error(scale_model: on
         m.run(np.ones((1, 3), np.float32), providers="cuda")
 
 
+def test_run_strict(scale_model: onnx.ModelProto) -> None:
+    m = OnnxModel(scale_model)
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_array_equal(m.run(x, providers="cpu", strict=True), m.run(x))
+    if not GPU:
+        with pytest.raises(ProviderError, match="not in this onnxruntime build"):
+            m.run(x, providers="cuda,cpu", strict=True)
+
+
 def test_session_reports_what_it_runs_on_and_is_cached(scale_model: onnx.ModelProto) -> None:
     m = OnnxModel(scale_model)
     assert m.providers[-1] == "CPUExecutionProvider"
