@@ -378,3 +378,13 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_opset_is_the_newest_both_sides_take_unless_given() -> None:
+    from onnxbridge.plugins._torch_export import _torch_default_opset
+    from onnxbridge.runtime import runtime_support
+
+    net = torch.nn.Linear(3, 2)
+    m = onnxbridge.to_onnx(net, torch.randn(2, 3))
+    assert m.opset == min(_torch_default_opset(), runtime_support().opsets[""])
+    assert onnxbridge.to_onnx(net, torch.randn(2, 3), opset=18).opset == 18

@@ -671,6 +671,12 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+def _torch_default_opset() -> int:
+    """The opset torch.onnx exports by default (its best-tested one), 18 if it does not say."""
+    constants = getattr(torch.onnx, "_constants", None)
+    return int(getattr(constants, "ONNX_DEFAULT_OPSET", 18))
+
+
 # -- the converter -----------------------------------------------------------------------------
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     exporter = options.pop("exporter", "auto")
@@ -726,7 +732,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         output_names=names,
         output_shapes=[tuple(t.shape) for _, t in flat],
         axes=axes,
-        opset=options.opset,
+        opset=options.target_opset(_torch_default_opset()),
         custom_ops=resolve_custom_ops(custom_ops),
     )
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
