@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "CLASSIFIER_KINDS",
     "canonical_outputs",
     "categorical_columns",
+    "booster_reference",
     "check_sample_matrix",
     "conversion_lock",
     "first_mismatch",
@@ -183,6 +184,29 @@ def split_binary_probabilities(p1: np.ndarray) -> np.ndarray:
     """[N] probabilities of the positive class -> [N, 2] (negative, positive)."""
     p1 = np.asarray(p1).reshape(-1)
     return np.stack([1.0 - p1, p1], axis=1)
+
+
+def booster_reference(
+    model: Any, raw: bool, classifier: bool, predict_raw: Callable[[Any], Any]
+) -> Callable[[Any], list[Any]]:
+    """The source outputs of a gradient-boosting model in the tabular convention.
+
+    Scikit-learn style estimators answer through predict/predict_proba; a raw Booster through
+    ``predict_raw(x)``, which gives values (regression) or probabilities ([N] for binary).
+    """
+
+    def reference(x: Any) -> list[Any]:
+        if raw:
+            pred = np.asarray(predict_raw(x))
+            if not classifier:
+                return [pred.reshape(len(pred), -1)]
+            probs = pred if pred.ndim == 2 else split_binary_probabilities(pred)
+            return [probs.argmax(axis=1), probs]
+        if classifier:
+            return [model.predict(x), model.predict_proba(x)]
+        return [np.asarray(model.predict(x)).reshape(-1, 1)]
+
+    return reference
 
 
 def run_proto(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any]:

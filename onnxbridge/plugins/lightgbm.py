@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
 
 SPECS = [
@@ -63,10 +61,10 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import InputError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_reference,
         canonical_outputs,
         check_sample_matrix,
         conversion_lock,
-        split_binary_probabilities,
     )
 
     _check_categorical_frame(sample)
@@ -94,16 +92,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
     proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
 
-    def reference(x: Any) -> list[Any]:
-        if raw:
-            pred = np.asarray(model.predict(x))
-            if not classifier:
-                return [pred.reshape(len(pred), -1)]
-            probs = pred if pred.ndim == 2 else split_binary_probabilities(pred)
-            return [probs.argmax(axis=1), probs]
-        if classifier:
-            return [model.predict(x), model.predict_proba(x)]
-        return [np.asarray(model.predict(x)).reshape(-1, 1)]
+    reference = booster_reference(model, raw, classifier, model.predict)
 
     return ConversionResult(
         proto=proto,

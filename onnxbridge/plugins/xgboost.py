@@ -97,10 +97,10 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import UnsupportedModelError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_reference,
         canonical_outputs,
         check_sample_matrix,
         conversion_lock,
-        split_binary_probabilities,
     )
 
     _, n_features = check_sample_matrix(sample, "XGBoost")
@@ -145,21 +145,14 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
     proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
 
-    def reference(x: Any) -> list[Any]:
-        if raw:
-            pred = np.asarray(model.predict(xgboost.DMatrix(x, missing=np.nan)))
-            if not classifier:
-                return [pred.reshape(len(pred), -1)]
-            if objective == "multi:softmax":
-                probs = np.asarray(model.predict(xgboost.DMatrix(x), output_margin=True))
-                probs = np.exp(probs - probs.max(axis=1, keepdims=True))
-                probs = probs / probs.sum(axis=1, keepdims=True)
-            else:
-                probs = pred if pred.ndim == 2 else split_binary_probabilities(pred)
-            return [probs.argmax(axis=1), probs]
-        if classifier:
-            return [model.predict(x), model.predict_proba(x)]
-        return [np.asarray(model.predict(x)).reshape(-1, 1)]
+    def predict_raw(x: Any) -> Any:
+        if objective == "multi:softmax":  # it predicts class ids: take probabilities from margins
+            margins = np.asarray(model.predict(xgboost.DMatrix(x), output_margin=True))
+            probs = np.exp(margins - margins.max(axis=1, keepdims=True))
+            return probs / probs.sum(axis=1, keepdims=True)
+        return model.predict(xgboost.DMatrix(x, missing=np.nan))
+
+    reference = booster_reference(model, raw, classifier, predict_raw)
 
     return ConversionResult(
         proto=proto,
