@@ -10,21 +10,9 @@ On a machine without CUDA (in onnxruntime and torch) it says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Any
 
-
-def timed(fn: Any, repeats: int, sync: Any) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+from _common import median_seconds, report
 
 
 def main() -> None:
@@ -67,17 +55,15 @@ def main() -> None:
                 with torch.no_grad():
                     return net(x).cpu()
 
-            t_torch = timed(eager, repeats, torch.cuda.synchronize)
-            t_numpy = timed(lambda host=host, m=m: m.run(host), repeats, torch.cuda.synchronize)
-            t_bound = timed(lambda x=x, m=m: m.run(x), repeats, torch.cuda.synchronize)
+            t_torch = median_seconds(eager, repeats, sync=torch.cuda.synchronize) * 1000
+            t_numpy = median_seconds(lambda host=host, m=m: m.run(host), repeats,
+                                     sync=torch.cuda.synchronize) * 1000
+            t_bound = median_seconds(lambda x=x, m=m: m.run(x), repeats,
+                                     sync=torch.cuda.synchronize) * 1000
             lines.append(f"| {name} | {batch} | {t_torch:.2f} | {t_numpy:.2f} | {t_bound:.2f} |"
                          f" {t_torch / t_bound:.2f}x |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+    report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import time
 
 import numpy as np
+from _common import report
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxbridge import OnnxModel
@@ -73,10 +74,7 @@ def main() -> None:
         f"Target: under 3 us and under 10% added: {'met' if o - b < 3 and o / b < 1.1 else 'MISSED'}.",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":

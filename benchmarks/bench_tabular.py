@@ -14,23 +14,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up (session creation, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _common import median_seconds, report
 
 
 def _direct_sklearn(model: Any, X: np.ndarray) -> Any:
@@ -112,11 +101,11 @@ def run(quick: bool) -> str:
             # must not be charged to whichever converter happens to run first.
             m = onnxbridge.to_onnx(model, X_test[:200])
             try:
-                t_direct: float | None = _median_time(
+                t_direct: float | None = median_seconds(
                     lambda d=direct, mo=model: d(mo, X_test), conv_repeats)
             except Exception:  # skl2onnx alone fails on HistGradientBoosting with onnx >= 1.17
                 t_direct = None
-            t_bridge = _median_time(
+            t_bridge = median_seconds(
                 lambda mo=model: onnxbridge.to_onnx(mo, X_test[:200]), conv_repeats)
         conv_rows.append((name, t_bridge, t_direct, m.parity.summary() if m.parity else ""))
         session = m.session()
@@ -126,9 +115,9 @@ def run(quick: bool) -> str:
             x = X_test[:batch]
             feed = {feeds_names[0]: x.astype(dtype)}
             reps = repeats_1 if batch == 1 else repeats_big
-            native = _median_time(lambda x=x, model=model: model.predict_proba(x), reps)
-            via_run = _median_time(lambda x=x, m=m: m.run(x), reps)
-            raw = _median_time(lambda feed=feed, s=session: s.run(None, feed), reps)
+            native = median_seconds(lambda x=x, model=model: model.predict_proba(x), reps)
+            via_run = median_seconds(lambda x=x, m=m: m.run(x), reps)
+            raw = median_seconds(lambda feed=feed, s=session: s.run(None, feed), reps)
             rows.append((name, batch, native, via_run, raw))
     return _render(rows, conv_rows, quick)
 
@@ -178,11 +167,7 @@ def main() -> None:
                         help="small training set and few repeats (a minute or two)")
     parser.add_argument("--out", help="also write the markdown tables to this file")
     args = parser.parse_args()
-    text = run(args.quick)
-    print(text)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:  # appended, as run_all.py collects
-            f.write(text + "\n")
+    report(run(args.quick), args.out)
 
 
 if __name__ == "__main__":

@@ -16,23 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _common import median_seconds, report
 
 
 def direct_export(model: Any, x: Any) -> Any:
@@ -117,12 +105,8 @@ def main() -> None:
             )
             print(lines[-1], flush=True)
 
-    table = "\n".join(lines) + "\n"
     print()
-    print(table)
-    if args.out:  # appended: run_all.py collects every benchmark's tables in one file
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(table + "\n")
+    report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import report
+
 WALL = (
     "import time; t0 = time.perf_counter(); import onnx, onnxruntime; t1 = time.perf_counter();"
     " import onnxbridge; t2 = time.perf_counter(); print((t1 - t0) * 1e3, (t2 - t1) * 1e3)"
@@ -69,10 +71,7 @@ def main() -> None:
     text = "\n".join(["### Import time", "", *rows, "",
                       f"Target: onnxbridge adds under 50 ms over onnx + onnxruntime: {verdict}"
                       f" ({added:.1f} ms added)."])
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":
