@@ -59,7 +59,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise OnnxBridgeError(
             f"the demo needs scikit-learn ({exc.name} is missing):"
-            ' pip install "onnxbridge[sklearn]"'
+            ' pip install "onnxbridge[cpu,sklearn]"'
         ) from exc
     import onnxbridge
 
@@ -233,14 +233,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import onnxbridge
-    from onnxbridge.runtime import compatibility_problems, runtime_support
+    from onnxbridge.runtime import compatibility_problems, runtime_installed, runtime_support
 
     m = onnxbridge.load(args.model, check_runtime=False)  # inspecting needs no runtime support
     print(repr(m))
-    problems = compatibility_problems(m.proto)
-    version = runtime_support().version
-    print(f"  onnxruntime {version}: " + ("can load it" if not problems else
-                                          "CANNOT load it: " + "; ".join(problems)))
+    if runtime_installed():
+        problems = compatibility_problems(m.proto)
+        version = runtime_support().version
+        print(f"  onnxruntime {version}: " + ("can load it" if not problems else
+                                              "CANNOT load it: " + "; ".join(problems)))
+    else:
+        print("  onnxruntime: not installed (pip install 'onnxbridge[cpu]' or 'onnxbridge[gpu]')")
     hist = m.operator_histogram()
     print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
     meta = m.metadata
@@ -430,9 +433,21 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
-    from onnxbridge.runtime import auto_plan, resolve_providers
+    import warnings
 
-    print(auto_plan())
+    from onnxbridge.runtime import auto_plan, loaded_package, resolve_providers, runtime_packages
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the plan prints its own warnings
+        plan = auto_plan()
+    packages = ", ".join(f"{p.name} {p.version}" for p in runtime_packages())
+    print(f"onnxruntime packages installed: {packages or '?'} (loaded: {loaded_package() or '?'})")
+    print(plan)
+    if args.verbose:
+        for probe in plan.probes:
+            if probe.log.strip():
+                print(f"--- what onnxruntime printed while probing {probe.provider}:")
+                print(probe.log.rstrip())
     wanted, explicit = resolve_providers()
     if explicit:
         names = [p if isinstance(p, str) else p[0] for p in wanted]
@@ -549,6 +564,8 @@ def _parser() -> argparse.ArgumentParser:
 
     prov = add("providers", "hardware found, each execution provider's probe, the order run() uses",
                "ONNXBRIDGE_PROVIDERS=cpu onnxbridge providers")
+    prov.add_argument("-v", "--verbose", action="store_true",
+                      help="also print what onnxruntime logged while probing each provider")
     prov.set_defaults(func=_cmd_providers)
 
     conv = add("converters", "list installed converters and plugins that failed to load",

@@ -9,12 +9,16 @@ session that ends up on other providers than asked for warns, or raises with ``s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge.errors import LoadError, OnnxBridgeWarning, ProviderError
@@ -26,6 +30,7 @@ __all__ = [
     "DEFAULT_ORDER",
     "HardwareDevice",
     "ProbeResult",
+    "RuntimePackage",
     "ProviderPlan",
     "ProviderRequest",
     "create_session",
@@ -37,6 +42,7 @@ __all__ = [
     "RuntimeSupport",
     "check_compatible",
     "compatibility_problems",
+    "runtime_packages",
     "runtime_support",
     "set_default_providers",
 ]
@@ -56,6 +62,8 @@ DEFAULT_ORDER = (
     "CPUExecutionProvider",
 )
 CPU = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+TENSORRT_EP = "TensorrtExecutionProvider"
 
 # Short names users may type, and the onnxruntime names they stand for.
 ALIASES = {
@@ -104,6 +112,7 @@ class ProbeResult:
     ok: bool
     reason: str
     seconds: float = 0.0
+    log: str = ""  # what onnxruntime printed during the probe (``onnxbridge providers -v``)
 
 
 @dataclass
@@ -115,9 +124,11 @@ class ProviderPlan:
     devices: list[HardwareDevice] = field(default_factory=list)
     available: list[str] = field(default_factory=list)
     probes: list[ProbeResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # problems with the onnxruntime install
 
     def __str__(self) -> str:
-        lines = ["hardware found:"]
+        lines = [f"warning: {note}" for note in self.notes]
+        lines.append("hardware found:")
         lines += [f"  {d}" for d in self.devices] or ["  (onnxruntime device discovery not available)"]
         lines.append("onnxruntime providers in this build: " + ", ".join(self.available))
         lines.append("probes:")
@@ -177,10 +188,125 @@ def default_generation() -> int:
     return _GENERATION
 
 
+# -- the onnxruntime package itself ------------------------------------------------------------
+# onnxruntime ships as one package per flavour (onnxruntime, onnxruntime-gpu, -directml, -openvino
+# ...), all installing the same `onnxruntime` folder. Two of them in one environment overwrite each
+# other's files: the last installed wins, and uninstalling either breaks the other (onnxruntime
+# issue #26996). That is why onnxbridge does not depend on any one of them (extras `cpu`, `gpu`).
+@dataclass(frozen=True)
+class RuntimePackage:
+    """An installed distribution that provides the ``onnxruntime`` module."""
+
+    name: str
+    version: str
+    folder: str  # where its ``onnxruntime`` folder is
+
+
+INSTALL_HINT = (
+    "install exactly one onnxruntime package: pip install 'onnxbridge[cpu]' (CPU only) or"
+    " 'onnxbridge[gpu]' (NVIDIA CUDA and TensorRT); onnxruntime-directml, onnxruntime-openvino and"
+    " the other flavours work too"
+)
+
+
+def runtime_packages() -> list[RuntimePackage]:
+    """The installed distributions that put files in an ``onnxruntime`` folder."""
+    from importlib import metadata
+
+    found: dict[tuple[str, str], RuntimePackage] = {}
+    for dist in metadata.distributions():
+        try:
+            name = str(dist.name or "").lower().replace("_", "-")
+        except (KeyError, AttributeError):  # a distribution without a name: not ours to judge
+            continue
+        if not (name.startswith("onnxruntime") or name.startswith("ort-")):
+            continue
+        top = (dist.read_text("top_level.txt") or "").split()
+        files = dist.files or []
+        if "onnxruntime" not in top and not any(
+            f.parts[:2] == ("onnxruntime", "__init__.py") for f in files
+        ):
+            continue  # onnxruntime-extensions, onnxruntime-genai: other modules
+        folder = os.path.realpath(str(dist.locate_file("onnxruntime")))
+        found[(name, folder)] = RuntimePackage(name, dist.version or "?", folder)
+    return sorted(found.values(), key=lambda p: (p.folder, p.name))
+
+
+def loaded_package() -> str | None:
+    """Which flavour's files ``import onnxruntime`` loads (``onnxruntime-gpu``, say), if known."""
+    try:
+        from onnxruntime.capi import build_and_package_info
+    except Exception:
+        return None
+    return str(getattr(build_and_package_info, "package_name", "")) or None
+
+
+def install_problems() -> list[str]:
+    """Two onnxruntime packages in one folder: what is wrong and the command that fixes it."""
+    by_folder: dict[str, list[RuntimePackage]] = {}
+    for package in runtime_packages():
+        by_folder.setdefault(package.folder, []).append(package)
+    problems = []
+    for folder, packages in by_folder.items():
+        if len(packages) < 2:
+            continue
+        names = [p.name for p in packages]
+        keep = next((n for n in names if n != "onnxruntime"), names[0])
+        loaded = loaded_package()
+        problems.append(
+            f"{' and '.join(f'{p.name} {p.version}' for p in packages)} are installed in the same"
+            f" folder ({folder}) and overwrite each other's files"
+            + (f"; the files loaded now are {loaded}'s" if loaded else "")
+            + f". Keep one: pip uninstall -y {' '.join(names)} && pip install {keep}"
+        )
+    return problems
+
+
+def _repair_hint() -> str:
+    problems = install_problems()
+    if problems:
+        return " ".join(problems)
+    packages = runtime_packages()
+    if packages:
+        pins = " ".join(f"{p.name}=={p.version}" for p in packages)
+        return f"Reinstall it: pip install --force-reinstall --no-deps {pins}"
+    return f"Reinstall it: {INSTALL_HINT}"
+
+
+def ort() -> Any:
+    """The onnxruntime module, or ProviderError saying what to install (or how to repair it)."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        if runtime_packages():
+            raise ProviderError(
+                f"onnxruntime is installed but cannot be imported ({exc}). {_repair_hint()}"
+            ) from exc
+        raise ProviderError(
+            f"onnxruntime is not installed; onnxbridge needs it to verify and run models: {INSTALL_HINT}"
+        ) from exc
+    if not hasattr(onnxruntime, "InferenceSession"):  # a half-removed install: a bare folder
+        raise ProviderError(
+            "the onnxruntime package is broken: its folder has no InferenceSession (this happens"
+            f" when one of two onnxruntime packages in one folder is uninstalled). {_repair_hint()}"
+        )
+    return onnxruntime
+
+
+def runtime_installed() -> bool:
+    """Whether some onnxruntime package can be imported (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # -- detection and probing ---------------------------------------------------------------------
 def detect() -> tuple[list[str], list[HardwareDevice]]:
     """Providers in this onnxruntime build, and devices from its discovery (1.22+) if present."""
-    import onnxruntime
+    onnxruntime = ort()
 
     available = list(onnxruntime.get_available_providers())
     devices: list[HardwareDevice] = []
@@ -213,16 +339,129 @@ def _probe_model() -> bytes:
     return model.SerializeToString()
 
 
-def _run_probe(provider: ProviderRequest) -> ProbeResult:
-    import numpy as np
-    import onnxruntime
+class _Captured:
+    text = ""
 
+
+@contextlib.contextmanager
+def _capture_output() -> Iterator[_Captured]:
+    """Collect what onnxruntime prints while a provider starts, instead of showing it.
+
+    A provider that cannot start writes its reason (the library that failed to load) only to the
+    process's stderr from C++, and onnxruntime's Python layer prints its fallback to stdout. Both
+    file descriptors are pointed at a temporary file for the moment of the probe (probes run one
+    at a time), so the reason can be read and the user's terminal stays clean.
+    """
+    captured = _Captured()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fds = (1, 2)
+        saved = [os.dup(fd) for fd in fds]
+    except (OSError, ValueError, AttributeError):  # no real stdout/stderr (pythonw): no capture
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        python_out = _StringSink()
+        old_stdout = sys.stdout
+        try:
+            for fd in fds:
+                os.dup2(sink.fileno(), fd)
+            sys.stdout = python_out
+            yield captured
+        finally:
+            sys.stdout = old_stdout
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            for fd, copy in zip(fds, saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            native = sink.read().decode("utf-8", "replace")
+            captured.text = _ANSI.sub("", native + python_out.getvalue())
+
+
+class _StringSink:
+    """A minimal text stream for onnxruntime's Python-level prints during a probe."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return "".join(self._parts)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LIBRARY_FAILED = re.compile(r"Failed to load library (\S+) with error: ([^\n]+)")
+_MISSING_SO = re.compile(r"(lib[\w+.-]+?\.so(?:\.\d+)*): cannot open shared object file")
+_CUDA_FAILURE = re.compile(r"(CUDA failure \d+: [^;\n]+|CUDA error[^\n]*)")
+_CUDA_LIBS = ("libcudart", "libcublas", "libcublasLt", "libcufft", "libcurand", "libnvrtc",
+              "libnvJitLink", "libcusparse", "libcusolver")
+
+
+def _cuda_major() -> str:
+    try:
+        from onnxruntime.capi import build_and_package_info
+    except Exception:
+        return ""
+    return str(getattr(build_and_package_info, "cuda_version", "") or "").split(".")[0]
+
+
+def explain_failure(provider: str, log: str) -> str | None:
+    """The reason a provider failed to start, read from onnxruntime's own log, with the fix.
+
+    None when the log says nothing recognisable (the caller keeps its generic reason).
+    """
+    failed = _LIBRARY_FAILED.search(log)
+    missing = _MISSING_SO.search(failed.group(2) if failed else log)
+    cuda = _cuda_major()
+    cuda_name = f"CUDA {cuda}" if cuda else "CUDA"
+    if missing:
+        lib = missing.group(1)
+        stem = lib.split(".so")[0]
+        if stem == "libcuda":
+            return (f"no NVIDIA driver ({lib} not found): this machine has no usable NVIDIA GPU,"
+                    " or the container was started without GPU access")
+        if stem == "libnvinfer" or stem.startswith("libnvinfer_") or stem.startswith("libnvonnx"):
+            return (f"the TensorRT libraries are not installed ({lib} not found): install TensorRT"
+                    " 10 and put its lib folder on LD_LIBRARY_PATH, or leave TensorRT out"
+                    " (CUDA is used instead when it starts)")
+        if stem.startswith("libcudnn"):
+            return (f"cuDNN 9 is not found ({lib}): pip install nvidia-cudnn-cu{cuda or 'XX'},"
+                    f" or import torch (a {cuda_name} build) before running")
+        if stem in _CUDA_LIBS:
+            return (f"the {cuda_name} runtime libraries are not found ({lib}): pip install"
+                    f" 'onnxruntime-gpu[cuda,cudnn]' and nvidia-cublas, or import torch (a"
+                    f" {cuda_name} build) before running")
+        where = f" by {os.path.basename(failed.group(1))}" if failed else ""
+        return f"a library needed{where} is not found: {lib}"
+    if failed:
+        return f"{os.path.basename(failed.group(1))} could not be loaded: {failed.group(2).strip()}"
+    cuda_failure = _CUDA_FAILURE.search(log)
+    if cuda_failure:
+        return (f"{cuda_failure.group(1).strip()} (nvidia-smi shows the devices; check"
+                " CUDA_VISIBLE_DEVICES)")
+    return None
+
+
+def _probe_session(provider: ProviderRequest) -> ProbeResult:
+    import numpy as np
+
+    onnxruntime = ort()
     name = provider_name(provider)
     start = time.perf_counter()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # a failing provider logs loudly; its reason is kept here
     try:
-        with _SESSION_LOCK, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # onnxruntime warns on fallback; the probe reports it
             session = onnxruntime.InferenceSession(_probe_model(), options, providers=[provider])
         got = session.get_providers()
@@ -238,6 +477,50 @@ def _run_probe(provider: ProviderRequest) -> ProbeResult:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return ProbeResult(name, False, f"{type(exc).__name__}: {text}", time.perf_counter() - start)
     return ProbeResult(name, True, "ran a test model", time.perf_counter() - start)
+
+
+_PRELOADED: list[str] = []  # the outcome of onnxruntime.preload_dlls(), once per process
+
+
+def _preload_cuda_libraries() -> bool:
+    """Load CUDA and cuDNN from the nvidia-* pip packages (onnxruntime 1.21+), once."""
+    if _PRELOADED:
+        return _PRELOADED[0] == "ok"
+    preload = getattr(ort(), "preload_dlls", None)
+    if preload is None or not _cuda_major():
+        _PRELOADED.append("unavailable")
+        return False
+    try:
+        with _capture_output():
+            preload()
+    except Exception as exc:
+        _PRELOADED.append(f"failed: {exc}")
+        return False
+    _PRELOADED.append("ok")
+    return True
+
+
+def _run_probe(provider: ProviderRequest) -> ProbeResult:
+    """Probe one provider: its session must start on it and compute 1+1, 2+2; say why not."""
+    name = provider_name(provider)
+    with _SESSION_LOCK, _capture_output() as out:
+        result = _probe_session(provider)
+    if result.ok:
+        return replace(result, log=out.text)
+    reason = explain_failure(name, out.text)
+    if reason and "not found" in reason and name in (CUDA_EP, TENSORRT_EP) and (
+        "CUDA" in reason or "cuDNN" in reason
+    ) and _preload_cuda_libraries():
+        # The CUDA libraries may be installed as pip packages that nothing has loaded yet.
+        with _SESSION_LOCK, _capture_output() as retry_out:
+            retry = _probe_session(provider)
+        if retry.ok:
+            note = " after onnxruntime.preload_dlls() loaded CUDA from the nvidia pip packages"
+            return replace(retry, reason=retry.reason + note, log=retry_out.text)
+        note = " (also after onnxruntime.preload_dlls() looked in the nvidia pip packages)"
+        retry_reason = explain_failure(name, retry_out.text) or retry.reason
+        return replace(retry, reason=retry_reason + note, log=out.text + retry_out.text)
+    return replace(result, reason=reason or result.reason, log=out.text)
 
 
 def probe_provider(provider: ProviderRequest) -> ProbeResult:
@@ -291,7 +574,11 @@ def auto_plan() -> ProviderPlan:
     global _AUTO_PLAN
     if _AUTO_PLAN is None:
         available, devices = detect()
-        _AUTO_PLAN = plan_providers(available, probe_provider, devices=devices)
+        plan = plan_providers(available, probe_provider, devices=devices)
+        plan.notes = install_problems()
+        for note in plan.notes:  # two onnxruntime packages in one folder: say so once
+            warnings.warn(note, OnnxBridgeWarning, stacklevel=3)
+        _AUTO_PLAN = plan
     return _AUTO_PLAN
 
 
@@ -313,7 +600,7 @@ def resolve_providers(
 
 def session_options(threads: int | None = None) -> onnxruntime.SessionOptions:
     """SessionOptions with the thread count from ``threads`` or ONNXBRIDGE_THREADS (0: ORT's own)."""
-    import onnxruntime
+    onnxruntime = ort()
 
     options = onnxruntime.SessionOptions()
     if threads is None:
@@ -343,7 +630,7 @@ def create_session(
     A provider missing from this onnxruntime build is a ProviderError. A session that came up
     without a provider asked for warns (explicit requests) or raises ProviderError (strict).
     """
-    import onnxruntime
+    onnxruntime = ort()
 
     available, _ = detect()
     missing = [provider_name(p) for p in providers if provider_name(p) not in available]
@@ -352,6 +639,7 @@ def create_session(
             f"execution provider(s) {missing} are not in this onnxruntime build"
             f" (it has {available}); install the matching onnxruntime package"
             " (onnxruntime-gpu for CUDA and TensorRT) or ask for 'cpu'"
+            + "".join(f". {problem}" for problem in install_problems())
         )
     with _SESSION_LOCK:
         try:
@@ -362,20 +650,31 @@ def create_session(
             raise _session_error(exc) from exc
     # onnxruntime would retry a failed run on the CPU with only a print(); fail loudly instead.
     session.disable_fallback()
-    check_session_providers(providers, session.get_providers(), strict=strict, explicit=explicit)
+    got = session.get_providers()
+    reasons = {}
+    for p in providers:
+        if provider_name(p) not in got and (strict or explicit):
+            probe = probe_provider(p)  # cached: the reason it cannot start, with the fix
+            if not probe.ok:
+                reasons[probe.provider] = probe.reason
+    check_session_providers(providers, got, strict=strict, explicit=explicit, reasons=reasons)
     return session
 
 
 def check_session_providers(
-    requested: Sequence[ProviderRequest], got: Sequence[str], *, strict: bool, explicit: bool
+    requested: Sequence[ProviderRequest], got: Sequence[str], *, strict: bool, explicit: bool,
+    reasons: dict[str, str] | None = None,
 ) -> list[str]:
     """The providers asked for that the session did not get: ProviderError when ``strict``,
-    a warning when they were asked for explicitly; returns them."""
+    a warning when they were asked for explicitly; returns them. ``reasons`` (from the probes)
+    say why each could not start."""
     lost = [provider_name(p) for p in requested if provider_name(p) not in got]
     if lost:
+        why = "; ".join(f"{name}: {reasons[name]}" for name in lost if reasons and name in reasons)
         message = (
             f"asked for {[provider_name(p) for p in requested]} but the session runs on"
-            f" {list(got)}: {', '.join(lost)} could not start (`onnxbridge providers` shows why)"
+            f" {list(got)}: {', '.join(lost)} could not start"
+            + (f" ({why})" if why else " (`onnxbridge providers` shows why)")
         )
         if strict:
             raise ProviderError(message)
@@ -398,7 +697,7 @@ _SUPPORT: RuntimeSupport | None = None
 
 
 def _accepts(opset: int, ir_version: int, domain: str) -> bool:
-    import onnxruntime
+    onnxruntime = ort()
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -446,7 +745,7 @@ def runtime_support() -> RuntimeSupport:
     global _SUPPORT
     if _SUPPORT is None:
         import onnx
-        import onnxruntime
+        onnxruntime = ort()
 
         # (release, IR version, opset, ai.onnx.ml opset, ...) of the installed onnx package.
         latest = onnx.helper.VERSION_TABLE[-1]
@@ -482,7 +781,8 @@ def check_compatible(proto: Any, what: str = "this model") -> None:
     if problems:
         raise LoadError(
             f"{what} needs a newer onnxruntime: it uses {'; '.join(problems)}. Upgrade"
-            " onnxruntime (pip install -U onnxruntime), or convert the model again with"
+            f" onnxruntime (pip install -U {loaded_package() or 'onnxruntime'}), or convert the"
+            " model again with"
             " to_onnx(..., opset=N) for an N this onnxruntime supports."
         )
 

@@ -19,7 +19,9 @@ import onnxbridge
 from onnxbridge import InputError, OnnxModel, ProviderError, runtime
 from onnxbridge.runtime import ProbeResult, plan_providers
 
-GPU = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+# onnxruntime-gpu lists CUDA even where it cannot start (no driver, no CUDA libraries): both count.
+CUDA_LISTED = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+GPU = CUDA_LISTED and runtime.probe_provider("CUDAExecutionProvider").ok
 
 
 def probe_from(failures: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -61,12 +63,15 @@ def test_real_probe_on_cpu_passes_and_is_cached() -> None:
     assert runtime.probe_provider("CPUExecutionProvider") is first
 
 
-@pytest.mark.skipif(GPU, reason="needs an onnxruntime build without CUDA")
+@pytest.mark.skipif(GPU, reason="needs a machine where CUDA cannot start")
 def test_real_probe_detects_a_silent_fallback() -> None:
-    # onnxruntime without CUDA accepts a request for CUDA and quietly runs on the CPU.
+    # onnxruntime accepts a request for a CUDA it cannot start and quietly runs on the CPU.
     result = runtime._run_probe("CUDAExecutionProvider")
     assert not result.ok
-    assert "fell back to CPUExecutionProvider" in result.reason or "Error" in result.reason
+    if CUDA_LISTED:  # onnxruntime-gpu without a GPU or CUDA libraries: the library that is missing
+        assert "not found" in result.reason, result.reason
+    else:
+        assert "fell back to CPUExecutionProvider" in result.reason
 
 
 def test_provider_spellings() -> None:
@@ -94,7 +99,7 @@ def test_override_order_call_process_env(monkeypatch: pytest.MonkeyPatch) -> Non
     assert runtime.resolve_providers()[1] is False
 
 
-@pytest.mark.skipif(GPU, reason="CUDA is in this build")
+@pytest.mark.skipif(CUDA_LISTED, reason="CUDA is in this build")
 def test_requesting_a_provider_not_in_the_build_is_a_clear_error(scale_model: onnx.ModelProto) -> None:
     m = OnnxModel(scale_model)
     with pytest.raises(ProviderError, match="not in this onnxruntime build.*onnxruntime-gpu"):
@@ -105,8 +110,11 @@ def test_run_strict(scale_model: onnx.ModelProto) -> None:
     m = OnnxModel(scale_model)
     x = np.ones((1, 3), np.float32)
     np.testing.assert_array_equal(m.run(x, providers="cpu", strict=True), m.run(x))
-    if not GPU:
+    if not CUDA_LISTED:
         with pytest.raises(ProviderError, match="not in this onnxruntime build"):
+            m.run(x, providers="cuda,cpu", strict=True)
+    elif not GPU:  # listed, cannot start: strict refuses, naming why
+        with pytest.raises(ProviderError, match="CUDAExecutionProvider could not start.*not found"):
             m.run(x, providers="cuda,cpu", strict=True)
 
 
@@ -197,3 +205,39 @@ def test_gpu_cuda_chosen_tensorrt_reason_and_results_match_cpu() -> None:
     if torch.cuda.is_available():
         np.testing.assert_allclose(m.run(torch.from_numpy(x).cuda()), m.run(x, providers="cpu"),
                                    rtol=1e-6)
+
+
+# What onnxruntime-gpu 1.31.1 logged on this CPU machine (without and with torch's CUDA libraries
+# loaded), and what a driver without a visible device logs: the reason must name the cause.
+ORT_LOG = ("[E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] ... [ONNXRuntimeError] :"
+           " 1 : FAIL : Failed to load library /site/onnxruntime/capi/libonnxruntime_providers_"
+           "{ep}.so with error: {lib}: cannot open shared object file: No such file or directory\n")
+
+
+@pytest.mark.parametrize(("ep", "lib", "expected"), [
+    ("cuda", "libcuda.so.1", "no NVIDIA driver (libcuda.so.1 not found)"),
+    ("cuda", "libcublasLt.so.13", "runtime libraries are not found (libcublasLt.so.13): pip install"),
+    ("cuda", "libcudnn.so.9", "cuDNN 9 is not found (libcudnn.so.9)"),
+    ("tensorrt", "libnvinfer.so.10", "TensorRT libraries are not installed (libnvinfer.so.10"),
+    ("cuda", "libfoo.so.3", "a library needed by libonnxruntime_providers_cuda.so is not found:"
+                            " libfoo.so.3"),
+])
+def test_probe_reasons_name_the_missing_library(ep: str, lib: str, expected: str) -> None:
+    reason = runtime.explain_failure("X", "\x1b[1;31m" + ORT_LOG.format(ep=ep, lib=lib) + "\x1b[m")
+    assert reason is not None and expected in reason
+
+
+def test_probe_reasons_for_cuda_errors_and_silence() -> None:
+    log = "CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; hostname=x ; file=..."
+    reason = runtime.explain_failure("CUDAExecutionProvider", log)
+    assert reason is not None and reason.startswith("CUDA failure 100: no CUDA-capable device")
+    assert "CUDA_VISIBLE_DEVICES" in reason
+    assert runtime.explain_failure("CUDAExecutionProvider", "") is None
+
+
+def test_installed_runtime_is_one_package_and_loaded() -> None:
+    packages = runtime.runtime_packages()
+    assert runtime.loaded_package() in {p.name for p in packages}
+    folders = [p.folder for p in packages]
+    if len(folders) == len(set(folders)):  # no two packages share a folder: nothing to warn about
+        assert runtime.install_problems() == []
