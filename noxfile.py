@@ -1,4 +1,5 @@
-"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s typecheck`, `nox -s bench`, `nox -s docs`."""
+"""Developer tasks: `nox -s tests`, `nox -s runtime_installs`, `nox -s lint`, `nox -s typecheck`,
+`nox -s bench`, `nox -s docs`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,28 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *args)
 
 
+# The onnxruntime packages `runtime_installs` moves through (pinned so CI sees the same files).
+ORT_CPU = "onnxruntime==1.32.0"
+ORT_GPU = "onnxruntime-gpu==1.31.1"
+
+
+@nox.session(reuse_venv=False)
+def runtime_installs(session: nox.Session) -> None:
+    """onnxbridge with no onnxruntime, with onnxruntime-gpu on a machine without a usable GPU,
+    with onnxruntime installed over it, and with one of the two removed: real pip commands on one
+    fresh environment, the tests of each state after each (tests/test_install_states.py)."""
+    test = ["pytest", "-p", "no:cacheprovider", "tests/test_install_states.py"]
+    session.install("-e", ".", "pytest>=8")
+    session.install("-e", EXAMPLE_PLUGIN)
+    session.run(*test, env={"ONNXBRIDGE_INSTALL_STATE": "none"})
+    session.install(ORT_GPU)
+    session.run(*test, "tests/test_runtime.py", env={"ONNXBRIDGE_INSTALL_STATE": "gpu"})
+    session.install(ORT_CPU)  # what `pip install some-package-that-needs-onnxruntime` does
+    session.run(*test, env={"ONNXBRIDGE_INSTALL_STATE": "clash"})
+    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "onnxruntime")
+    session.run(*test, env={"ONNXBRIDGE_INSTALL_STATE": "broken"})
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
@@ -27,7 +50,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".", "mypy>=1.10")
+    session.install("-e", ".[cpu]", "mypy>=1.10")
     session.run("mypy")
 
 
@@ -42,5 +65,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark under benchmarks/ (each prints ratios measured side by side)."""
-    session.install("-e", ".[all]")
+    session.install("-e", ".[all,cpu]")
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -1,6 +1,6 @@
 """Export a PyTorch model that uses your own operator, and run it with onnxruntime.
 
-    pip install "onnxbridge[torch]" onnxruntime-extensions
+    pip install "onnxbridge[cpu,torch]" onnxruntime-extensions
     python examples/custom_op_torch.py
 
 1. The operator is a ``torch.library.custom_op`` (with a fake implementation for tracing).

@@ -1,6 +1,6 @@
 """PyTorch: a torchvision ResNet-18 (random weights) to ONNX with a batch axis that stays dynamic.
 
-Run: python examples/pytorch_resnet.py   (needs: pip install "onnxbridge[torch]" torchvision)
+Run: python examples/pytorch_resnet.py   (needs: pip install "onnxbridge[cpu,torch]" torchvision)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Quickstart: a scikit-learn pipeline over a mixed DataFrame, to ONNX and back.
 
-Run: python examples/quickstart_sklearn.py   (needs: pip install "onnxbridge[sklearn]")
+Run: python examples/quickstart_sklearn.py   (needs: pip install "onnxbridge[cpu,sklearn]")
 """
 
 from __future__ import annotations

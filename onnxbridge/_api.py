@@ -52,13 +52,16 @@ def to_onnx(
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
     registry = default_registry()
     spec = registry.resolve(model, converter)
-    from onnxbridge.runtime import runtime_support
+    from onnxbridge.runtime import runtime_installed, runtime_support
 
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 1):
         raise ValueError(f"opset must be a positive int or None, got {opset!r}")
+    # The newest opset onnxruntime loads caps the converter's choice. Verifying needs onnxruntime
+    # (a clear ProviderError here, before any conversion work); converting alone does not.
+    need_runtime = verify is not False or runtime_installed()
     conv_options = ConvertOptions(
         opset=opset, dynamic_batch=dynamic_batch, name=name, options=dict(options),
-        max_opset=runtime_support().opsets[""],
+        max_opset=runtime_support().opsets[""] if need_runtime else None,
     )
     result = call_converter(spec, model, sample, conv_options)
     if name:
@@ -187,12 +190,12 @@ def load(
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
     from onnxbridge._files import check_graph, load_proto
-    from onnxbridge.runtime import check_compatible
+    from onnxbridge.runtime import check_compatible, runtime_installed
 
     proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     what = f"model {label!r}" if label else "this model"
-    if check_runtime:
+    if check_runtime and runtime_installed():  # without onnxruntime, run() says what to install
         check_compatible(proto, what)
     check_graph(proto, what, source)
     return OnnxModel(proto, source=label)

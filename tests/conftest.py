@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -31,6 +32,19 @@ def make_scale_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked install_state(NAME) run only when ONNXBRIDGE_INSTALL_STATE is NAME
+    (`nox -s runtime_installs` sets it); elsewhere they are deselected, not skipped."""
+    state = os.environ.get("ONNXBRIDGE_INSTALL_STATE", "")
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("install_state")
+        (drop if marker is not None and marker.args[0] != state else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture

@@ -211,8 +211,9 @@ def booster_reference(
 
 def run_proto(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any]:
     """Run a proto once on the CPU (used to choose between float and double conversions)."""
-    import onnxruntime as ort
+    from onnxbridge.runtime import ort as import_ort
 
+    ort = import_ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(
