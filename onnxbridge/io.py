@@ -217,8 +217,12 @@ def bind_torch_inputs(
         return None
     binding = session.io_binding()
     keep = []
+    session_device = _cuda_device_id(session) if on_cuda else None
     for spec in inputs:
         tensor = given[spec.name].detach()
+        if session_device is not None and tensor.device.index != session_device:
+            # onnxruntime reads the pointer on its own device: bring the tensor there first.
+            tensor = tensor.to(f"cuda:{session_device}")
         host_dtype = torch.empty(0, dtype=tensor.dtype).numpy().dtype
         if spec.dtype is not None and host_dtype != spec.dtype:
             _cast(np.empty(0, host_dtype), spec)  # raises InputError for an unsafe cast
@@ -230,9 +234,23 @@ def bind_torch_inputs(
         device = "cuda" if tensor.is_cuda else "cpu"
         binding.bind_input(spec.name, device, tensor.device.index or 0, host_dtype,
                            list(tensor.shape), tensor.data_ptr())
+    if on_cuda:
+        # torch queues its kernels (the tensor's producer, our casts and copies) on its own CUDA
+        # stream; onnxruntime reads the memory from another. Wait for torch's work to finish.
+        for device in {t.device for t in keep}:
+            torch.cuda.current_stream(device).synchronize()
     for out in session.get_outputs():
         binding.bind_output(out.name)
     return binding, keep
+
+
+def _cuda_device_id(session: Any) -> int:
+    """The CUDA device a session runs on (its provider options' device_id; 0 by default)."""
+    try:
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        return int(options.get("device_id", 0))
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 def random_inputs(

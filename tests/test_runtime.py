@@ -17,6 +17,7 @@ from conftest import make_scale_model
 
 import onnxbridge
 from onnxbridge import InputError, OnnxModel, ProviderError, runtime
+from onnxbridge.io import bind_torch_inputs
 from onnxbridge.runtime import ProbeResult, plan_providers
 
 # onnxruntime-gpu lists CUDA even where it cannot start (no driver, no CUDA libraries): both count.
@@ -200,11 +201,28 @@ def test_gpu_cuda_chosen_tensorrt_reason_and_results_match_cpu() -> None:
     m = OnnxModel(make_scale_model(rng.random(256).astype(np.float32), features=256))
     x = rng.random((16, 256)).astype(np.float32)
     assert "CUDAExecutionProvider" in m.providers
-    np.testing.assert_allclose(m.run(x), m.run(x, providers="cpu"), rtol=1e-6)
+    expected = m.run(x, providers="cpu")
+    np.testing.assert_allclose(m.run(x), expected, rtol=1e-6)
     torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        np.testing.assert_allclose(m.run(torch.from_numpy(x).cuda()), m.run(x, providers="cpu"),
-                                   rtol=1e-6)
+    if not torch.cuda.is_available():
+        return
+    # CUDA tensors are bound where they are: the binding holds the tensor's own memory.
+    xc = torch.from_numpy(x).cuda()
+    session = m.session()
+    bound = bind_torch_inputs(session, m.inputs, [xc], {})
+    assert bound is not None
+    assert bound[1][0].data_ptr() == xc.data_ptr()
+    np.testing.assert_allclose(m.run(xc), expected, rtol=1e-6)
+    # A tensor whose producing kernels are still queued on torch's stream when run() starts.
+    queue = torch.zeros(4096, 4096, device="cuda")
+    for _ in range(20):
+        queue = queue @ queue
+    late = queue[:16, :256] + xc
+    np.testing.assert_allclose(m.run(late), expected, rtol=1e-6)
+    # float64 and not contiguous: cast and made contiguous on the device.
+    strided = torch.from_numpy(np.ascontiguousarray(x.T)).cuda().double().T
+    assert not strided.is_contiguous()
+    np.testing.assert_allclose(m.run(strided), expected, rtol=1e-6)
 
 
 # What onnxruntime-gpu 1.31.1 logged on this CPU machine (without and with torch's CUDA libraries

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check of the execution layer, run on the GPU machine in the repository root after
+# .ci/gpu/prepare.sh here and one transfer per wheel part (see prepare.sh). Writes under $OUT:
+#   device_check.log  everything below;  bench_gpu.md  the ORT CUDA vs torch eager table.
+# 1. `onnxbridge providers` without torch imported (does onnxruntime find CUDA by itself?),
+# 2. with torch imported first (torch loads the CUDA 13 and cuDNN libraries),
+# 3. tests/test_runtime.py: CUDA chosen, TensorRT skipped with its reason, results equal to the
+#    CPU's, CUDA tensors bound in place (also one still being computed on torch's stream),
+# 4. benchmarks/bench_gpu.py: resnet18 and vit_b_16 at batch 1 and 32.
+set -uo pipefail
+OUT=${OUT:-/tmp/onnxbridge-gpu-out}
+mkdir -p "$OUT"
+PARTS=${PARTS:-/root/parts}      # where the earlier calls left their parts
+SITE=${SITE:-/tmp/site}
+name=$(cat .whlparts/NAME)
+mkdir -p "$PARTS" && cp .whlparts/part* "$PARTS"/   # this call's own part
+cat "$PARTS"/part* > "$PARTS/$name" || exit 1
+rm -rf "$SITE"
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$PARTS/$name" \
+  .whl/onnxbridge-*.whl || exit 1
+export PYTHONPATH=$SITE PYTHONUNBUFFERED=1
+{
+  nvidia-smi -L
+  python3 -c "import onnxruntime as o, onnxbridge; print('onnxruntime', o.__version__, o.__file__); print('onnxbridge', onnxbridge.__version__, onnxbridge.__file__)"
+  echo "=== 1. onnxbridge providers, torch not imported"
+  python3 -m onnxbridge.cli providers --verbose
+  echo "=== 2. onnxbridge providers, torch imported first"
+  python3 -c "import sys, torch; from onnxbridge.cli import main; sys.exit(main(['providers']))"
+  echo "=== 3. tests/test_runtime.py"
+  python3 -c "import sys, torch, pytest; sys.exit(pytest.main(['-p', 'no:cacheprovider', '-rA', '-q', 'tests/test_runtime.py']))"
+  echo "tests rc=$?"
+  echo "=== 4. benchmarks/bench_gpu.py"
+  (cd benchmarks && python3 -c "import sys, runpy, torch; sys.argv = ['bench_gpu.py', '--out', '$OUT/bench_gpu.md']; runpy.run_path('bench_gpu.py', run_name='__main__')")
+  echo "bench rc=$?"
+} 2>&1 | tee "$OUT/device_check.log"
