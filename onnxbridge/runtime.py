@@ -349,37 +349,48 @@ def _capture_output() -> Iterator[_Captured]:
 
     A provider that cannot start writes its reason (the library that failed to load) only to the
     process's stderr from C++, and onnxruntime's Python layer prints its fallback to stdout. Both
-    file descriptors are pointed at a temporary file for the moment of the probe (probes run one
-    at a time), so the reason can be read and the user's terminal stays clean.
+    file descriptors (and ``sys.stdout``) are pointed at temporary files for the moment of the
+    probe (probes run one at a time), so the reason can be read and the terminal stays clean.
+    Lines that are not onnxruntime's (another thread printing meanwhile) are written back.
     """
     captured = _Captured()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        fds = (1, 2)
-        saved = [os.dup(fd) for fd in fds]
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
     except (OSError, ValueError, AttributeError):  # no real stdout/stderr (pythonw): no capture
         yield captured
         return
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as out_sink, tempfile.TemporaryFile() as err_sink:
         python_out = _StringSink()
         old_stdout = sys.stdout
         try:
-            for fd in fds:
-                os.dup2(sink.fileno(), fd)
+            os.dup2(out_sink.fileno(), 1)
+            os.dup2(err_sink.fileno(), 2)
             sys.stdout = python_out
             yield captured
         finally:
             sys.stdout = old_stdout
             with contextlib.suppress(Exception):
-                sys.stdout.flush()
                 sys.stderr.flush()
-            for fd, copy in zip(fds, saved, strict=True):
+            for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
-            sink.seek(0)
-            native = sink.read().decode("utf-8", "replace")
-            captured.text = _ANSI.sub("", native + python_out.getvalue())
+            texts = []
+            for sink in (out_sink, err_sink):
+                sink.seek(0)
+                texts.append(_ANSI.sub("", sink.read().decode("utf-8", "replace")))
+            texts[0] += python_out.getvalue()
+            captured.text = "".join(texts)
+            for text, stream in zip(texts, (sys.stdout, sys.stderr), strict=True):
+                others = [line for line in text.splitlines(keepends=True) if not _ORT_LINE.search(line)]
+                if others:
+                    with contextlib.suppress(Exception):
+                        stream.write("".join(others))
+
+
+# What onnxruntime prints when a provider fails: its C++ log lines, and the Python EP Error block.
+_ORT_LINE = re.compile(r"onnxruntime|EP Error|^\*+\s*$|when using \[|Falling back to \[|^\s*$")
 
 
 class _StringSink:

@@ -259,3 +259,18 @@ def test_installed_runtime_is_one_package_and_loaded() -> None:
     folders = [p.folder for p in packages]
     if len(folders) == len(set(folders)):  # no two packages share a folder: nothing to warn about
         assert runtime.install_problems() == []
+
+
+def test_probe_capture_keeps_what_is_not_onnxruntimes(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    capfd.readouterr()
+    with runtime._capture_output() as captured:
+        print("a line of the user's program")
+        os.write(2, b"2026-01-01 [E:onnxruntime:Default, x.cc:1] Failed to load library\n")
+        os.write(1, b"*************** EP Error ***************\n")
+        os.write(2, b"a warning from another thread\n")
+    out, err = capfd.readouterr()
+    assert out == "a line of the user's program\n"
+    assert err == "a warning from another thread\n"
+    assert "Failed to load library" in captured.text and "EP Error" in captured.text
