@@ -389,8 +389,11 @@ def _capture_output() -> Iterator[_Captured]:
                         stream.write("".join(others))
 
 
-# What onnxruntime prints when a provider fails: its C++ log lines, and the Python EP Error block.
-_ORT_LINE = re.compile(r"onnxruntime|EP Error|^\*+\s*$|when using \[|Falling back to \[|^\s*$")
+# What onnxruntime prints when a provider fails (its C++ log lines, the Python EP Error block) and
+# what preload_dlls() prints about libraries it could not load.
+_ORT_LINE = re.compile(r"onnxruntime|EP Error|^\*+\s*$|when using \[|Falling back to \[|^\s*$"
+                       r"|^Failed to load |cannot open shared object|Visual C\+\+|vc_redist"
+                       r"|Skip loading CUDA|is built with CUDA")
 
 
 class _StringSink:
