@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxbridge.errors import LoadError, OnnxBridgeWarning, ProviderError
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ORDER",
+    "auto_plan",
     "HardwareDevice",
     "ProbeResult",
     "RuntimePackage",
@@ -42,6 +44,10 @@ __all__ = [
     "RuntimeSupport",
     "check_compatible",
     "compatibility_problems",
+    "explain_failure",
+    "install_problems",
+    "loaded_package",
+    "runtime_installed",
     "runtime_packages",
     "runtime_support",
     "set_default_providers",
@@ -209,12 +215,42 @@ INSTALL_HINT = (
 )
 
 
-def runtime_packages() -> list[RuntimePackage]:
-    """The installed distributions that put files in an ``onnxruntime`` folder."""
+def _onnxruntime_folders() -> list[str]:
+    """Where ``import onnxruntime`` would look, found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return []
+    return [os.path.realpath(p) for p in (spec.submodule_search_locations or [])] if spec else []
+
+
+def runtime_packages(*, importable_only: bool = False) -> list[RuntimePackage]:
+    """The installed distributions that put files in an ``onnxruntime`` folder.
+
+    ``importable_only`` looks only beside the folder ``import onnxruntime`` uses (one directory
+    listing, for the check made on every first run), instead of every package on sys.path.
+    """
     from importlib import metadata
 
+    if importable_only:
+        dists: Iterable[Any] = [
+            metadata.PathDistribution(Path(os.path.dirname(folder)) / entry)
+            for folder in _onnxruntime_folders()
+            for entry in _listdir(os.path.dirname(folder))
+            if entry.lower().startswith(("onnxruntime", "ort_", "ort-"))
+            and entry.endswith(".dist-info")
+        ]
+    else:
+        dists = metadata.distributions()
     found: dict[tuple[str, str], RuntimePackage] = {}
-    for dist in metadata.distributions():
+    for dist in dists:
+        # The folder's name (onnxruntime_gpu-1.31.1.dist-info) says enough to skip the others
+        # without parsing their metadata: reading every package's metadata costs ~100 ms.
+        folder_name = os.path.basename(str(getattr(dist, "_path", ""))).lower()
+        if folder_name and not folder_name.startswith(("onnxruntime", "ort_", "ort-")):
+            continue
         try:
             name = str(dist.name or "").lower().replace("_", "-")
         except (KeyError, AttributeError):  # a distribution without a name: not ours to judge
@@ -232,6 +268,13 @@ def runtime_packages() -> list[RuntimePackage]:
     return sorted(found.values(), key=lambda p: (p.folder, p.name))
 
 
+def _listdir(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def loaded_package() -> str | None:
     """Which flavour's files ``import onnxruntime`` loads (``onnxruntime-gpu``, say), if known."""
     try:
@@ -244,7 +287,7 @@ def loaded_package() -> str | None:
 def install_problems() -> list[str]:
     """Two onnxruntime packages in one folder: what is wrong and the command that fixes it."""
     by_folder: dict[str, list[RuntimePackage]] = {}
-    for package in runtime_packages():
+    for package in runtime_packages(importable_only=True):
         by_folder.setdefault(package.folder, []).append(package)
     problems = []
     for folder, packages in by_folder.items():

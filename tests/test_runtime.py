@@ -256,6 +256,8 @@ def test_probe_reasons_for_cuda_errors_and_silence() -> None:
 def test_installed_runtime_is_one_package_and_loaded() -> None:
     packages = runtime.runtime_packages()
     assert runtime.loaded_package() in {p.name for p in packages}
+    beside = runtime.runtime_packages(importable_only=True)  # the quick look: the loaded folder
+    assert beside and set(beside) <= set(packages)
     folders = [p.folder for p in packages]
     if len(folders) == len(set(folders)):  # no two packages share a folder: nothing to warn about
         assert runtime.install_problems() == []
