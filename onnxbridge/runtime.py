@@ -258,9 +258,8 @@ def runtime_packages(*, importable_only: bool = False) -> list[RuntimePackage]:
         if not (name.startswith("onnxruntime") or name.startswith("ort-")):
             continue
         top = (dist.read_text("top_level.txt") or "").split()
-        files = dist.files or []
-        if "onnxruntime" not in top and not any(
-            f.parts[:2] == ("onnxruntime", "__init__.py") for f in files
+        if "onnxruntime" not in top and not any(  # RECORD only when top_level.txt is silent
+            f.parts[:2] == ("onnxruntime", "__init__.py") for f in dist.files or []
         ):
             continue  # onnxruntime-extensions, onnxruntime-genai: other modules
         folder = os.path.realpath(str(dist.locate_file("onnxruntime")))
@@ -754,6 +753,18 @@ _SUPPORT: RuntimeSupport | None = None
 
 
 def _accepts(opset: int, ir_version: int, domain: str) -> bool:
+    versions = {"": opset} if domain == "" else {"": 13, domain: opset}
+    return _accepts_versions(ir_version, versions)
+
+
+_ACCEPTED: dict[tuple[int, tuple[tuple[str, int], ...]], bool] = {}
+
+
+def _accepts_versions(ir_version: int, opsets: dict[str, int]) -> bool:
+    """Whether onnxruntime loads a one-node model with this IR version and these opsets (cached)."""
+    key = (ir_version, tuple(sorted(opsets.items())))
+    if key in _ACCEPTED:
+        return _ACCEPTED[key]
     onnxruntime = ort()
     from onnx import TensorProto, helper
 
@@ -762,9 +773,7 @@ def _accepts(opset: int, ir_version: int, domain: str) -> bool:
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
     )
-    imports = [helper.make_opsetid("", opset if domain == "" else 13)]
-    if domain:
-        imports.append(helper.make_opsetid(domain, opset))
+    imports = [helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items())]
     model = helper.make_model(graph, opset_imports=imports)
     model.ir_version = ir_version
     options = onnxruntime.SessionOptions()
@@ -774,7 +783,9 @@ def _accepts(opset: int, ir_version: int, domain: str) -> bool:
             onnxruntime.InferenceSession(model.SerializeToString(), options,
                                          providers=["CPUExecutionProvider"])
     except Exception:
+        _ACCEPTED[key] = False
         return False
+    _ACCEPTED[key] = True
     return True
 
 
@@ -818,6 +829,14 @@ def runtime_support() -> RuntimeSupport:
 
 def compatibility_problems(proto: Any) -> list[str]:
     """Why the installed onnxruntime cannot load this model (IR version, opsets); [] if it can."""
+    if _SUPPORT is None:
+        # One tiny session with the model's own versions settles the usual case; the newest
+        # versions (several sessions) are measured only to explain a refusal.
+        versions = {"" if e.domain == "ai.onnx" else e.domain: e.version for e in proto.opset_import}
+        wanted = {d: v for d, v in versions.items() if d in ("", "ai.onnx.ml")}
+        wanted.setdefault("", 13)
+        if _accepts_versions(proto.ir_version, wanted):
+            return []
     support = runtime_support()
     problems = []
     if proto.ir_version > support.ir_version:
