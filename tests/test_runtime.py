@@ -276,3 +276,27 @@ def test_probe_capture_keeps_what_is_not_onnxruntimes(capfd: pytest.CaptureFixtu
     assert out == "a line of the user's program\n"
     assert err == "a warning from another thread\n"
     assert "Failed to load library" in captured.text and "EP Error" in captured.text
+
+
+def test_load_checks_versions_with_one_session_and_measures_only_to_explain(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    ok = OnnxModel(make_scale_model()).save(tmp_path / "ok.onnx")
+    too_new = make_scale_model(opset=runtime.runtime_support().opsets[""] + 1)
+    new = OnnxModel(too_new).save(tmp_path / "new.onnx")
+    code = f"""
+import onnxbridge
+from onnxbridge import LoadError, runtime
+onnxbridge.load({str(ok)!r})
+assert runtime._SUPPORT is None, "a loadable model needed no measuring"
+try:
+    onnxbridge.load({str(new)!r})
+except LoadError as exc:
+    assert "supports up to" in str(exc), exc
+else:
+    raise AssertionError("a too-new opset was accepted")
+assert runtime._SUPPORT is not None
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
