@@ -142,8 +142,11 @@ class ProviderPlan:
             state = "ok  " if p.ok else "FAIL"
             lines.append(f"  {state} {p.provider}: {p.reason} ({p.seconds * 1000:.0f} ms)")
         lines.append("run() will use, in order: " + " > ".join(self.order))
+        failed = {p.provider for p in self.probes if not p.ok}
         for name, why in self.skipped.items():
-            lines.append(f"  skipped {name}: {why}")
+            # a failed probe's reason is printed above; others (Azure) are said here
+            lines.append(f"  skipped {name}" + (" (probe failed, above)" if name in failed
+                                                 else f": {why}"))
         return "\n".join(lines)
 
 
