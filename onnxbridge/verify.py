@@ -75,6 +75,7 @@ class ParityReport:
     verified: bool = True
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    provider: str | None = None  # the onnxruntime provider the ONNX side ran on
 
     @property
     def passed(self) -> bool:
@@ -114,6 +115,7 @@ class ParityReport:
             "verified": self.verified,
             "reason": self.reason,
             "notes": list(self.notes),
+            "provider": self.provider,
             "outputs": [asdict(o) for o in self.outputs],
         }
 
@@ -130,10 +132,12 @@ class ParityReport:
             values["shape"] = tuple(values.get("shape") or ())
             outputs.append(OutputParity(**values))
         return cls(outputs=outputs, verified=bool(data.get("verified", True)),
-                   reason=data.get("reason"), notes=list(data.get("notes", [])))
+                   reason=data.get("reason"), notes=list(data.get("notes", [])),
+                   provider=data.get("provider"))
 
     def __str__(self) -> str:
-        lines = [f"parity {self.summary()}"]
+        lines = [f"parity {self.summary()}" + (f" (ONNX side on {self.provider})"
+                                                if self.provider else "")]
         lines += ["  " + o.line() for o in self.outputs]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -35,6 +35,30 @@ def test_to_onnx_verifies_on_sample_and_second_batch(fake_converted: OnnxModel) 
     np.testing.assert_allclose(m.run(np.ones((5, 4), np.float32)), np.full((5, 4), 3.0))
 
 
+def test_verification_runs_on_the_cpu_provider_whatever_run_uses(
+    fake_env: Path, isolated_registry: Registry
+) -> None:
+    import fakefw
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("needs an onnxruntime build without CUDA")
+    onnxbridge.register(ConverterSpec(name="fake", classes=("fakefw.Base",),
+                                      converter="fakeplugin:convert", framework="fakefw"))
+    onnxbridge.set_default_providers("cuda")  # run() would refuse: CUDA is not in this build
+    try:
+        m = onnxbridge.to_onnx(fakefw.Child(3.0), np.ones((2, 4), np.float32))
+        assert m.parity is not None and m.parity.passed
+        assert m.parity.provider == "CPUExecutionProvider"
+        assert "(ONNX side on CPUExecutionProvider)" in str(m.parity)
+        with pytest.raises(onnxbridge.ProviderError, match="not in this onnxruntime build"):
+            m.run(np.ones((2, 4), np.float32))
+    finally:
+        onnxbridge.set_default_providers(None)
+    loaded = onnxbridge.load(m.to_bytes())
+    assert loaded.parity is not None and loaded.parity.provider == "CPUExecutionProvider"
+
+
 def test_provenance_metadata(fake_converted: OnnxModel) -> None:
     meta = fake_converted.metadata
     assert meta["onnxbridge.converter"] == "fake"
