@@ -92,6 +92,7 @@ ENV_THREADS = "ONNXBRIDGE_THREADS"
 # onnxruntime reports races when sessions are created concurrently: create them one at a time.
 _SESSION_LOCK = threading.Lock()
 _PROBE_LOCK = threading.Lock()
+_PLAN_LOCK = threading.Lock()
 _PROBES: dict[str, ProbeResult] = {}
 _PROCESS_DEFAULT: tuple[ProviderRequest, ...] | None = None
 _GENERATION = 0
@@ -631,13 +632,16 @@ _AUTO_PLAN: ProviderPlan | None = None
 def auto_plan() -> ProviderPlan:
     """The automatic provider order for this machine (detected and probed once per process)."""
     global _AUTO_PLAN
-    if _AUTO_PLAN is None:
-        available, devices = detect()
-        plan = plan_providers(available, probe_provider, devices=devices)
-        plan.notes = install_problems()
-        for note in plan.notes:  # two onnxruntime packages in one folder: say so once
-            warnings.warn(note, OnnxBridgeWarning, stacklevel=3)
-        _AUTO_PLAN = plan
+    if _AUTO_PLAN is not None:
+        return _AUTO_PLAN
+    with _PLAN_LOCK:  # threads that arrive together wait for one plan (and one warning)
+        if _AUTO_PLAN is None:
+            available, devices = detect()
+            plan = plan_providers(available, probe_provider, devices=devices)
+            plan.notes = install_problems()
+            for note in plan.notes:  # two onnxruntime packages in one folder: say so once
+                warnings.warn(note, OnnxBridgeWarning, stacklevel=4)
+            _AUTO_PLAN = plan
     return _AUTO_PLAN
 
 

@@ -300,3 +300,31 @@ assert runtime._SUPPORT is not None
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_auto_plan_is_made_once_for_threads_arriving_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(runtime, "_AUTO_PLAN", None)
+    made = []
+    real = runtime.plan_providers
+
+    def slow_plan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(1)
+        time.sleep(0.05)  # a wide window for a second thread to start its own plan
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "plan_providers", slow_plan)
+    barrier = threading.Barrier(6)
+    plans = []
+
+    def work() -> None:
+        barrier.wait()
+        plans.append(runtime.auto_plan())
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len({id(p) for p in plans}) == 1
