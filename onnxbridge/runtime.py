@@ -93,7 +93,7 @@ ENV_THREADS = "ONNXBRIDGE_THREADS"
 _SESSION_LOCK = threading.Lock()
 _PROBE_LOCK = threading.Lock()
 _PLAN_LOCK = threading.Lock()
-_PROBES: dict[str, ProbeResult] = {}
+_PROBES: dict[tuple[str, tuple[tuple[str, str], ...]], ProbeResult] = {}
 _PROCESS_DEFAULT: tuple[ProviderRequest, ...] | None = None
 _GENERATION = 0
 
@@ -584,15 +584,20 @@ def _run_probe(provider: ProviderRequest) -> ProbeResult:
 
 
 def probe_provider(provider: ProviderRequest) -> ProbeResult:
-    """Probe once per process (cached): can this provider really run a model here?"""
-    name = provider_name(provider)
-    cached = _PROBES.get(name)
+    """Probe once per process (cached): can this provider really run a model here?
+
+    A provider given with options (``("cuda", {"device_id": 1})``) is probed with them: one
+    device may work where another does not.
+    """
+    options = provider[1] if isinstance(provider, tuple) else {}
+    key = (provider_name(provider), tuple(sorted((str(k), str(v)) for k, v in options.items())))
+    cached = _PROBES.get(key)
     if cached is not None:
         return cached
     with _PROBE_LOCK:
-        cached = _PROBES.get(name)
+        cached = _PROBES.get(key)
         if cached is None:
-            cached = _PROBES[name] = _run_probe(provider)
+            cached = _PROBES[key] = _run_probe(provider)
     return cached
 
 

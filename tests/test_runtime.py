@@ -62,6 +62,11 @@ def test_real_probe_on_cpu_passes_and_is_cached() -> None:
     first = runtime.probe_provider("CPUExecutionProvider")
     assert first.ok, first.reason
     assert runtime.probe_provider("CPUExecutionProvider") is first
+    # with options, a provider is probed with them (another device may fail where one works)
+    with_options = ("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})
+    probed = runtime.probe_provider(with_options)
+    assert probed is not first and probed.ok, probed.reason
+    assert runtime.probe_provider(with_options) is probed
 
 
 @pytest.mark.skipif(GPU, reason="needs a machine where CUDA cannot start")
