@@ -47,6 +47,7 @@ __all__ = [
     "explain_failure",
     "install_problems",
     "loaded_package",
+    "plugin_providers",
     "runtime_installed",
     "runtime_packages",
     "runtime_support",
@@ -370,6 +371,47 @@ def detect() -> tuple[list[str], list[HardwareDevice]]:
     return available, devices
 
 
+def plugin_providers() -> set[str]:
+    """Execution providers known only through device discovery: plugin EPs registered with
+    ``onnxruntime.register_execution_provider_library`` (onnxruntime 1.22+). onnxruntime starts
+    them from session options and their devices, not from the ``providers=`` list."""
+    onnxruntime = ort()
+    get_ep_devices = getattr(onnxruntime, "get_ep_devices", None)
+    if get_ep_devices is None:
+        return set()
+    try:
+        names = {d.ep_name for d in get_ep_devices()}
+    except Exception:
+        return set()
+    return names - set(onnxruntime.get_available_providers())
+
+
+def new_session(
+    model: bytes | str,
+    providers: Sequence[ProviderRequest],
+    options: onnxruntime.SessionOptions | None = None,
+    *,
+    plugins: set[str] | None = None,
+) -> onnxruntime.InferenceSession:
+    """``InferenceSession`` on ``providers``, in order; plugin EPs (``plugins``, by default
+    :func:`plugin_providers`) are added with their discovered devices through the session
+    options, the others by name. Creation is not locked here: callers hold ``_SESSION_LOCK``."""
+    onnxruntime = ort()
+    plugins = plugin_providers() if plugins is None else plugins
+    if not any(provider_name(p) in plugins for p in providers):
+        return onnxruntime.InferenceSession(model, sess_options=options, providers=list(providers))
+    options = options if options is not None else onnxruntime.SessionOptions()
+    devices = list(onnxruntime.get_ep_devices())
+    for p in providers:
+        name = provider_name(p)
+        values = {str(k): str(v) for k, v in (p[1] if isinstance(p, tuple) else {}).items()}
+        if name in plugins:
+            options.add_provider_for_devices([d for d in devices if d.ep_name == name], values)
+        elif name != CPU:  # the CPU provider is always appended last by onnxruntime itself
+            options.add_provider(name, values)
+    return onnxruntime.InferenceSession(model, sess_options=options)
+
+
 def _probe_model() -> bytes:
     from onnx import TensorProto, helper
 
@@ -523,7 +565,7 @@ def _probe_session(provider: ProviderRequest) -> ProbeResult:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # onnxruntime warns on fallback; the probe reports it
-            session = onnxruntime.InferenceSession(_probe_model(), options, providers=[provider])
+            session = new_session(_probe_model(), [provider], options)
         got = session.get_providers()
         if name not in got:
             return ProbeResult(name, False, f"session fell back to {', '.join(got)}"
@@ -617,7 +659,8 @@ def plan_providers(
     rank = {name: i for i, name in enumerate(order)}
     for name in available:
         if name not in rank:
-            plan.skipped[name] = "not a local compute provider onnxbridge ranks"
+            plan.skipped[name] = ("not ranked by onnxbridge (not local compute, or a plugin EP):"
+                                  " ask for it by name with providers=[...]")
     for name in sorted((n for n in available if n in rank and n != CPU), key=rank.__getitem__):
         result = probe(name)
         plan.probes.append(result)
@@ -698,8 +741,6 @@ def create_session(
     A provider missing from this onnxruntime build is a ProviderError. A session that came up
     without a provider asked for warns (explicit requests) or raises ProviderError (strict).
     """
-    onnxruntime = ort()
-
     available, _ = detect()
     missing = [provider_name(p) for p in providers if provider_name(p) not in available]
     if missing:
@@ -711,9 +752,7 @@ def create_session(
         )
     with _SESSION_LOCK:
         try:
-            session = onnxruntime.InferenceSession(
-                model, sess_options=options, providers=list(providers)
-            )
+            session = new_session(model, providers, options)
         except Exception as exc:
             raise _session_error(exc) from exc
     # onnxruntime would retry a failed run on the CPU with only a print(); fail loudly instead.

@@ -333,3 +333,16 @@ def test_auto_plan_is_made_once_for_threads_arriving_together(monkeypatch: pytes
     for t in threads:
         t.join()
     assert len(made) == 1 and len({id(p) for p in plans}) == 1
+
+
+def test_plugin_providers_start_from_their_discovered_devices(scale_model: onnx.ModelProto) -> None:
+    # A plugin EP is known only through get_ep_devices(); this build registers none, so the CPU
+    # provider (which onnxruntime also lists as a device) stands in for one on the same path.
+    if not hasattr(onnxruntime, "get_ep_devices"):
+        pytest.skip("onnxruntime before 1.22 has no device discovery")
+    assert runtime.plugin_providers() == set()
+    x = {"x": np.ones((2, 3), np.float32)}
+    session = runtime.new_session(scale_model.SerializeToString(), ["CPUExecutionProvider"],
+                                  plugins={"CPUExecutionProvider"})
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    np.testing.assert_array_equal(session.run(None, x)[0], [[1, 2, 3], [1, 2, 3]])
