@@ -10,6 +10,7 @@ session that ends up on other providers than asked for warns, or raises with ``s
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -279,13 +280,18 @@ def _listdir(folder: str) -> list[str]:
         return []
 
 
-def loaded_package() -> str | None:
-    """Which flavour's files ``import onnxruntime`` loads (``onnxruntime-gpu``, say), if known."""
+def _build_info(key: str) -> str:
+    """A field of the loaded onnxruntime's build_and_package_info ("" when unknown)."""
     try:
         from onnxruntime.capi import build_and_package_info
     except Exception:
-        return None
-    return str(getattr(build_and_package_info, "package_name", "")) or None
+        return ""
+    return str(getattr(build_and_package_info, key, "") or "")
+
+
+def loaded_package() -> str | None:
+    """Which flavour's files ``import onnxruntime`` loads (``onnxruntime-gpu``, say), if known."""
+    return _build_info("package_name") or None
 
 
 def install_problems() -> list[str]:
@@ -342,12 +348,7 @@ def ort() -> Any:
 
 def runtime_installed() -> bool:
     """Whether some onnxruntime package can be imported (without importing it)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("onnxruntime") is not None
-    except (ImportError, ValueError):
-        return False
+    return bool(_onnxruntime_folders())
 
 
 # -- detection and probing ---------------------------------------------------------------------
@@ -450,7 +451,7 @@ def _capture_output() -> Iterator[_Captured]:
         yield captured
         return
     with tempfile.TemporaryFile() as out_sink, tempfile.TemporaryFile() as err_sink:
-        python_out = _StringSink()
+        python_out = io.StringIO()
         old_stdout = sys.stdout
         try:
             os.dup2(out_sink.fileno(), 1)
@@ -484,23 +485,6 @@ _ORT_LINE = re.compile(r"onnxruntime|EP Error|^\*+\s*$|when using \[|Falling bac
                        r"|Skip loading CUDA|is built with CUDA")
 
 
-class _StringSink:
-    """A minimal text stream for onnxruntime's Python-level prints during a probe."""
-
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        self._parts.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def getvalue(self) -> str:
-        return "".join(self._parts)
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LIBRARY_FAILED = re.compile(r"Failed to load library (\S+) with error: ([^\n]+)")
 _MISSING_SO = re.compile(r"(lib[\w+.-]+?\.so(?:\.\d+)*): cannot open shared object file")
@@ -510,24 +494,31 @@ _CUDA_LIBS = ("libcudart", "libcublas", "libcublasLt", "libcufft", "libcurand", 
 
 
 def _cuda_major() -> str:
-    try:
-        from onnxruntime.capi import build_and_package_info
-    except Exception:
-        return ""
-    return str(getattr(build_and_package_info, "cuda_version", "") or "").split(".")[0]
+    return _build_info("cuda_version").split(".")[0]
 
 
-def explain_failure(provider: str, log: str) -> str | None:
+def _missing_library(log: str) -> str | None:
+    """The shared library onnxruntime's log says it could not find (``libcublasLt.so.13``)."""
+    failed = _LIBRARY_FAILED.search(log)
+    missing = _MISSING_SO.search(failed.group(2) if failed else log)
+    return missing.group(1) if missing else None
+
+
+def _is_cuda_library(lib: str) -> bool:
+    stem = lib.split(".so")[0]
+    return stem in _CUDA_LIBS or stem.startswith("libcudnn")
+
+
+def explain_failure(log: str) -> str | None:
     """The reason a provider failed to start, read from onnxruntime's own log, with the fix.
 
     None when the log says nothing recognisable (the caller keeps its generic reason).
     """
     failed = _LIBRARY_FAILED.search(log)
-    missing = _MISSING_SO.search(failed.group(2) if failed else log)
+    lib = _missing_library(log)
     cuda = _cuda_major()
     cuda_name = f"CUDA {cuda}" if cuda else "CUDA"
-    if missing:
-        lib = missing.group(1)
+    if lib:
         stem = lib.split(".so")[0]
         if stem == "libcuda":
             return (f"no NVIDIA driver ({lib} not found): this machine has no usable NVIDIA GPU,"
@@ -609,10 +600,10 @@ def _run_probe(provider: ProviderRequest) -> ProbeResult:
         result = _probe_session(provider)
     if result.ok:
         return replace(result, log=out.text)
-    reason = explain_failure(name, out.text)
-    if reason and "not found" in reason and name in (CUDA_EP, TENSORRT_EP) and (
-        "CUDA" in reason or "cuDNN" in reason
-    ) and _preload_cuda_libraries():
+    reason = explain_failure(out.text)
+    missing = _missing_library(out.text)
+    if (name in (CUDA_EP, TENSORRT_EP) and missing and _is_cuda_library(missing)
+            and _preload_cuda_libraries()):
         # The CUDA libraries may be installed as pip packages that nothing has loaded yet.
         with _SESSION_LOCK, _capture_output() as retry_out:
             retry = _probe_session(provider)
@@ -620,7 +611,7 @@ def _run_probe(provider: ProviderRequest) -> ProbeResult:
             note = " after onnxruntime.preload_dlls() loaded CUDA from the nvidia pip packages"
             return replace(retry, reason=retry.reason + note, log=retry_out.text)
         note = " (also after onnxruntime.preload_dlls() looked in the nvidia pip packages)"
-        retry_reason = explain_failure(name, retry_out.text) or retry.reason
+        retry_reason = explain_failure(retry_out.text) or retry.reason
         return replace(retry, reason=retry_reason + note, log=out.text + retry_out.text)
     return replace(result, reason=reason or result.reason, log=out.text)
 

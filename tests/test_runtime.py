@@ -246,16 +246,16 @@ ORT_LOG = ("[E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] ... 
                             " libfoo.so.3"),
 ])
 def test_probe_reasons_name_the_missing_library(ep: str, lib: str, expected: str) -> None:
-    reason = runtime.explain_failure("X", "\x1b[1;31m" + ORT_LOG.format(ep=ep, lib=lib) + "\x1b[m")
+    reason = runtime.explain_failure("\x1b[1;31m" + ORT_LOG.format(ep=ep, lib=lib) + "\x1b[m")
     assert reason is not None and expected in reason
 
 
 def test_probe_reasons_for_cuda_errors_and_silence() -> None:
     log = "CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; hostname=x ; file=..."
-    reason = runtime.explain_failure("CUDAExecutionProvider", log)
+    reason = runtime.explain_failure(log)
     assert reason is not None and reason.startswith("CUDA failure 100: no CUDA-capable device")
     assert "CUDA_VISIBLE_DEVICES" in reason
-    assert runtime.explain_failure("CUDAExecutionProvider", "") is None
+    assert runtime.explain_failure("") is None
 
 
 def test_installed_runtime_is_one_package_and_loaded() -> None:
