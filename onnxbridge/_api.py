@@ -194,16 +194,56 @@ def load(
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
-    from onnxbridge._files import check_graph, load_proto
+    from onnxbridge._files import checker_findings, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 
-    proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
+    proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes,
+                                keep_external_above=_INLINE_ALL)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     what = f"model {label!r}" if label else "this model"
     if check_runtime and runtime_installed():  # without onnxruntime, run() says what to install
         check_compatible(proto, what)
-    check_graph(proto, what, source)
-    return OnnxModel(proto, source=label)
+    findings = _judge_findings(proto, _folder, what, checker_findings(proto))
+    m = OnnxModel(proto, source=label)
+    m.checker_findings = findings  # type: ignore[attr-defined]
+    return m
+
+
+# Until OnnxModel keeps a folder for external data, load reads it all into the proto.
+_INLINE_ALL = 2**62
+
+
+def _judge_findings(proto: Any, folder: Any, what: str, findings: list[str]) -> list[str]:
+    """onnx.checker's findings become warnings when onnxruntime makes a session for the model
+    anyway (it runs models the checker rejects, e.g. an IR 3 initializer missing from the graph
+    inputs); when onnxruntime refuses it too, a LoadError with both reasons."""
+    if not findings:
+        return []
+    from onnxbridge.runtime import runtime_installed
+
+    if runtime_installed():
+        from onnxbridge._files import session_config
+        from onnxbridge.errors import LoadError
+        from onnxbridge.runtime import ort
+
+        onnxruntime = ort()
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 4
+        for key, value in session_config(proto, folder).items():
+            options.add_session_config_entry(key, value)
+        try:
+            onnxruntime.InferenceSession(proto.SerializeToString(), options,
+                                         providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:500]
+            raise LoadError(
+                f"{what} is not a valid ONNX graph: {findings[0]} (and onnxruntime cannot load"
+                f" it either: {reason})"
+            ) from exc
+    for finding in findings:
+        warnings.warn(f"{what}: onnx.checker: {finding} (onnxruntime loads it)",
+                      OnnxBridgeWarning, stacklevel=3)
+    return findings
 
 
 def register(spec: ConverterSpec, *, replace: bool = False) -> ConverterSpec:

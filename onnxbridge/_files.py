@@ -1,4 +1,10 @@
-"""Reading models from paths, bytes and file objects, and saving them atomically."""
+"""Reading models from paths, bytes and file objects; checking and saving them; writing files.
+
+Large models: protobuf cannot size or serialise a message of 2 GB or more, and every copy of a
+proto costs its weights again. So a model over the limit never lives in one proto with its
+weights inline: its weights stay in external data files (checked, then read by onnxruntime
+itself), the checker sees a weight-less copy, and saving streams tensor by tensor.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import contextlib
 import glob
 import os
 import re
-import shutil
+import secrets
+import socket
 import stat
 import tempfile
 import warnings
@@ -20,19 +27,39 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = [
+    "EXTERNAL_THRESHOLD",
     "PROTOBUF_LIMIT",
+    "atomic_write",
     "check_external_data",
     "check_graph",
+    "checker_findings",
+    "external_locations",
+    "has_external_data",
+    "is_large",
     "iter_tensors",
     "load_proto",
+    "model_size",
+    "open_atomic",
     "save_proto",
+    "session_config",
 ]
 
-# protobuf cannot serialise a message of 2 GiB or more; keep a margin for the graph itself.
+# The one limit: protobuf cannot serialise a message of 2 GiB or more; keep 16 MiB for the graph.
 PROTOBUF_LIMIT = 2**31 - 2**24
 
 # Refuse to read more than this from one model file unless the caller raises the cap.
 DEFAULT_MAX_BYTES = 64 * 2**30
+
+# A tensor of at least this many bytes goes to the data file when saving with external data.
+EXTERNAL_THRESHOLD = 1024
+
+# A loaded model whose external data is larger than this keeps it in its files: onnxruntime
+# reads (or maps) them when a session is made, and the weights are never held in the proto.
+# Smaller external data is read into the proto (new sessions cannot see later edits of the file).
+KEEP_EXTERNAL_ABOVE = 2**28
+
+# onnxruntime's session option naming the folder of external data for a model given as bytes.
+ORT_EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
 def _describe_source(source: Any) -> str:
@@ -119,34 +146,217 @@ def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:
     return proto
 
 
-def check_graph(proto: onnx.ModelProto, label: str, source: Any = None) -> None:
-    """onnx.checker's verdict as a LoadError: unknown ops, cycles, duplicate names, bad types.
+# -- sizes -------------------------------------------------------------------------------------
+def model_size(proto: onnx.ModelProto) -> int:
+    """The serialized size of ``proto``, summed piece by piece (so it works above 2 GB, where
+    protobuf cannot size the whole message). External data is not counted."""
+    total = 0
+    for field, value in proto.ListFields():
+        if field.name == "graph":
+            total += _graph_size(value) + 8
+        elif _repeated(field):
+            total += sum(_message_size(v) for v in value) if field.message_type else 16 * len(value)
+        elif field.message_type is not None:
+            total += _message_size(value)
+        else:
+            total += len(value) + 8 if isinstance(value, (str, bytes)) else 12
+    return total
 
-    Its messages name the node. Models over 2 GB are checked by onnxruntime when a session is
-    made instead (the in-memory checker cannot take them).
+
+def _repeated(field: Any) -> bool:
+    is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 6 (label is gone in 7)
+    return bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _message_size(message: Any) -> int:
+    return int(message.ByteSize()) + 8
+
+
+def _graph_size(graph: onnx.GraphProto) -> int:
+    total = 0
+    for field, value in graph.ListFields():
+        if _repeated(field) and field.message_type is not None:
+            if field.name == "node":
+                total += sum(_node_size(n) for n in value)
+            else:
+                total += sum(_message_size(v) for v in value)
+        elif field.message_type is not None:
+            total += _message_size(value)
+        else:
+            total += len(value) + 8 if isinstance(value, (str, bytes)) else 12
+    return total
+
+
+def _node_size(node: onnx.NodeProto) -> int:
+    from onnx import AttributeProto
+
+    if not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
+        return _message_size(node)
+    total = 64 + sum(len(s) + 4 for s in [*node.input, *node.output, node.name, node.op_type])
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            total += _graph_size(attr.g) + 16
+        elif attr.type == AttributeProto.GRAPHS:
+            total += sum(_graph_size(g) + 16 for g in attr.graphs)
+        else:
+            total += _message_size(attr)
+    return total
+
+
+def is_large(proto: onnx.ModelProto, limit: int = PROTOBUF_LIMIT) -> bool:
+    """Whether ``proto`` (without its external data) is too big to be one protobuf message."""
+    return model_size(proto) > limit
+
+
+def has_external_data(proto: onnx.ModelProto) -> bool:
+    """Whether any tensor of the model keeps its bytes in an external file."""
+    from onnx import TensorProto
+
+    return any(t.data_location == TensorProto.EXTERNAL for t in iter_tensors(proto))
+
+
+def external_locations(proto: onnx.ModelProto) -> set[str]:
+    """The data files the model's external tensors name."""
+    from onnx import TensorProto
+
+    return {e.value for t in iter_tensors(proto) if t.data_location == TensorProto.EXTERNAL
+            for e in t.external_data if e.key == "location"}
+
+
+# -- checking ----------------------------------------------------------------------------------
+def checker_findings(proto: onnx.ModelProto) -> list[str]:
+    """What onnx.checker says about the model (an empty list when it has nothing to say).
+
+    The checker runs on the proto itself only when it is small and holds all its weights;
+    otherwise on a weight-less copy (tensors become references to an empty file) checked
+    through a path, so no proto over 2 GB is ever serialised and no external file is read.
     """
     import onnx
 
-    if proto.ByteSize() > PROTOBUF_LIMIT or proto.ir_version > onnx.IR_VERSION:
-        return  # newer than this onnx package knows: onnxruntime judges it at session creation
+    if proto.ir_version > onnx.IR_VERSION:
+        return []  # newer than this onnx package knows: onnxruntime judges it
     try:
-        onnx.checker.check_model(proto)
+        if not has_external_data(proto) and not is_large(proto):
+            onnx.checker.check_model(proto)
+        else:
+            with tempfile.TemporaryDirectory(prefix="onnxbridge-check-") as tmp:
+                stub = Path(tmp) / "model.onnx"
+                stub.write_bytes(_weightless_copy(proto, "stub.data").SerializeToString())
+                (Path(tmp) / "stub.data").write_bytes(b"")
+                onnx.checker.check_model(str(stub))
     except Exception as exc:  # ValidationError, and anything a corrupted proto provokes
-        text = " ".join(str(exc).split())
-        raise LoadError(f"{label} is not a valid ONNX graph: {text}", source) from exc
+        return [" ".join(str(exc).split())]
+    return []
 
 
+def check_graph(proto: onnx.ModelProto, label: str, source: Any = None) -> list[str]:
+    """onnx.checker's findings on the model, each also given as an OnnxBridgeWarning.
+
+    A finding is not a refusal: onnxruntime runs models the checker complains about (an IR 3
+    model whose initializer is not among the graph inputs, say); whether a session can be
+    made is onnxruntime's call, when one is made.
+    """
+    findings = checker_findings(proto)
+    for finding in findings:
+        warnings.warn(f"{label}: onnx.checker: {finding}", OnnxBridgeWarning, stacklevel=3)
+    return findings
+
+
+def _weightless_copy(proto: onnx.ModelProto, stub_location: str) -> onnx.ModelProto:
+    """A copy of ``proto`` whose tensors over 1 KiB are empty external references (their bytes
+    are never copied: the copy is built field by field around them)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    for field, value in proto.ListFields():
+        if field.name != "graph":
+            _copy_field(out, field, value)
+    _copy_graph_weightless(proto.graph, out.graph, stub_location)
+    return out
+
+
+def _copy_field(out: Any, field: Any, value: Any) -> None:
+    if _repeated(field):
+        getattr(out, field.name).extend(value)
+    elif field.message_type is not None:
+        getattr(out, field.name).CopyFrom(value)
+    else:
+        setattr(out, field.name, value)
+
+
+def _stub_tensor(src: onnx.TensorProto, dst: onnx.TensorProto, location: str) -> None:
+    from onnx import TensorProto
+
+    if src.data_location != TensorProto.EXTERNAL and src.ByteSize() < EXTERNAL_THRESHOLD:
+        dst.CopyFrom(src)
+        return
+    for field, value in src.ListFields():
+        if field.name in _DATA_FIELDS or field.name in ("external_data", "data_location"):
+            continue
+        _copy_field(dst, field, value)
+    dst.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "0")):
+        entry = dst.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _copy_graph_weightless(src: onnx.GraphProto, dst: onnx.GraphProto, location: str) -> None:
+    for field, value in src.ListFields():
+        if field.name == "initializer":
+            for t in value:
+                _stub_tensor(t, dst.initializer.add(), location)
+        elif field.name == "node":
+            for node in value:
+                _copy_node_weightless(node, dst.node.add(), location)
+        else:
+            _copy_field(dst, field, value)
+
+
+def _copy_node_weightless(src: onnx.NodeProto, dst: onnx.NodeProto, location: str) -> None:
+    from onnx import AttributeProto
+
+    for field, value in src.ListFields():
+        if field.name != "attribute":
+            _copy_field(dst, field, value)
+    for attr in src.attribute:
+        new = dst.attribute.add()
+        for field, value in attr.ListFields():
+            if field.name in ("t", "tensors", "g", "graphs"):
+                continue
+            _copy_field(new, field, value)
+        if attr.type == AttributeProto.TENSOR:
+            _stub_tensor(attr.t, new.t, location)
+        elif attr.type == AttributeProto.TENSORS:
+            for t in attr.tensors:
+                _stub_tensor(t, new.tensors.add(), location)
+        elif attr.type == AttributeProto.GRAPH:
+            _copy_graph_weightless(attr.g, new.g, location)
+        elif attr.type == AttributeProto.GRAPHS:
+            for g in attr.graphs:
+                _copy_graph_weightless(g, new.graphs.add(), location)
+
+
+# -- loading -----------------------------------------------------------------------------------
 def load_proto(
-    source: Any, *, base_dir: str | os.PathLike[str] | None = None, max_bytes: int | None = None
+    source: Any,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    max_bytes: int | None = None,
+    keep_external_above: int | None = None,
 ) -> tuple[onnx.ModelProto, Path | None]:
-    """Parse ``source`` into a ModelProto with its external data read in.
+    """Parse ``source`` into a ModelProto; check its external data, and read it in when small.
 
-    Returns the proto and the folder its external data was read from (None when it has none).
+    Returns the proto and the folder its external data lives in (None when it has none, or
+    when all of it was read in). External data totalling more than ``keep_external_above``
+    bytes (default ``KEEP_EXTERNAL_ABOVE``) stays in its files, which are checked here and
+    read by onnxruntime when a session is made; sparse tensors and tensor attributes are always
+    read in, so onnxruntime only ever opens files for dense initializers.
     """
     import onnx
-    from onnx import external_data_helper
+    from onnx import TensorProto
 
     cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    keep_above = KEEP_EXTERNAL_ABOVE if keep_external_above is None else keep_external_above
     label = _describe_source(source)
     folder: Path | None = Path(base_dir) if base_dir is not None else None
     if isinstance(source, onnx.ModelProto):
@@ -171,46 +381,78 @@ def load_proto(
             " a binary file object or an onnx.ModelProto",
             source,
         )
-    if not any(external_data_helper.uses_external_data(t) for t in iter_tensors(proto)):
+    if not has_external_data(proto):
+        if isinstance(source, onnx.ModelProto) and is_large(proto):
+            raise LoadError(
+                f"this ModelProto holds {model_size(proto) / 2**30:.1f} GB of weights inline,"
+                " over protobuf's 2 GB limit, so it cannot be checked or given to onnxruntime;"
+                " save it with onnx.save_model(proto, 'model.onnx', save_as_external_data=True)"
+                " and load the path",
+                source,
+            )
         return proto, None
     if folder is None:
         raise LoadError(
             f"{label} refers to external data files, and bytes or streams carry no folder to"
-            " find them in; pass base_dir= (the folder that holds the data files) to load()",
+            " find them in; pass base_dir= (the folder that holds the data files) to load(),"
+            " or load the model's path",
             source,
         )
-    if proto is source:  # never fill in the caller's own ModelProto behind their back
+    total = check_external_data(proto, folder, label, max_bytes=cap)
+    keep = total > keep_above
+    if proto is source and not keep:  # never fill in the caller's own ModelProto behind their back
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-    check_external_data(proto, folder, label)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unknown keys were reported by our own check
-            onnx.load_external_data_for_model(proto, str(folder))
-    except Exception as exc:
-        raise LoadError(f"cannot read the external data of {label}: {exc}", source) from exc
-    return proto, folder
+    dense = {id(t) for t in _dense_tensors(proto)} if keep else set()
+    for tensor in iter_tensors(proto):
+        if tensor.data_location == TensorProto.EXTERNAL and id(tensor) not in dense:
+            if proto is source:
+                raise LoadError(
+                    f"{label}: its sparse or attribute tensors keep their bytes in external"
+                    " files; load the model's path instead of the ModelProto", source)
+            _read_external_into(tensor, folder, label)
+    return proto, folder if keep else None
 
 
 _EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
+_DATA_FIELDS = {"raw_data", "float_data", "int32_data", "string_data", "int64_data",
+                "double_data", "uint64_data"}
 
 
-def check_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> None:
+def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {e.key: e.value for e in tensor.external_data}
+
+
+def _external_range(tensor: onnx.TensorProto) -> tuple[str, int, int | None]:
+    info = _external_info(tensor)
+    length = info.get("length")
+    return info.get("location", ""), int(info.get("offset", "0")), (
+        int(length) if length is not None else None)
+
+
+def check_external_data(
+    proto: onnx.ModelProto, folder: Path, label: str, *, max_bytes: int | None = None
+) -> int:
     """Refuse external data that could read outside the model's folder or past a file's end.
 
-    Checked before a byte is read: the location must be a plain relative path inside
+    Checked before a byte is read, for every tensor (initializers, sparse values and indices,
+    attributes, subgraphs, functions): the location must be a plain relative path inside
     ``folder``; no part of the way may be a symlink; the file must be a regular file with a
     single hard link (a hard link can expose any file on the same disk); offset and length must
-    be whole numbers that stay inside the file. Unknown keys are ignored with a warning.
+    be whole numbers that stay inside the file; all ranges together stay under ``max_bytes``
+    (tensors that share bytes count each time). Unknown keys are ignored with a warning.
+    Returns the total number of bytes the external tensors name.
     """
     from onnx import TensorProto
 
+    cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     root = Path(os.path.abspath(folder))
+    total = 0
     for tensor in iter_tensors(proto):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         name = tensor.name or "<unnamed>"
-        info = {e.key: e.value for e in tensor.external_data}
+        info = _external_info(tensor)
         unknown = sorted(set(info) - _EXTERNAL_KEYS)
         if unknown:
             warnings.warn(
@@ -224,26 +466,36 @@ def check_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> Non
         location = info.get("location", "")
         if not location:
             raise refuse("it has no location")
+        shown = location if len(location) <= 80 else location[:77] + "..."
         if "\0" in location or os.path.isabs(location) or location.startswith(("/", "\\")) or (
             len(location) > 1 and location[1] == ":"
         ):
-            raise refuse(f"location {location!r} is absolute; it must be relative to the model")
-        if ".." in re.split(r"[\\/]", location):
-            raise refuse(f"location {location!r} climbs out of the model's folder")
-        parts = Path(location).parts
+            raise refuse(f"location {shown!r} is absolute; it must be relative to the model")
+        pieces = re.split(r"[\\/]", location)
+        if ".." in pieces:
+            raise refuse(f"location {shown!r} climbs out of the model's folder")
+        parts = [p for p in pieces if p not in ("", ".")]
+        if not parts:
+            raise refuse(f"location {shown!r} names the folder, not a data file")
+        if len(location) > 1024 or any(len(p.encode()) > 255 for p in parts):
+            raise refuse(f"location {shown!r} is too long to be a file name")
         current = root
+        st = None
         for part in parts:
             current = current / part
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
-                raise refuse(f"{location!r} does not exist in {str(root)!r}") from None
+                raise refuse(f"{shown!r} does not exist in {str(root)!r}") from None
+            except OSError as exc:  # a path through a regular file, a name too long, ...
+                raise refuse(f"{shown!r} cannot be opened: {exc.strerror or exc}") from None
             if stat.S_ISLNK(st.st_mode):
-                raise refuse(f"{location!r} goes through a symbolic link ({part!r})")
+                raise refuse(f"{shown!r} goes through a symbolic link ({part!r})")
+        assert st is not None
         if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"{location!r} is not a regular file")
+            raise refuse(f"{shown!r} is not a regular file")
         if st.st_nlink > 1:
-            raise refuse(f"{location!r} has {st.st_nlink} hard links; copy the file instead")
+            raise refuse(f"{shown!r} has {st.st_nlink} hard links; copy the file instead")
         try:
             offset = int(info.get("offset", "0"))
             length = int(info["length"]) if "length" in info else None
@@ -256,17 +508,58 @@ def check_external_data(proto: onnx.ModelProto, folder: Path, label: str) -> Non
         end = offset + (length if length is not None else 0)
         if offset > st.st_size or end > st.st_size:
             raise refuse(
-                f"offset {offset} + length {length or 0} reaches past the end of {location!r}"
+                f"offset {offset} + length {length or 0} reaches past the end of {shown!r}"
                 f" ({st.st_size} bytes)"
             )
+        total += (length if length is not None else st.st_size - offset)
+        if total > cap:
+            raise LoadError(
+                f"{label}: its external data adds up to more than the {cap}-byte cap (tensors"
+                " that share bytes count each time); pass max_bytes= to load() to raise it"
+            )
+    return total
+
+
+def _read_external_into(tensor: onnx.TensorProto, folder: Path, label: str) -> None:
+    """Read a checked tensor's external bytes into ``raw_data``; it is no longer external."""
+    from onnx import TensorProto
+
+    location, offset, length = _external_range(tensor)
+    try:
+        fd = os.open(Path(folder) / location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            f.seek(offset)
+            data = f.read() if length is None else f.read(length)
+    except OSError as exc:
+        raise LoadError(f"cannot read the external data of {label}: {exc}") from exc
+    if length is not None and len(data) != length:
+        raise LoadError(f"{label}: the external data of {tensor.name!r} is shorter than stated")
+    tensor.raw_data = data
+    tensor.data_location = TensorProto.DEFAULT
+    del tensor.external_data[:]
+
+
+def session_config(proto: onnx.ModelProto, folder: Path | None) -> dict[str, str]:
+    """onnxruntime session config entries that let a model given as bytes find its external
+    data (already checked) in ``folder``: onnxruntime reads it without it passing through us."""
+    if folder is None or not has_external_data(proto):
+        return {}
+    return {ORT_EXTERNAL_FOLDER_KEY: str(Path(folder).resolve())}
 
 
 def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every TensorProto in the model: initializers and tensor attributes, subgraphs included."""
+    """Every TensorProto in the model: initializers, sparse initializers (values and indices),
+    tensor and sparse-tensor attributes, in subgraphs and functions too."""
     from onnx import AttributeProto
+
+    def sparse(s: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
+        yield s.values
+        yield s.indices
 
     def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
         yield from graph.initializer
+        for s in graph.sparse_initializer:
+            yield from sparse(s)
         for node in graph.node:
             yield from node_tensors(node)
 
@@ -276,6 +569,11 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                 yield attr.t
             elif attr.type == AttributeProto.TENSORS:
                 yield from attr.tensors
+            elif attr.type == AttributeProto.SPARSE_TENSOR:
+                yield from sparse(attr.sparse_tensor)
+            elif attr.type == AttributeProto.SPARSE_TENSORS:
+                for s in attr.sparse_tensors:
+                    yield from sparse(s)
             elif attr.type == AttributeProto.GRAPH:
                 yield from graph_tensors(attr.g)
             elif attr.type == AttributeProto.GRAPHS:
@@ -288,6 +586,25 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
             yield from node_tensors(node)
 
 
+def _dense_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """The dense initializers of the main graph and its subgraphs (what onnxruntime may read
+    from external files itself)."""
+    from onnx import AttributeProto
+
+    def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    yield from graph_tensors(attr.g)
+                elif attr.type == AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        yield from graph_tensors(g)
+
+    yield from graph_tensors(proto.graph)
+
+
+# -- writing -----------------------------------------------------------------------------------
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a directory
         fd = os.open(folder, os.O_RDONLY)
@@ -297,77 +614,304 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
-def _remove_stale_work_dirs(parent: Path, name: str) -> None:
-    """Remove the temporary folders of saves of ``name`` whose process died (killed mid-write)."""
-    prefix = f".{name}.onnxbridge-"
-    for entry in parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        pid_text = entry.name[len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or not entry.is_dir() or entry.is_symlink():
-            continue
-        pid = int(pid_text)
-        if pid == os.getpid():
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TEMP_SUFFIX = ".onnxbridge-tmp"
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{_HOST}.{os.getpid()}."
+
+
+def _remove_stale_temps(parent: Path, name: str) -> None:
+    """Remove temporary files of writes of ``name`` whose process died (killed mid-write) on
+    this host; another host's temporary files in a shared folder are never touched."""
+    prefix = f".{name}.{_HOST}."
+    for entry in parent.glob(f"{glob.escape(prefix)}*{_TEMP_SUFFIX}"):
+        pid_text = entry.name[len(prefix):].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         try:
-            os.kill(pid, 0)
+            os.kill(int(pid_text), 0)
         except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(entry).st_mode):
+                    os.unlink(entry)
         except OSError:
             pass  # alive under another user: not ours to touch
 
 
-def save_proto(proto: onnx.ModelProto, path: str | os.PathLike[str], *,
-               external_data: bool | None = None) -> list[Path]:
-    """Write ``proto`` atomically; returns the files written.
-
-    One self-contained file while the model fits protobuf's 2 GB limit, else (or with
-    ``external_data=True``) the model plus ``<name>.data`` beside it. Files are written in a
-    temporary folder next to the target and moved into place with ``os.replace``, so a failure
-    leaves any previous file untouched. The caller's proto is never modified.
-    """
-    from onnx import ModelProto, external_data_helper
-
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"{str(target)!r} is a directory; give a file name such as model.onnx")
+def _check_parent(target: Path) -> Path:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"folder {str(parent)!r} does not exist; create it first")
-    if external_data is None:
-        external_data = proto.ByteSize() > PROTOBUF_LIMIT
-    _remove_stale_work_dirs(parent, target.name)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.onnxbridge-{os.getpid()}-", suffix=".tmp",
-                                 dir=parent))
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.lstat(target).st_mode):
+            raise ValueError(
+                f"{str(target)!r} is a directory; give a file name such as model.onnx")
+    return parent
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str], *, text: bool = False) -> Iterator[IO[Any]]:
+    """Open a new file that replaces ``path`` atomically when the block ends without error.
+
+    The data goes to a fresh temporary file beside ``path`` (created with O_EXCL, so never
+    through a planted link), is fsync'ed, gets the permission bits of the regular file it
+    replaces (or the umask's for a new one), and is renamed over ``path``: a symlink at
+    ``path`` is replaced, not followed. On error the temporary file is removed and ``path`` is
+    as it was.
+    """
+    target = Path(path)
+    parent = _check_parent(target)
+    _remove_stale_temps(parent, target.name)
     try:
-        written = []
-        if external_data:
-            data_name = target.name + ".data"
-            copy = ModelProto()
-            copy.CopyFrom(proto)
-            external_data_helper.convert_model_to_external_data(
-                copy, all_tensors_to_one_file=True, location=data_name, size_threshold=1024,
-                convert_attribute=True,
-            )
-            external_data_helper.write_external_data_tensors(copy, str(work))
-            data_tmp = work / data_name
-            if not data_tmp.exists():  # no tensor was large enough to move out
-                _write_file(data_tmp, b"")
-            with open(data_tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            _write_file(work / target.name, copy.SerializeToString())
-            os.replace(data_tmp, parent / data_name)
+        st = os.lstat(target)
+        mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=_TEMP_SUFFIX, dir=parent)
+    try:
+        f: IO[Any] = (os.fdopen(fd, "w", encoding="utf-8", newline="") if text
+                      else os.fdopen(fd, "wb"))
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through :func:`open_atomic`; returns the path."""
+    with open_atomic(path, text=isinstance(data, str)) as f:
+        f.write(data)
+    return Path(path)
+
+
+def _ours(name: str, location: str) -> bool:
+    """Whether ``location`` is a data file a save of ``name`` wrote (so a later save may remove
+    it): ``<name>.data`` or ``<name>.<hex>.data``, in the same folder."""
+    return re.fullmatch(re.escape(name) + r"(\.[0-9a-f]{8,32})?\.data", location) is not None
+
+
+def _old_locations(target: Path) -> set[str]:
+    """The data files the model now at ``target`` names (empty if none or unreadable)."""
+    import onnx
+
+    try:
+        if not stat.S_ISREG(os.lstat(target).st_mode):
+            return set()
+        proto = onnx.ModelProto()
+        proto.ParseFromString(target.read_bytes())
+        return external_locations(proto)
+    except Exception:
+        return set()
+
+
+def save_proto(
+    proto: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    size_threshold: int = EXTERNAL_THRESHOLD,
+    limit: int = PROTOBUF_LIMIT,
+) -> list[Path]:
+    """Write ``proto`` atomically; returns the files written.
+
+    One self-contained file while the model fits ``limit`` (protobuf's 2 GB) and holds its
+    weights; else (or with ``external_data=True``) the model plus a data file beside it with a
+    name of its own, ``<name>.<random>.data``, that the new model names. The data file is
+    complete before the model file is switched with one ``os.replace``; data files of the
+    model it replaced are removed after. A reader sees the old model with its data or the new
+    one with its data, never a mix. Tensors already external (in ``data_dir``) are copied
+    from file to file; the caller's proto is never modified, and weights are not copied in
+    memory: the new proto is built field by field, tensor by tensor.
+    """
+    target = Path(path)
+    parent = _check_parent(target)
+    if external_data is None:
+        external_data = has_external_data(proto) or is_large(proto, limit)
+    if has_external_data(proto) and data_dir is None:
+        raise ValueError("the model's tensors are in external files: pass data_dir= (their folder)")
+    old = _old_locations(target)
+    written: list[Path] = []
+    if external_data:
+        data_name = f"{target.name}.{secrets.token_hex(8)}.data"
+        try:
+            with open_atomic(parent / data_name) as data:
+                out = _externalized_copy(proto, data, data_name, Path(data_dir or parent),
+                                         size_threshold)
             written.append(parent / data_name)
+            with open_atomic(target) as f:
+                _write_model(f, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(parent / data_name)
+            raise
+    else:
+        if is_large(proto, limit):
+            raise ValueError("this model is over protobuf's 2 GB limit: save it with"
+                             " external_data=True (or leave external_data unset)")
+        with open_atomic(target) as f:
+            _write_model(f, proto)
+    written.insert(0, target)
+    for location in old:
+        if _ours(target.name, location) and (parent / location) not in written:
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(parent / location).st_mode):
+                    os.unlink(parent / location)
+    return written
+
+
+def _write_model(f: IO[bytes], proto: onnx.ModelProto) -> None:
+    f.write(proto.SerializeToString())
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> bytes | None:
+    """The little-endian bytes of an inline tensor (None for strings, which stay inline)."""
+    from onnx import TensorProto, numpy_helper
+
+    if tensor.data_type == TensorProto.STRING:
+        return None
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    return numpy_helper.to_array(tensor).astype(
+        numpy_helper.to_array(tensor).dtype.newbyteorder("<")).tobytes()
+
+
+def _externalized_copy(
+    proto: onnx.ModelProto, data: IO[bytes], location: str, source_dir: Path, threshold: int
+) -> onnx.ModelProto:
+    """A copy of ``proto`` whose dense tensors of at least ``threshold`` bytes are written to
+    ``data`` (named ``location`` in the copy); external tensors are copied from their files."""
+    import onnx
+
+    def place(src: onnx.TensorProto, dst: onnx.TensorProto) -> None:
+        if src.data_location == onnx.TensorProto.EXTERNAL:
+            name, offset, length = _external_range(src)
+            payload = None
         else:
-            _write_file(work / target.name, proto.SerializeToString())
-        os.replace(work / target.name, target)
-        written.insert(0, target)
-        _fsync_dir(parent)
-        return written
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            if src.ByteSize() < threshold:
+                dst.CopyFrom(src)
+                return
+            payload = _tensor_bytes(src)
+            if payload is None:
+                dst.CopyFrom(src)
+                return
+            length = len(payload)
+        for field, value in src.ListFields():
+            if field.name not in _DATA_FIELDS and field.name not in ("external_data",
+                                                                      "data_location"):
+                _copy_field(dst, field, value)
+        pad = -data.tell() % (4096 if (length or 0) >= 2**20 else 64)
+        data.write(b"\0" * pad)
+        start = data.tell()
+        if payload is not None:
+            data.write(payload)
+        else:
+            _copy_range(source_dir / name, offset, length, data)
+        dst.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(start)),
+                           ("length", str(data.tell() - start))):
+            entry = dst.external_data.add()
+            entry.key, entry.value = key, value
+
+    def graph(src: onnx.GraphProto, dst: onnx.GraphProto) -> None:
+        for field, value in src.ListFields():
+            if field.name == "initializer":
+                for t in value:
+                    place(t, dst.initializer.add())
+            elif field.name == "node":
+                for n in value:
+                    node(n, dst.node.add())
+            elif field.name == "sparse_initializer":
+                for s in value:
+                    sparse(s, dst.sparse_initializer.add())
+            else:
+                _copy_field(dst, field, value)
+
+    def sparse(src: onnx.SparseTensorProto, dst: onnx.SparseTensorProto) -> None:
+        dst.dims.extend(src.dims)
+        for part in ("values", "indices"):
+            tensor = getattr(src, part)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:  # sparse tensors stay inline
+                copy = onnx.TensorProto()
+                copy.CopyFrom(tensor)
+                _read_external_into(copy, source_dir, "the model")
+                getattr(dst, part).CopyFrom(copy)
+            else:
+                getattr(dst, part).CopyFrom(tensor)
+
+    def node(src: onnx.NodeProto, dst: onnx.NodeProto) -> None:
+        A = onnx.AttributeProto
+        for field, value in src.ListFields():
+            if field.name != "attribute":
+                _copy_field(dst, field, value)
+        for attr in src.attribute:
+            new = dst.attribute.add()
+            for field, value in attr.ListFields():
+                if field.name not in ("t", "tensors", "g", "graphs", "sparse_tensor",
+                                      "sparse_tensors"):
+                    _copy_field(new, field, value)
+            if attr.type == A.TENSOR:
+                place(attr.t, new.t)
+            elif attr.type == A.TENSORS:
+                for t in attr.tensors:
+                    place(t, new.tensors.add())
+            elif attr.type == A.SPARSE_TENSOR:
+                sparse(attr.sparse_tensor, new.sparse_tensor)
+            elif attr.type == A.SPARSE_TENSORS:
+                for s in attr.sparse_tensors:
+                    sparse(s, new.sparse_tensors.add())
+            elif attr.type == A.GRAPH:
+                graph(attr.g, new.g)
+            elif attr.type == A.GRAPHS:
+                for g in attr.graphs:
+                    graph(g, new.graphs.add())
+
+    out = onnx.ModelProto()
+    for field, value in proto.ListFields():
+        if field.name == "graph":
+            graph(value, out.graph)
+        elif field.name == "functions":
+            for fn in value:
+                new_fn = out.functions.add()
+                for f2, v2 in fn.ListFields():
+                    if f2.name != "node":
+                        _copy_field(new_fn, f2, v2)
+                for n in fn.node:
+                    node(n, new_fn.node.add())
+        else:
+            _copy_field(out, field, value)
+    return out
+
+
+def _copy_range(path: Path, offset: int, length: int | None, out: IO[bytes]) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(1 << 24 if left is None else min(1 << 24, left))
+            if not chunk:
+                break
+            out.write(chunk)
+            if left is not None:
+                left -= len(chunk)
+    if left:
+        raise LoadError(f"external data file {path.name!r} is shorter than its model states")
+

@@ -192,6 +192,11 @@ class ConversionResult:
     # Extra samples to verify on (another batch size, say), in the user's sample format.
     extra_samples: Sequence[Any] = ()
     notes: list[str] = field(default_factory=list)
+    # The folder holding the external data of ``proto``'s tensors, when a large model's weights
+    # stay in files (the proto then holds the graph only); None when every weight is inline.
+    data_dir: str | os.PathLike[str] | None = None
+    # What keeps ``data_dir`` alive (a TemporaryDirectory, say); the OnnxModel holds it.
+    data_owner: Any = None
 
 
 def _plugins_disabled() -> tuple[bool, set[str]]:
@@ -432,11 +437,31 @@ def wrap_converter_failure(spec: ConverterSpec, exc: BaseException) -> Conversio
     return err
 
 
+# Tensors up to this size are hashed byte by byte; larger ones by their version counter.
+FULL_HASH_BYTES = 2**20
+
+
+class _DigestWriter:
+    """A file-like object that feeds what is written into a hash (pickle streams into it)."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+
 def model_fingerprint(model: object) -> str | None:
     """A digest of the model's state, to prove a converter did not change it (None: unknown).
 
-    Modules with a ``state_dict`` (PyTorch) are hashed tensor by tensor with their train/eval
-    flags; anything else through pickle. Objects that cannot be pickled are not checked.
+    Costs little memory, whatever the model's size. PyTorch modules: every parameter and
+    buffer's name, dtype, shape, strides, device and storage address, with its bytes when it is
+    at most 1 MiB and its autograd version counter (bumped by every in-place operation) when
+    larger; plus the train/eval flags. What it can miss: a large tensor written without
+    bumping the counter (through ``.data``, ``.numpy()`` or a raw pointer), and plain Python
+    attributes of modules. Anything else is pickled straight into a streaming hash (no copy of
+    the pickle is held); objects that cannot be pickled are not checked.
     """
     digest = hashlib.blake2b(digest_size=16)
     state_dict = getattr(model, "state_dict", None)
@@ -445,24 +470,36 @@ def model_fingerprint(model: object) -> str | None:
         try:
             import torch  # only reached for a torch-like model, so torch is already imported
 
-            for key, value in state_dict().items():
-                digest.update(key.encode())
-                tensor = value.detach().cpu().contiguous().view(-1)
-                digest.update(tensor.view(dtype=torch.uint8).numpy().tobytes())
+            for key, value in state_dict(keep_vars=True).items():
+                tensor = value.detach() if isinstance(value, torch.Tensor) else value
+                if not isinstance(tensor, torch.Tensor):
+                    digest.update(f"{key}={value!r}".encode())
+                    continue
+                size = tensor.numel() * tensor.element_size()
+                facts = (key, str(tensor.dtype), tuple(tensor.shape), tuple(tensor.stride()),
+                         str(tensor.device), tensor.data_ptr() if size else 0,
+                         int(getattr(value, "_version", 0)) if size > FULL_HASH_BYTES else 0)
+                digest.update(repr(facts).encode())
+                if 0 < size <= FULL_HASH_BYTES:
+                    flat = tensor.cpu().contiguous().view(-1)
+                    digest.update(flat.view(dtype=torch.uint8).numpy().tobytes())
             digest.update(bytes(int(bool(m.training)) for m in modules()))
             return digest.hexdigest()
         except Exception:
             return None
     try:
-        digest.update(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        pickle.dump(model, _DigestWriter(digest), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return None
     return digest.hexdigest()
 
 
 def check_model_proto(proto: Any, spec: ConverterSpec) -> None:
-    """The converter contract: a ModelProto that onnx.checker accepts."""
+    """The converter contract: a ModelProto that onnx.checker accepts (checked without its
+    weights when they are in external files or over protobuf's limit)."""
     import onnx
+
+    from onnxbridge._files import checker_findings
 
     if not isinstance(proto, onnx.ModelProto):
         raise ConversionError(
@@ -470,15 +507,12 @@ def check_model_proto(proto: Any, spec: ConverterSpec) -> None:
             " or ConversionResult; this is a bug in the converter",
             converter=spec.name,
         )
-    try:
-        if proto.ByteSize() < 2**31 - 1:
-            onnx.checker.check_model(proto)
-    except Exception as exc:
-        err = ConversionError(
-            f"converter {spec.name!r} produced a model that onnx.checker rejects: {exc}",
+    findings = checker_findings(proto)
+    if findings:
+        raise ConversionError(
+            f"converter {spec.name!r} produced a model that onnx.checker rejects: {findings[0]}",
             converter=spec.name,
         )
-        raise err from exc
 
 
 def call_converter(

@@ -34,6 +34,13 @@ def external_model(folder: Path, name: str = "m.onnx") -> tuple[Path, onnx.Model
     return path, onnx.load_model(str(path), load_external_data=False)
 
 
+def data_file(path: Path) -> Path:
+    """The data file the model at ``path`` names (each save gives it a name of its own)."""
+    (location,) = {e.value for t in onnx.load_model(str(path), load_external_data=False).graph.initializer
+                   for e in t.external_data if e.key == "location"}
+    return path.parent / location
+
+
 def rewrite_external(path: Path, proto: onnx.ModelProto, **entries: str) -> None:
     tensor = proto.graph.initializer[0]
     info = {e.key: e.value for e in tensor.external_data}
@@ -77,7 +84,7 @@ def test_symlinked_data_file_and_folder_are_refused(tmp_path: Path) -> None:
     path, proto = external_model(tmp_path)
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()
-    (outside / "w.data").write_bytes((tmp_path / "m.onnx.data").read_bytes())
+    (outside / "w.data").write_bytes(data_file(path).read_bytes())
     os.symlink(outside / "w.data", tmp_path / "link.data")
     rewrite_external(path, proto, location="link.data")
     with pytest.raises(LoadError, match="symbolic link"):
@@ -90,7 +97,7 @@ def test_symlinked_data_file_and_folder_are_refused(tmp_path: Path) -> None:
 
 def test_hardlinked_data_file_is_refused(tmp_path: Path) -> None:
     path, _proto = external_model(tmp_path)
-    os.link(tmp_path / "m.onnx.data", tmp_path / "other.data")
+    os.link(data_file(path), tmp_path / "other.data")
     with pytest.raises(LoadError, match="2 hard links"):
         onnxbridge.load(path)
 
@@ -124,7 +131,7 @@ def test_weights_cannot_change_under_a_live_session(tmp_path: Path) -> None:
     m = onnxbridge.load(path)
     x = np.ones((1, FEATURES), np.float32)
     before = m.run(x)
-    data = tmp_path / "m.onnx.data"
+    data = data_file(path)
     data.write_bytes(b"\x00" * data.stat().st_size)  # overwritten in place
     np.testing.assert_array_equal(m.run(x), before)
     np.testing.assert_array_equal(m.run(x, providers="cpu"), before)  # even a new session
