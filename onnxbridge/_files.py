@@ -224,7 +224,7 @@ def external_locations(proto: onnx.ModelProto) -> set[str]:
 
 
 # -- checking ----------------------------------------------------------------------------------
-def checker_findings(proto: onnx.ModelProto) -> list[str]:
+def checker_findings(proto: onnx.ModelProto, *, full_check: bool = False) -> list[str]:
     """What onnx.checker says about the model (an empty list when it has nothing to say).
 
     The checker runs on the proto itself only when it is small and holds all its weights;
@@ -237,13 +237,13 @@ def checker_findings(proto: onnx.ModelProto) -> list[str]:
         return []  # newer than this onnx package knows: onnxruntime judges it
     try:
         if not has_external_data(proto) and not is_large(proto):
-            onnx.checker.check_model(proto)
+            onnx.checker.check_model(proto, full_check=full_check)
         else:
             with tempfile.TemporaryDirectory(prefix="onnxbridge-check-") as tmp:
                 stub = Path(tmp) / "model.onnx"
                 stub.write_bytes(_weightless_copy(proto, "stub.data").SerializeToString())
                 (Path(tmp) / "stub.data").write_bytes(b"")
-                onnx.checker.check_model(str(stub))
+                onnx.checker.check_model(str(stub), full_check=full_check)
     except Exception as exc:  # ValidationError, and anything a corrupted proto provokes
         return [" ".join(str(exc).split())]
     return []

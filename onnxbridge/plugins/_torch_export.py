@@ -429,6 +429,9 @@ class ExportJob:
     axes: AxisPlan
     opset: int | None
     custom_ops: dict[Any, Any]
+    # A folder to export into with the weights in external data (a large model's weights are
+    # then written from the module's own tensors, never copied into a proto); None: in memory.
+    data_dir: str | None = None
 
 
 def export_dynamo(job: ExportJob) -> onnx.ModelProto:
@@ -447,6 +450,10 @@ def export_dynamo(job: ExportJob) -> onnx.ModelProto:
     with quiet():
         program = torch.onnx.export(job.wrapper, job.args, **kwargs)
         assert program is not None
+        if job.data_dir is not None:
+            path = os.path.join(job.data_dir, "model.onnx")
+            program.save(path, external_data=True)
+            return onnx.load(path, load_external_data=False)
         return program.model_proto
 
 
@@ -471,14 +478,17 @@ def export_torchscript(job: ExportJob) -> onnx.ModelProto:
         marks = {a: sizes[s] for a, s in enumerate(shape) if s in sizes}
         if marks:
             dynamic_axes[name] = marks
-    with tempfile.TemporaryDirectory(prefix="onnxbridge-torch-") as tmp, quiet():
-        path = os.path.join(tmp, "model.onnx")
+    with contextlib.ExitStack() as stack:
+        folder = job.data_dir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="onnxbridge-torch-"))
+        stack.enter_context(quiet())
+        path = os.path.join(folder, "model.onnx")
         torch.onnx.export(
             job.wrapper, job.args, path, dynamo=False, input_names=job.input_names,
             output_names=job.output_names, dynamic_axes=dynamic_axes or None,
             opset_version=job.opset,
         )
-        return onnx.load(path, load_external_data=True)
+        return onnx.load(path, load_external_data=job.data_dir is None)
 
 
 _EXPORT_FUNCTIONS: dict[str, Callable[[ExportJob], onnx.ModelProto]] = {
@@ -654,7 +664,7 @@ def tidy_proto(
         )
     external = [t.name for t in graph.initializer
                 if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
+    if external and job.data_dir is None:
         raise ConversionError(
             f"the exported model keeps {len(external)} weight(s) outside the proto"
             f" ({external[:3]}); this is a bug in onnxbridge's torch converter",
@@ -677,6 +687,131 @@ def _torch_default_opset() -> int:
     return int(getattr(constants, "ONNX_DEFAULT_OPSET", 18))
 
 
+
+# -- weights in files, and dtype= --------------------------------------------------------------
+# Weights above this many bytes are exported into a temporary folder as external data (the
+# same limit above which a loaded model keeps its weights in their files).
+EXTERNAL_WEIGHTS_ABOVE = 2**28
+_CAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# Parity tolerances (atol, rtol) when the weights are rounded to a half-precision dtype.
+HALF_TOLERANCE = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the module's parameters and buffers (each tensor counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def want_external(model: torch.nn.Module, value: Any) -> bool:
+    """The ``external_data=`` option: True/False, or None for automatic (by weight size)."""
+    if value is not None and not isinstance(value, bool):
+        raise ConversionError(f"external_data must be True, False or None, got {value!r}",
+                              converter="torch")
+    return weight_bytes(model) > EXTERNAL_WEIGHTS_ABOVE if value is None else value
+
+
+def source_float_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The floating dtype of the module's first floating parameter or buffer."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def cast_target(model: torch.nn.Module, dtype: Any) -> torch.dtype | None:
+    """The ``dtype=`` option as a torch dtype (None: export the weights as they are)."""
+    if dtype is None:
+        return None
+    key = str(dtype).replace("torch.", "")
+    if key not in _CAST_DTYPES:
+        raise ConversionError(
+            f"dtype={dtype!r} is not one of {', '.join(map(repr, _CAST_DTYPES))}; it is the"
+            " dtype the weights are exported in (inputs and outputs stay float32)",
+            converter="torch",
+        )
+    if source_float_dtype(model) is None:
+        raise ConversionError(f"dtype={dtype!r} was given but the model has no floating weights",
+                              converter="torch")
+    return _CAST_DTYPES[key]
+
+
+def cast_floats(tensors: Sequence[torch.Tensor], dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Floating tensors (float64 excepted) cast to ``dtype``; others as they are."""
+    return [t.to(dtype) if dtype is not None and t.is_floating_point()
+            and t.dtype != torch.float64 else t for t in tensors]
+
+
+class _CastModule(torch.nn.Module):
+    """Runs ``inner`` (weights in ``dtype``) on inputs cast to ``dtype``; floating outputs come
+    back as float32, so the ONNX model takes and gives float32 whatever its weights are."""
+
+    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        setattr(self, _WRAPPED, inner)
+        self.dtype = dtype
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.utils._pytree import tree_map
+
+        def inward(v: Any) -> Any:
+            return v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() \
+                and v.dtype != torch.float64 else v
+
+        def outward(v: Any) -> Any:
+            return v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() \
+                and v.dtype != torch.float64 else v
+
+        args, kwargs = tree_map(inward, (args, kwargs))
+        return tree_map(outward, getattr(self, _WRAPPED)(*args, **kwargs))
+
+
+def cast_module(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` with its floating weights in ``dtype``, wrapped to keep float32 at
+    its edges. Each weight is converted straight into the new dtype: the source weights are
+    never copied as they are (deepcopy takes the converted tensors from its memo)."""
+    import copy
+
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) in memo or not t.is_floating_point() or t.dtype == torch.float64:
+            continue
+        new = t.detach().to(dtype)
+        memo[id(t)] = torch.nn.Parameter(new, requires_grad=False) \
+            if isinstance(t, torch.nn.Parameter) else new
+    try:
+        inner = copy.deepcopy(model, memo)
+    except Exception as exc:
+        raise ConversionError(
+            f"dtype= needs a copy of the model with {dtype} weights, and"
+            f" {type(model).__name__} cannot be copied ({describe_failure(exc, 200)}); convert"
+            f" it yourself with model.to({dtype}) and pass a float32 sample",
+            converter="torch",
+        ) from exc
+    return _CastModule(inner, dtype)
+
+
+def cast_notes(source: torch.dtype | None, target: torch.dtype | None) -> list[str]:
+    if target is None or target == source:
+        return []
+    return [f"weights exported as {str(target).replace('torch.', '')} (from"
+            f" {str(source).replace('torch.', '')}); inputs and outputs are float32; parity is"
+            f" against the {str(source).replace('torch.', '')} source model"]
+
+
+def half_tolerances(names: Sequence[str], source: torch.dtype | None,
+                    target: torch.dtype | None) -> dict[str, tuple[float, float]]:
+    """Tolerances that fit the coarsest float dtype involved (none when both are float32)."""
+    worst = max((HALF_TOLERANCE.get(d, (0.0, 0.0)) for d in (source, target) if d is not None),
+                default=(0.0, 0.0))
+    return {n: worst for n in names} if worst != (0.0, 0.0) else {}
+
+
 # -- the converter -----------------------------------------------------------------------------
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     exporter = options.pop("exporter", "auto")
@@ -684,6 +819,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     input_names = options.pop("input_names", None)
     output_names = options.pop("output_names", None)
     custom_ops = options.pop("custom_ops", None) or {}
+    external = options.pop("external_data", None)
+    cast = options.pop("dtype", None)
     if exporter not in EXPORTERS:
         raise ConversionError(
             f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}",
@@ -699,10 +836,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             converter="torch",
         )
     device = _model_device(model)
+    cast_to, source_dtype = cast_target(model, cast), source_float_dtype(model)
     plan = plan_inputs(model, sample, input_names)
     tensors = sample_tensors(plan, sample, device)
+    if cast_to is not None:  # the source takes its own dtype; the ONNX model float32
+        tensors = cast_floats(tensors, torch.float32)
     with eval_mode(model):
-        outputs = _call(model, plan, tensors)
+        outputs = _call(model, plan, cast_floats(tensors, source_dtype if cast_to else None))
     flat, skipped = flatten_outputs(outputs)
     if not flat:
         raise ConversionError(
@@ -726,7 +866,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     from onnxbridge.plugins._torch_custom_ops import resolve_custom_ops
 
     job = ExportJob(
-        wrapper=_FlatModule(model, plan, len(flat)),
+        wrapper=_FlatModule(model if cast_to is None else cast_module(model, cast_to), plan,
+                            len(flat)),
         args=tuple(export_tensors(tensors, axes)),
         input_names=list(plan.names),
         output_names=names,
@@ -735,6 +876,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         opset=options.target_opset(_torch_default_opset()),
         custom_ops=resolve_custom_ops(custom_ops),
     )
+    folder = None
+    if want_external(model, external):
+        folder = tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
+        job.data_dir = folder.name
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     if isinstance(model, torch.jit.ScriptModule):
         # A scripted module cannot be wrapped or re-traced: the TorchScript exporter takes it
@@ -773,12 +918,15 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
               for name, exc in failures.items()]
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
+    notes += cast_notes(source_dtype, cast_to)
     if plan.fixed_kwargs:
         notes.append("called with " + ", ".join(f"{k}={v!r}" for k, v in plan.fixed_kwargs.items())
                      + " (a key/value cache is not a tensor output)")
 
     def reference(x: Any) -> list[np.ndarray]:
         given = sample_tensors(plan, x, device)
+        if cast_to is not None:
+            given = cast_floats(given, source_dtype)
         with eval_mode(model):
             result, _ = flatten_outputs(_call(model, plan, given))
         if len(result) != len(names):
@@ -812,4 +960,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         metadata=metadata,
         extra_samples=[extra] if extra is not None else [],
         notes=notes,
+        tolerances=half_tolerances(names, source_dtype, cast_to) if cast_to else {},
+        data_dir=job.data_dir,
+        data_owner=folder,
     )
