@@ -232,12 +232,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import onnxbridge
-    from onnxbridge.runtime import compatibility_problems, runtime_installed, runtime_support
-
     import warnings
 
+    import onnxbridge
     from onnxbridge.errors import OnnxBridgeWarning
+    from onnxbridge.runtime import compatibility_problems, runtime_installed, runtime_support
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # checker findings: shown below
