@@ -337,7 +337,38 @@ def _copy_node_weightless(src: onnx.NodeProto, dst: onnx.NodeProto, location: st
 
 
 # -- loading -----------------------------------------------------------------------------------
+def _stamp(path: Any) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def load_proto(
+    source: Any,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    max_bytes: int | None = None,
+    keep_external_above: int | None = None,
+) -> tuple[onnx.ModelProto, Path | None]:
+    """:func:`_load_once`, again when a path's model file was replaced while it was read (a
+    concurrent save removes the data file the old model named: read the new model instead)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return _load_once(source, base_dir=base_dir, max_bytes=max_bytes,
+                          keep_external_above=keep_external_above)
+    for attempt in range(3):
+        before = _stamp(source)
+        try:
+            return _load_once(source, base_dir=base_dir, max_bytes=max_bytes,
+                              keep_external_above=keep_external_above)
+        except LoadError:
+            if attempt == 2 or before is None or _stamp(source) == before:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _load_once(
     source: Any,
     *,
     base_dir: str | os.PathLike[str] | None = None,
@@ -403,9 +434,8 @@ def load_proto(
     if proto is source and not keep:  # never fill in the caller's own ModelProto behind their back
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-    dense = {id(t) for t in _dense_tensors(proto)} if keep else set()
-    for tensor in iter_tensors(proto):
-        if tensor.data_location == TensorProto.EXTERNAL and id(tensor) not in dense:
+    for tensor in iter_tensors(proto, initializers=not keep):
+        if tensor.data_location == TensorProto.EXTERNAL:
             if proto is source:
                 raise LoadError(
                     f"{label}: its sparse or attribute tensors keep their bytes in external"
@@ -547,9 +577,12 @@ def session_config(proto: onnx.ModelProto, folder: Path | None) -> dict[str, str
     return {ORT_EXTERNAL_FOLDER_KEY: str(Path(folder).resolve())}
 
 
-def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+def iter_tensors(
+    proto: onnx.ModelProto, *, initializers: bool = True
+) -> Iterator[onnx.TensorProto]:
     """Every TensorProto in the model: initializers, sparse initializers (values and indices),
-    tensor and sparse-tensor attributes, in subgraphs and functions too."""
+    tensor and sparse-tensor attributes, in subgraphs and functions too (dense initializers
+    left out with ``initializers=False``)."""
     from onnx import AttributeProto
 
     def sparse(s: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
@@ -557,7 +590,8 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
         yield s.indices
 
     def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-        yield from graph.initializer
+        if initializers:
+            yield from graph.initializer
         for s in graph.sparse_initializer:
             yield from sparse(s)
         for node in graph.node:
@@ -584,24 +618,6 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     for function in proto.functions:
         for node in function.node:
             yield from node_tensors(node)
-
-
-def _dense_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """The dense initializers of the main graph and its subgraphs (what onnxruntime may read
-    from external files itself)."""
-    from onnx import AttributeProto
-
-    def graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    yield from graph_tensors(attr.g)
-                elif attr.type == AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        yield from graph_tensors(g)
-
-    yield from graph_tensors(proto.graph)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -660,24 +676,28 @@ def _check_parent(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def open_atomic(path: str | os.PathLike[str], *, text: bool = False) -> Iterator[IO[Any]]:
+def open_atomic(
+    path: str | os.PathLike[str], *, text: bool = False, owner: str | None = None
+) -> Iterator[IO[Any]]:
     """Open a new file that replaces ``path`` atomically when the block ends without error.
 
     The data goes to a fresh temporary file beside ``path`` (created with O_EXCL, so never
     through a planted link), is fsync'ed, gets the permission bits of the regular file it
     replaces (or the umask's for a new one), and is renamed over ``path``: a symlink at
     ``path`` is replaced, not followed. On error the temporary file is removed and ``path`` is
-    as it was.
+    as it was. Temporary files are named after ``owner`` (default: the file's name), so the
+    next write of it removes those a killed writer on this host left.
     """
     target = Path(path)
     parent = _check_parent(target)
-    _remove_stale_temps(parent, target.name)
+    owner = owner or target.name
+    _remove_stale_temps(parent, owner)
     try:
         st = os.lstat(target)
         mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=_TEMP_SUFFIX, dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(owner), suffix=_TEMP_SUFFIX, dir=parent)
     try:
         f: IO[Any] = (os.fdopen(fd, "w", encoding="utf-8", newline="") if text
                       else os.fdopen(fd, "wb"))
@@ -752,7 +772,7 @@ def save_proto(
     if external_data:
         data_name = f"{target.name}.{secrets.token_hex(8)}.data"
         try:
-            with open_atomic(parent / data_name) as data:
+            with open_atomic(parent / data_name, owner=target.name) as data:
                 out = _externalized_copy(proto, data, data_name, Path(data_dir or parent),
                                          size_threshold)
             written.append(parent / data_name)
