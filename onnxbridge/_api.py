@@ -66,7 +66,7 @@ def to_onnx(
     result = call_converter(spec, model, sample, conv_options)
     if name:
         result.proto.graph.name = name
-    m = OnnxModel(result.proto)
+    m = OnnxModel(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
     _write_provenance(m, spec, result, model)
     if verify is not False:
         report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
@@ -187,7 +187,11 @@ def load(
 ) -> OnnxModel:
     """Load an ONNX model from a path, bytes, a binary file object or an ``onnx.ModelProto``.
 
-    External weights are read from the model's folder (or ``base_dir`` for bytes and streams).
+    External weights are found in the model's folder (or ``base_dir`` for bytes and streams),
+    checked, and read in when they total at most 256 MiB; larger ones stay in their files and
+    onnxruntime reads (or maps) them when a session is made (``m.data_dir`` is that folder).
+    A model over 2 GB always has its weights in external files: load its path, or its bytes
+    with ``base_dir=`` the folder of its data files.
     With ``check_runtime`` (the default), a model whose IR version or opsets are newer than the
     installed onnxruntime supports raises LoadError naming both versions and the fix.
 
@@ -197,20 +201,15 @@ def load(
     from onnxbridge._files import checker_findings, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 
-    proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes,
-                                keep_external_above=_INLINE_ALL)
+    proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     what = f"model {label!r}" if label else "this model"
     if check_runtime and runtime_installed():  # without onnxruntime, run() says what to install
         check_compatible(proto, what)
-    findings = _judge_findings(proto, _folder, what, checker_findings(proto))
-    m = OnnxModel(proto, source=label)
-    m.checker_findings = findings  # type: ignore[attr-defined]
+    findings = _judge_findings(proto, folder, what, checker_findings(proto))
+    m = OnnxModel(proto, source=label, data_dir=folder)
+    m.checker_findings = findings
     return m
-
-
-# Until OnnxModel keeps a folder for external data, load reads it all into the proto.
-_INLINE_ALL = 2**62
 
 
 def _judge_findings(proto: Any, folder: Any, what: str, findings: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ __all__ = [
     "check_external_data",
     "check_graph",
     "checker_findings",
+    "external_bytes",
     "external_locations",
     "has_external_data",
     "is_large",
@@ -213,6 +214,18 @@ def has_external_data(proto: onnx.ModelProto) -> bool:
     from onnx import TensorProto
 
     return any(t.data_location == TensorProto.EXTERNAL for t in iter_tensors(proto))
+
+
+def external_bytes(proto: onnx.ModelProto) -> int:
+    """The bytes the model's external tensors name (their stated lengths; no file is read)."""
+    from onnx import TensorProto
+
+    total = 0
+    for t in iter_tensors(proto):
+        if t.data_location == TensorProto.EXTERNAL:
+            with contextlib.suppress(ValueError):
+                total += int(_external_info(t).get("length", "0"))
+    return total
 
 
 def external_locations(proto: onnx.ModelProto) -> set[str]:

@@ -46,8 +46,16 @@ class OnnxModel:
         *,
         parity: ParityReport | None = None,
         source: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        data_owner: Any = None,
     ) -> None:
         self.proto = proto
+        # The folder of the external data files the proto's tensors name (a large model's
+        # weights stay there, read by onnxruntime); None when the proto holds every weight.
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._data_owner = data_owner  # keeps a temporary data folder alive with the model
+        # onnx.checker's findings at load (warnings: onnxruntime loads the model anyway).
+        self.checker_findings: list[str] = []
         self.parity = parity if parity is not None else _stored_parity(proto)
         self.source = source
         self._session_hooks: list[Callable[[onnxruntime.SessionOptions], None]] = []
@@ -136,25 +144,39 @@ class OnnxModel:
 
     # -- bytes and files -----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The serialized model (raises ValueError when it exceeds protobuf's 2 GB limit)."""
-        from onnxbridge._files import PROTOBUF_LIMIT
+        """The serialized model, weights included (ValueError when that exceeds protobuf's
+        2 GB limit: use ``save(path)``, which writes the weights to an external data file)."""
+        from onnxbridge._files import (
+            PROTOBUF_LIMIT,
+            external_bytes,
+            has_external_data,
+            load_proto,
+            model_size,
+        )
 
-        if self.proto.ByteSize() > PROTOBUF_LIMIT:
+        outside = external_bytes(self.proto) if has_external_data(self.proto) else 0
+        if model_size(self.proto) + outside > PROTOBUF_LIMIT:
             raise ValueError(
                 "this model is over protobuf's 2 GB limit and cannot be one byte string;"
                 " use save(path), which writes its weights to an external data file"
             )
+        if outside or has_external_data(self.proto):
+            whole, _ = load_proto(self.proto, base_dir=self.data_dir, keep_external_above=2**62)
+            return whole.SerializeToString()
         return self.proto.SerializeToString()
 
     def save(self, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
         """Write the model atomically and return its path.
 
-        One self-contained file while it fits protobuf's 2 GB limit; above it (or with
-        ``external_data=True``) the weights go to ``<name>.data`` beside it.
+        One self-contained file while it fits protobuf's 2 GB limit and holds its weights;
+        above it, when its weights are in external files, or with ``external_data=True``, the
+        weights go to a data file beside it, ``<name>.<random>.data``, named by the new model
+        (switched in one step; the data file of the model it replaces is removed after).
         """
         from onnxbridge._files import save_proto
 
-        return save_proto(self.proto, path, external_data=external_data)[0]
+        return save_proto(self.proto, path, external_data=external_data,
+                          data_dir=self.data_dir)[0]
 
     # -- running -------------------------------------------------------------------------------
     def session(
@@ -175,7 +197,7 @@ class OnnxModel:
         self, wanted: Sequence[ProviderRequest], threads: int | None, strict: bool, explicit: bool
     ) -> onnxruntime.InferenceSession:
         return proto_session(self.proto, wanted, threads=threads, strict=strict, explicit=explicit,
-                             hooks=list(self._session_hooks))
+                             hooks=list(self._session_hooks), data_dir=self.data_dir)
 
     def add_session_hook(self, hook: Callable[[onnxruntime.SessionOptions], None]) -> None:
         """Call ``hook(options)`` on the SessionOptions of every session created from now on

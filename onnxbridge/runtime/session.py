@@ -141,12 +141,16 @@ def proto_session(
     strict: bool = False,
     explicit: bool = True,
     hooks: Sequence[Callable[[onnxruntime.SessionOptions], None]] = (),
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> onnxruntime.InferenceSession:
     """A checked session for a model proto: version check, threads, its custom-op library, the
-    hooks on its options; over protobuf's 2 GB limit it is loaded from a temporary file."""
+    hooks on its options. A proto whose tensors name external data (checked at load, in
+    ``data_dir``) goes to onnxruntime as its small graph, and onnxruntime reads or maps the
+    weights from their files itself; a proto over 2 GB with weights inline (built in memory)
+    is written to a temporary folder first. Nothing over 2 GB is ever serialised."""
     import tempfile
 
-    from onnxbridge._files import PROTOBUF_LIMIT, save_proto
+    from onnxbridge._files import has_external_data, is_large, save_proto, session_config
     from onnxbridge.runtime.compat import check_compatible
 
     check_compatible(proto, f"model {proto.graph.name!r}")
@@ -155,7 +159,18 @@ def proto_session(
     _register_custom_op_library(options, library)
     for hook in hooks:
         hook(options)
-    if proto.ByteSize() <= PROTOBUF_LIMIT:
+    if has_external_data(proto):
+        if data_dir is None:
+            raise LoadError(
+                f"model {proto.graph.name!r} keeps weights in external data files but no folder"
+                " was given to find them in; load it with onnxbridge.load(path), or"
+                " load(data, base_dir=folder)"
+            )
+        for key, value in session_config(proto, Path(data_dir)).items():
+            options.add_session_config_entry(key, value)
+        return create_session(proto.SerializeToString(), wanted, options, strict=strict,
+                              explicit=explicit)
+    if not is_large(proto):
         return create_session(proto.SerializeToString(), wanted, options, strict=strict,
                               explicit=explicit)
     # Over 2 GB the model cannot be one byte string: onnxruntime reads it from files, and

@@ -26,6 +26,16 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _size(proto: onnx.ModelProto) -> str:
+    """The model's size, summed piece by piece (protobuf cannot size a message over 2 GB), with
+    the weights it keeps in external data files."""
+    from onnxbridge._files import external_bytes, model_size
+
+    outside = external_bytes(proto)
+    size = human_bytes(model_size(proto) + outside)
+    return f"{size} ({human_bytes(outside)} in external data)" if outside else size
+
+
 def model_facts(proto: onnx.ModelProto, parity: str | None) -> list[tuple[str, str]]:
     """(label, text) pairs: opsets, IR version, producer, size, provenance, parity summary."""
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -41,7 +51,7 @@ def model_facts(proto: onnx.ModelProto, parity: str | None) -> list[tuple[str, s
         ("ir version", str(int(proto.ir_version))),
         ("producer", producer or "unknown"),
         ("parameters", f"{parameters:,}"),
-        ("size", human_bytes(proto.ByteSize())),
+        ("size", _size(proto)),
     ]
     if "onnxbridge.converter" in meta:
         framework = meta.get("onnxbridge.framework", "?")
@@ -92,7 +102,7 @@ def card_html(proto: onnx.ModelProto, facts: list[tuple[str, str]], runs_on: str
     rendered.append(f"<tr><th {head}>runs on</th><td {cell}>{esc(runs_on)}</td></tr>")
     name = proto.graph.name
     nodes = len(proto.graph.node)
-    subtitle = f"{nodes} node{'s' if nodes != 1 else ''} · {human_bytes(proto.ByteSize())}"
+    subtitle = f"{nodes} node{'s' if nodes != 1 else ''} · {_size(proto)}"
     return (
         '<div class="onnxbridge-model" style="font-family:-apple-system,\'Segoe UI\',Helvetica,'
         "Arial,sans-serif;font-size:13px;line-height:1.45;color:#1f2328;text-align:left;"
