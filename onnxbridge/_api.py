@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from onnxbridge._version import __version__
-from onnxbridge.errors import OnnxBridgeWarning, ParityError
+from onnxbridge.errors import ConversionError, LoadError, OnnxBridgeWarning, ParityError
 from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import (
     ConversionResult,
@@ -69,7 +69,10 @@ def to_onnx(
     m = OnnxModel(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
     _write_provenance(m, spec, result, model)
     if verify is not False:
-        report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
+        try:
+            report = verify_conversion(m, result, sample, dynamic_batch, tolerance)
+        except LoadError as exc:
+            raise _bfloat16_hint(m, spec.name, exc) or exc from exc
         m.parity = report
         m.set_metadata("onnxbridge.parity_summary", report.summary())
         m.set_metadata("onnxbridge.parity", report.to_json())
@@ -89,6 +92,26 @@ def to_onnx(
                     " sample. Pass verify='warn' to keep it anyway, or tolerance= to loosen.",
                 )
     return m
+
+
+def _bfloat16_hint(m: OnnxModel, converter: str, exc: Exception) -> ConversionError | None:
+    """A clear error when onnxruntime's CPU provider lacks a bfloat16 kernel the model needs."""
+    from onnx import TensorProto
+
+    from onnxbridge._files import iter_tensors
+
+    text = str(exc)
+    if "NOT_IMPLEMENTED" not in text or not any(
+            t.data_type == TensorProto.BFLOAT16 for t in iter_tensors(m.proto)):
+        return None
+    return ConversionError(
+        f"{converter}: the model has bfloat16 weights, and onnxruntime's CPU provider has no"
+        f" bfloat16 kernel for one of its operators, so it cannot be verified here"
+        f" ({' '.join(text.split())[:300]}). Pass dtype='float32' (or dtype='float16') to"
+        " to_onnx to export the weights in a dtype the CPU runs, or verify=False to keep the"
+        " bfloat16 model for a provider that runs it (CUDA).",
+        converter=converter,
+    )
 
 
 def _write_provenance(
