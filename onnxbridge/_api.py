@@ -153,8 +153,22 @@ def _write_provenance(
 VERIFY_PROVIDER = "CPUExecutionProvider"
 
 
+def _verify_session(m: OnnxModel) -> Any:
+    """The session verification runs on: the model's own CPU session; for a model whose weights
+    are in external files, a one-off session without prepacking (onnxruntime maps the weights
+    and uses them in place instead of copying each into its packed form), dropped after."""
+    if m.data_dir is None:
+        return m.session(VERIFY_PROVIDER)
+    from onnxbridge.runtime.session import proto_session
+
+    def in_place(options: Any) -> None:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+
+    return proto_session(m.proto, [VERIFY_PROVIDER], data_dir=m.data_dir, hooks=[in_place])
+
+
 def _run_both(
-    m: OnnxModel, result: ConversionResult, sample: Any
+    m: OnnxModel, result: ConversionResult, sample: Any, session: Any = None
 ) -> tuple[Sequence[Any], Sequence[Any], int | None]:
     from onnxbridge.io import batch_size, to_feeds
 
@@ -163,7 +177,8 @@ def _run_both(
     feeds = to_feeds(m.inputs, (sample,), {})
     # The CPU provider is onnxruntime's reference: the report is about the conversion, not about
     # a GPU's TF32 or fused kernels, and no TensorRT engine is built just to verify.
-    actual = list(m.session(VERIFY_PROVIDER).run(None, feeds))
+    session = session if session is not None else m.session(VERIFY_PROVIDER)
+    actual = list(session.run(None, feeds))
     return expected, actual, batch_size(feeds)
 
 
@@ -192,8 +207,9 @@ def verify_conversion(
         if other is not None:
             samples.append(other)
     samples += list(result.extra_samples)
+    session = _verify_session(m)
     for s in samples:
-        expected, actual, batch = _run_both(m, result, s)
+        expected, actual, batch = _run_both(m, result, s, session)
         report.outputs += compare_outputs(
             m.output_names, expected, actual, kinds=result.output_kinds, batch=batch,
             tolerance=tolerance, converter_tolerances=result.tolerances,

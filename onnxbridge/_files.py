@@ -35,6 +35,7 @@ __all__ = [
     "checker_findings",
     "external_bytes",
     "external_locations",
+    "external_range",
     "has_external_data",
     "is_large",
     "iter_tensors",
@@ -466,7 +467,7 @@ def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in tensor.external_data}
 
 
-def _external_range(tensor: onnx.TensorProto) -> tuple[str, int, int | None]:
+def external_range(tensor: onnx.TensorProto) -> tuple[str, int, int | None]:
     info = _external_info(tensor)
     length = info.get("length")
     return info.get("location", ""), int(info.get("offset", "0")), (
@@ -567,7 +568,7 @@ def _read_external_into(tensor: onnx.TensorProto, folder: Path, label: str) -> N
     """Read a checked tensor's external bytes into ``raw_data``; it is no longer external."""
     from onnx import TensorProto
 
-    location, offset, length = _external_range(tensor)
+    location, offset, length = external_range(tensor)
     try:
         fd = os.open(Path(folder) / location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
@@ -835,7 +836,7 @@ def _externalized_copy(
 
     def place(src: onnx.TensorProto, dst: onnx.TensorProto) -> None:
         if src.data_location == onnx.TensorProto.EXTERNAL:
-            name, offset, length = _external_range(src)
+            name, offset, length = external_range(src)
             payload = None
         else:
             if src.ByteSize() < threshold:

@@ -1,0 +1,123 @@
+"""Large models: time and peak memory of onnxbridge against torch.onnx.export + bare onnxruntime.
+
+Each step runs in a fresh child process, so each peak RSS (``ru_maxrss``) is that step's alone:
+
+- ``model only``: building the PyTorch model (random weights): the floor under every convert row;
+- ``torch.onnx.export``: ``torch.onnx.export(model, x, path, dynamo=True, external_data=True)``;
+- ``to_onnx + save``: ``onnxbridge.to_onnx(model, x)`` (export and verification) then ``save``;
+- ``to_onnx(verify=False) + save``: the export part alone;
+- ``InferenceSession + run``: ``onnxruntime.InferenceSession(path)`` and one run (batch 2);
+- ``load + run``: ``onnxbridge.load(path)`` and one ``run``.
+
+The model is ``n`` layers of ``nn.Linear(8192, 8192)`` (256 MiB of float32 weights each).
+Usage: ``python benchmarks/bench_large.py [--layers 2,9] [--folder /tmp/bench-large]``;
+prints a markdown table. Files are deleted after each size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+COMMON = """
+import json, resource, sys, time, warnings
+warnings.simplefilter("ignore")
+import numpy as np, torch
+WIDTH = 8192
+def build(layers):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH) for _ in range(layers)]).eval()
+    return model, torch.randn(2, WIDTH)
+def done(seconds):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak}))
+layers, folder = int(sys.argv[1]), sys.argv[2]
+"""
+
+STEPS = {
+    "model only": """
+model, x = build(layers)
+done(0.0)
+""",
+    "torch.onnx.export": """
+model, x = build(layers)
+t = time.perf_counter()
+torch.onnx.export(model, (x,), folder + "/peer.onnx", dynamo=True, external_data=True,
+                  input_names=["x"], dynamic_shapes=({0: "batch"},))
+done(time.perf_counter() - t)
+""",
+    "to_onnx + save": """
+import onnxbridge
+model, x = build(layers)
+t = time.perf_counter()
+m = onnxbridge.to_onnx(model, x)
+m.save(folder + "/ours.onnx")
+assert m.parity.passed
+done(time.perf_counter() - t)
+""",
+    "to_onnx(verify=False) + save": """
+import onnxbridge
+model, x = build(layers)
+t = time.perf_counter()
+m = onnxbridge.to_onnx(model, x, verify=False)
+m.save(folder + "/ours2.onnx")
+done(time.perf_counter() - t)
+""",
+    "InferenceSession + run": """
+import onnxruntime
+x = np.ones((2, WIDTH), np.float32)
+t = time.perf_counter()
+s = onnxruntime.InferenceSession(folder + "/peer.onnx", providers=["CPUExecutionProvider"])
+s.run(None, {"x": x})
+done(time.perf_counter() - t)
+""",
+    "load + run": """
+import onnxbridge
+x = np.ones((2, WIDTH), np.float32)
+t = time.perf_counter()
+m = onnxbridge.load(folder + "/peer.onnx")
+m.run(x, providers="cpu")
+done(time.perf_counter() - t)
+""",
+}
+PAIRS = {"to_onnx + save": "torch.onnx.export", "to_onnx(verify=False) + save": "torch.onnx.export",
+         "load + run": "InferenceSession + run"}
+
+
+def run_step(name: str, layers: int, folder: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", COMMON + STEPS[name], str(layers), str(folder)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default="2,9", help="model sizes in 256 MiB layers")
+    parser.add_argument("--folder", default=None, help="where the model files go (deleted after)")
+    args = parser.parse_args()
+    print("| model | step | seconds | peak RSS GiB | time ratio | memory ratio |")
+    print("|---|---|---:|---:|---:|---:|")
+    for layers in (int(n) for n in args.layers.split(",")):
+        folder = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.folder))
+        try:
+            results = {name: run_step(name, layers, folder) for name in STEPS}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        size = f"{layers * 0.25:.2f} GiB ({layers} x Linear(8192, 8192))"
+        for name, r in results.items():
+            base = results.get(PAIRS.get(name, ""))
+            ratio_t = f"{r['seconds'] / base['seconds']:.2f}" if base else ""
+            ratio_m = f"{r['peak'] / base['peak']:.2f}" if base else ""
+            print(f"| {size} | {name} | {r['seconds']:.1f} | {r['peak'] / 2**30:.2f} |"
+                  f" {ratio_t} | {ratio_m} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
