@@ -35,10 +35,10 @@ class GraphView:
         return f'<div style="max-height:760px;overflow:auto">{self.svg}</div>'
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the SVG to ``path`` and return it."""
-        target = Path(path)
-        target.write_text(self.svg, encoding="utf-8")
-        return target
+        """Write the SVG to ``path`` (atomically, never through a link) and return it."""
+        from onnxbridge._files import atomic_write
+
+        return atomic_write(Path(path), self.svg)
 
     def __repr__(self) -> str:
         return f"<GraphView: SVG of {len(self.svg):,} characters; display it in Jupyter or save() it>"
