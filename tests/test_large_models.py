@@ -7,8 +7,10 @@ own file. Large files go to a temporary folder removed at the end of each test.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +133,19 @@ def big_model() -> torch.nn.Module:
     return torch.nn.Sequential(*layers).eval()
 
 
+@pytest.fixture
+def one_large_at_a_time() -> Iterator[None]:
+    """The two tests over 2 GB never run at once (pytest-xdist workers), to bound memory."""
+    with open("/tmp/onnxbridge-large-tests.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_large_at_a_time")
 def test_over_2gb_to_onnx_save_load_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = big_model()
     x = np.random.default_rng(0).standard_normal((2, WIDTH)).astype(np.float32)
@@ -161,6 +175,7 @@ def test_over_2gb_to_onnx_save_load_run(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_large_at_a_time")
 def test_loads_a_file_over_2gb_written_by_torch_onnx_export(tmp_path: Path) -> None:
     model = big_model()
     x = torch.randn(2, WIDTH)
