@@ -797,9 +797,12 @@ def save_proto(
                 os.unlink(parent / data_name)
             raise
     else:
-        if is_large(proto, limit):
+        outside = external_bytes(proto) if has_external_data(proto) else 0
+        if is_large(proto, limit) or model_size(proto) + outside > limit:
             raise ValueError("this model is over protobuf's 2 GB limit: save it with"
                              " external_data=True (or leave external_data unset)")
+        if has_external_data(proto):  # one self-contained file: read the weights in (a copy)
+            proto, _ = load_proto(proto, base_dir=data_dir, keep_external_above=2**62)
         with open_atomic(target) as f:
             _write_model(f, proto)
     written.insert(0, target)

@@ -54,6 +54,10 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     kept = OnnxModel(proto, data_dir=folder)
     np.testing.assert_allclose(kept.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
     kept.save(tmp_path / "again.onnx")
+    kept.save(tmp_path / "whole.onnx", external_data=False)  # weights read in: one file
+    assert not has_external_data(onnx.load_model(str(tmp_path / "whole.onnx"), load_external_data=False))
+    np.testing.assert_allclose(onnxbridge.load(tmp_path / "whole.onnx").run(x),
+                               reference(model, x), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(onnxbridge.load(tmp_path / "again.onnx").run(x),
                                reference(model, x), rtol=1e-4, atol=1e-5)
     with pytest.raises(onnxbridge.LoadError, match="base_dir"):
@@ -89,6 +93,7 @@ def test_dtype_float16_exports_half_weights_with_float32_edges(source: torch.dty
     m = onnxbridge.to_onnx(model, torch.from_numpy(x), dtype="float16")
     weights = [t for t in m.proto.graph.initializer if len(t.dims) == 2]
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert {t.name for t in weights} == {"0.weight", "1.weight", "2.weight"}  # the source's names
     assert m.inputs[0].dtype == np.float32 and m.outputs[0].dtype == np.float32
     assert m.parity is not None and m.parity.passed
     assert "atol=0.05" in str(m.parity) if source == torch.bfloat16 else "atol=0.01" in str(m.parity)

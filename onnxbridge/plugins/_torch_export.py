@@ -753,7 +753,12 @@ class _CastModule(torch.nn.Module):
 
     def __init__(self, inner: torch.nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
-        setattr(self, _WRAPPED, inner)
+        # inner's submodules, parameters and buffers become this module's own, so the ONNX
+        # weights keep the source's names (no extra prefix); forward is inner's.
+        self._modules.update(inner._modules)
+        self._parameters.update(inner._parameters)
+        self._buffers.update(inner._buffers)
+        self.__dict__["_inner"] = inner
         self.dtype = dtype
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -768,7 +773,7 @@ class _CastModule(torch.nn.Module):
                 and v.dtype != torch.float64 else v
 
         args, kwargs = tree_map(inward, (args, kwargs))
-        return tree_map(outward, getattr(self, _WRAPPED)(*args, **kwargs))
+        return tree_map(outward, self.__dict__["_inner"](*args, **kwargs))
 
 
 def cast_module(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -793,7 +798,11 @@ def cast_module(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
             f" it yourself with model.to({dtype}) and pass a float32 sample",
             converter="torch",
         ) from exc
-    return _CastModule(inner, dtype)
+    for module in inner.modules():  # exported in eval mode, like the source (see eval_mode)
+        module.training = False
+    wrapper = _CastModule(inner, dtype)
+    wrapper.training = False
+    return wrapper
 
 
 def cast_notes(source: torch.dtype | None, target: torch.dtype | None) -> list[str]:
