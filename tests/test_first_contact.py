@@ -1,0 +1,150 @@
+"""Frictions a new user met (issue 16): the CLI, messages and noise, tried as users try them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxbridge import OnnxModel
+
+
+def gather_model() -> onnx.ModelProto:
+    """out = table[idx]: a good model that random indices (0..9) do not fit (3 rows)."""
+    table = np.arange(6, dtype=np.float32).reshape(3, 2)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)], "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run_cli(*args: str, timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "onnxbridge", *args], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+
+
+# -- check ---------------------------------------------------------------------------------------
+def test_check_does_not_fail_a_good_model_on_generated_data(tmp_path: Path) -> None:
+    path = OnnxModel(gather_model()).save(tmp_path / "lookup.onnx")
+    proc = _run_cli("check", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FAIL" not in proc.stdout
+    assert "could not exercise the model with generated data" in proc.stdout
+    assert "-i inputs.npz" in proc.stdout
+    assert "ok   onnxruntime session" in proc.stdout
+
+
+def test_check_runs_on_real_inputs(tmp_path: Path) -> None:
+    path = OnnxModel(gather_model()).save(tmp_path / "lookup.onnx")
+    np.savez(tmp_path / "good.npz", idx=np.array([0, 2, 1], np.int64))
+    proc = _run_cli("check", str(path), "-i", str(tmp_path / "good.npz"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ok   run on {tmp_path / 'good.npz'}: out [3, 2]" in proc.stdout
+    # Real inputs that do not fit are the user's claim about the model: a failure.
+    np.savez(tmp_path / "bad.npz", idx=np.array([7], np.int64))
+    proc = _run_cli("check", str(path), "-i", str(tmp_path / "bad.npz"))
+    assert proc.returncode == 1 and "FAIL run on" in proc.stdout
+
+
+def test_check_fails_a_model_onnxruntime_cannot_run(tmp_path: Path) -> None:
+    # An operator of a domain onnxruntime does not implement: its IR version and opsets pass.
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "custom.onnx"
+    path.write_bytes(proto.SerializeToString())
+    proc = _run_cli("check", str(path))
+    assert proc.returncode == 1 and "FAIL onnxruntime session" in proc.stdout, proc.stdout
+    # info says only what it checked: the IR version and opsets, not "can load it".
+    proc = _run_cli("info", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "can load it" not in proc.stdout
+    assert "supports its IR version and opsets (operators not checked" in proc.stdout
+
+
+# -- run, view, bare command ---------------------------------------------------------------------
+def test_run_into_a_closed_pipe_ends_quietly(tmp_path: Path, scale_model: onnx.ModelProto) -> None:
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", np.ones((4, 3), np.float32))
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line, as `| head -0` leaves it
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "onnxbridge", "run", str(path), "-i", str(tmp_path / "x.npy")],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_view_no_browser_returns_with_netron_installed(tmp_path: Path,
+                                                       scale_model: onnx.ModelProto) -> None:
+    pytest.importorskip("netron")
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    try:
+        proc = _run_cli("view", str(path), "--no-browser", "--port", "0", timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("onnxbridge view --no-browser did not return")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.html").read_text(encoding="utf-8").count("<svg") >= 1
+
+
+def test_bare_command_prints_help() -> None:
+    proc = _run_cli()
+    assert proc.returncode == 0 and proc.stderr == ""
+    for command in ("convert", "check", "run", "view"):
+        assert command in proc.stdout
+
+
+def test_parity_summary_counts_in_words() -> None:
+    from onnxbridge.verify import OutputParity, ParityReport
+
+    row = OutputParity(name="y", kind="value", batch=2, shape=(2, 3), dtype="float32", max_abs=0.0,
+                       max_rel=0.0, atol=1e-4, rtol=1e-3, tolerance_reason="float32",
+                       worst_row=None, label_agreement=None, passed=True)
+    one = ParityReport(outputs=[row])
+    assert one.summary().startswith("passed: 1 output on batches [2]")
+
+
+# -- convert: torch files ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def torch_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("torch-sources")
+    model = torch.nn.Linear(4, 2).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(2, 4),)), str(folder / "static.pt2"))
+    with pytest.warns(FutureWarning):  # torch's own deprecation, which convert must not repeat
+        torch.jit.save(torch.jit.trace(model, torch.randn(2, 4)), str(folder / "traced.pt"))
+    np.save(folder / "x2.npy", np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32))
+    np.save(folder / "x3.npy", np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32))
+    return folder
+
+
+@pytest.mark.slow
+def test_static_program_with_another_batch_size_gets_the_hint(torch_sources: Path) -> None:
+    proc = _run_cli("convert", str(torch_sources / "static.pt2"), "-s",
+                    str(torch_sources / "x3.npy"), "-o", str(torch_sources / "s.onnx"), timeout=300)
+    assert proc.returncode == 1
+    assert "Guard failed" in proc.stderr and "--fixed-batch" in proc.stderr
+    assert "exported for fixed input sizes" in proc.stderr
+
+
+@pytest.mark.slow
+def test_converting_torchscript_prints_no_torch_deprecation(torch_sources: Path) -> None:
+    proc = _run_cli("convert", str(torch_sources / "traced.pt"), "-s",
+                    str(torch_sources / "x2.npy"), "-o", str(torch_sources / "t.onnx"), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, proc.stderr
