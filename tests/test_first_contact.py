@@ -148,3 +148,46 @@ def test_converting_torchscript_prints_no_torch_deprecation(torch_sources: Path)
                     str(torch_sources / "x2.npy"), "-o", str(torch_sources / "t.onnx"), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, proc.stderr
+
+
+# -- PyTorch opset= ------------------------------------------------------------------------------
+def _small_torch_model() -> object:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_torch_opset_is_honoured(opset: int) -> None:
+    import torch
+
+    import onnxbridge
+
+    m = onnxbridge.to_onnx(_small_torch_model(), torch.randn(2, 4), opset=opset)
+    written = [o.version for o in m.proto.opset_import if o.domain in ("", "ai.onnx")]
+    assert written == [opset] and m.parity is not None and m.parity.passed
+
+
+@pytest.mark.slow
+def test_torchscript_exporter_at_opset_7() -> None:
+    import torch
+
+    import onnxbridge
+
+    m = onnxbridge.to_onnx(_small_torch_model(), torch.randn(2, 4), opset=7, exporter="torchscript")
+    assert m.opset == 7 and m.parity is not None and m.parity.passed
+
+
+@pytest.mark.parametrize(("opset", "exporter", "newest"), [
+    (99, "auto", "ONNX_MAX_OPSET"), (21, "torchscript", "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET")])
+def test_torch_opset_out_of_range_is_refused_with_the_range(opset: int, exporter: str,
+                                                            newest: str) -> None:
+    import torch
+
+    import onnxbridge
+
+    newest = str(getattr(torch.onnx._constants, newest))  # what torch says it writes
+
+    with pytest.raises(onnxbridge.ConversionError, match=rf"opset={opset} is outside .* 7 to {newest}"):
+        onnxbridge.to_onnx(_small_torch_model(), torch.randn(2, 4), opset=opset, exporter=exporter)
