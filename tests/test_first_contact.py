@@ -191,3 +191,22 @@ def test_torch_opset_out_of_range_is_refused_with_the_range(opset: int, exporter
 
     with pytest.raises(onnxbridge.ConversionError, match=rf"opset={opset} is outside .* 7 to {newest}"):
         onnxbridge.to_onnx(_small_torch_model(), torch.randn(2, 4), opset=opset, exporter=exporter)
+
+
+# -- onnxruntime's own log lines -----------------------------------------------------------------
+def test_run_errors_and_check_print_no_onnxruntime_log_lines(tmp_path: Path) -> None:
+    path = OnnxModel(gather_model()).save(tmp_path / "lookup.onnx")
+    script = (
+        "import numpy as np, onnxbridge\n"
+        f"m = onnxbridge.load({str(path)!r})\n"
+        "try:\n"
+        "    m.run(np.array([7], np.int64))\n"
+        "except Exception as exc:\n"
+        "    print('raised', type(exc).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert "raised" in proc.stdout, proc.stdout + proc.stderr
+    assert "onnxruntime:" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr
+    proc = _run_cli("check", str(path))
+    assert "onnxruntime:" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr
