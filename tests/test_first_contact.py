@@ -210,3 +210,43 @@ def test_run_errors_and_check_print_no_onnxruntime_log_lines(tmp_path: Path) -> 
     assert "onnxruntime:" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr
     proc = _run_cli("check", str(path))
     assert "onnxruntime:" not in proc.stderr and "\x1b[" not in proc.stderr, proc.stderr
+
+
+# -- two inputs sharing a batch axis -------------------------------------------------------------
+def two_input_model() -> onnx.ModelProto:
+    """y = a + b, both [batch, 3]."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "add",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("form", ["positional", "keywords", "dict", "float64 (cast)"])
+def test_inputs_sharing_the_batch_axis_with_different_sizes(form: str) -> None:
+    from onnxbridge import InputError
+
+    m = OnnxModel(two_input_model())
+    a, b = np.ones((2, 3), np.float32), np.ones((3, 3), np.float32)
+    if form == "float64 (cast)":  # the slow path: to_feeds
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    call = {"positional": lambda: m.run(a, b), "keywords": lambda: m.run(a=a, b=b),
+            "dict": lambda: m.run({"a": a, "b": b}), "float64 (cast)": lambda: m.run(a, b)}[form]
+    with pytest.raises(InputError, match=r"share the axis 'batch'.*2 for 'a'; 3 for 'b'"):
+        call()
+    # The same sizes run, and give what numpy gives.
+    np.testing.assert_array_equal(m.run({"a": a[:2], "b": b[:2]}), (a[:2] + b[:2]).astype(np.float32))
+
+
+def test_dict_input_takes_the_fast_path_and_matches() -> None:
+    m = OnnxModel(two_input_model())
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.full((2, 3), 0.5, np.float32)
+    checks = m._input_checks()
+    from onnxbridge.io import plain_feeds
+
+    feeds = plain_feeds(checks, ({"a": a, "b": b},), {})
+    assert feeds is not None and feeds["a"] is a and feeds["b"] is b  # no copy, no slow path
+    np.testing.assert_array_equal(m.run({"a": a, "b": b}), a + b)
+    np.testing.assert_array_equal(m.run({"b": b, "a": a}), a + b)
