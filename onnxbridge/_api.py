@@ -50,6 +50,7 @@ def to_onnx(
     """
     if verify not in (True, False, "warn"):
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
+    _check_model_and_sample(model, sample)
     registry = default_registry()
     spec = registry.resolve(model, converter)
     from onnxbridge.runtime import runtime_installed, runtime_support
@@ -89,6 +90,46 @@ def to_onnx(
                     " sample. Pass verify='warn' to keep it anyway, or tolerance= to loosen.",
                 )
     return m
+
+
+_DATA_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".pt", ".pth", ".json", ".txt")
+
+
+def _check_model_and_sample(model: Any, sample: Any) -> None:
+    """Mistakes a first conversion makes, said before any converter sees them."""
+    from onnxbridge.errors import ConverterNotFoundError, InputError
+
+    if isinstance(model, OnnxModel) or (type(model).__name__ == "ModelProto"
+                                        and type(model).__module__.startswith("onnx")):
+        raise ConverterNotFoundError(
+            f"the model is already an ONNX model ({type(model).__name__}): there is nothing to"
+            " convert. Run it with m.run(x), save it with m.save(path); an onnx.ModelProto or an"
+            " .onnx file becomes an OnnxModel with onnxbridge.load(...)"
+        )
+    if sample is None:
+        raise InputError(
+            "to_onnx needs a sample: a few rows of what you would pass the model to predict"
+            " (X[:20], a tensor, a DataFrame); it fixes the input signature and is used to"
+            " verify the conversion"
+        )
+    if isinstance(sample, os.PathLike) or (
+        isinstance(sample, str) and (sample.lower().endswith(_DATA_SUFFIXES)
+                                     or os.path.isfile(sample))
+    ):
+        path = os.fspath(sample)
+        raise InputError(
+            f"the sample is a file path ({path!r}); to_onnx needs the data itself: read it first"
+            " (np.load(path), pd.read_csv(path), torch.load(path)). The command line reads files:"
+            " onnxbridge convert MODEL --sample x.npy -o model.onnx"
+        )
+    expected = getattr(model, "n_features_in_", None)
+    shape = getattr(sample, "shape", None)
+    if (isinstance(expected, int) and not isinstance(expected, bool) and shape is not None
+            and len(shape) == 2 and shape[1] != expected):
+        raise InputError(
+            f"the sample has {shape[1]} feature(s) (columns) but {type(model).__name__} was"
+            f" fitted on {expected}; pass rows shaped like the training data, [n_rows, {expected}]"
+        )
 
 
 def _write_provenance(
@@ -197,6 +238,7 @@ def load(
     from onnxbridge._files import check_graph, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 
+    _refuse_non_path_string(source)
     proto, _folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     what = f"model {label!r}" if label else "this model"
@@ -204,6 +246,20 @@ def load(
         check_compatible(proto, what)
     check_graph(proto, what, source)
     return OnnxModel(proto, source=label)
+
+
+def _refuse_non_path_string(source: Any) -> None:
+    """A str that cannot be a path (a model's bytes decoded, text): say so instead of the OS's
+    "embedded null byte" or "file name too long"."""
+    from onnxbridge.errors import LoadError
+
+    if isinstance(source, str) and ("\x00" in source or len(source) > 4096):
+        raise LoadError(
+            f"load() got a string of {len(source)} characters that is not a path"
+            + (" (it holds NUL characters)" if "\x00" in source else "")
+            + "; pass a file path, the model's bytes as bytes (not str), a binary file object"
+            " or an onnx.ModelProto"
+        )
 
 
 def register(spec: ConverterSpec, *, replace: bool = False) -> ConverterSpec:

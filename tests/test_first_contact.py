@@ -250,3 +250,75 @@ def test_dict_input_takes_the_fast_path_and_matches() -> None:
     assert feeds is not None and feeds["a"] is a and feeds["b"] is b  # no copy, no slow path
     np.testing.assert_array_equal(m.run({"a": a, "b": b}), a + b)
     np.testing.assert_array_equal(m.run({"b": b, "a": a}), a + b)
+
+
+# -- vague errors at conversion and loading ------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted() -> tuple[object, np.ndarray]:
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    return LogisticRegression().fit(X, X[:, 0] > 0), X
+
+
+def test_a_file_path_as_sample_is_named(fitted: tuple[object, np.ndarray], tmp_path: Path) -> None:
+    import onnxbridge
+
+    model, X = fitted
+    np.save(tmp_path / "x.npy", X[:5])
+    for sample in (str(tmp_path / "x.npy"), tmp_path / "x.npy"):
+        with pytest.raises(onnxbridge.InputError, match=r"the sample is a file path.*np\.load"):
+            onnxbridge.to_onnx(model, sample)
+
+
+def test_no_sample_is_named(fitted: tuple[object, np.ndarray]) -> None:
+    import onnxbridge
+
+    with pytest.raises(onnxbridge.InputError, match="to_onnx needs a sample"):
+        onnxbridge.to_onnx(fitted[0], None)
+
+
+def test_converting_an_onnx_model_says_it_is_one(fitted: tuple[object, np.ndarray]) -> None:
+    import onnxbridge
+
+    model, X = fitted
+    m = onnxbridge.to_onnx(model, X[:5])
+    for already in (m, m.proto):
+        with pytest.raises(onnxbridge.ConverterNotFoundError, match="already an ONNX model"):
+            onnxbridge.to_onnx(already, X[:5])
+
+
+def test_wrong_feature_count_is_said_in_our_words(fitted: tuple[object, np.ndarray]) -> None:
+    import onnxbridge
+
+    model, X = fitted
+    with pytest.raises(onnxbridge.InputError, match=r"3 feature\(s\).*fitted on 4"):
+        onnxbridge.to_onnx(model, X[:5, :3])
+
+
+def test_a_string_that_is_no_path_is_named_at_load(scale_model: onnx.ModelProto) -> None:
+    import onnxbridge
+
+    text = scale_model.SerializeToString().decode("latin-1")  # bytes turned into str by mistake
+    with pytest.raises(onnxbridge.LoadError, match="not a path .*NUL.*bytes as bytes"):
+        onnxbridge.load(text)
+
+
+def test_no_feature_name_warnings_when_converting(fitted: tuple[object, np.ndarray]) -> None:
+    pd = pytest.importorskip("pandas")
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    import onnxbridge
+
+    _, X = fitted
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = LogisticRegression().fit(frame, X[:, 0] > 0)  # fitted with feature names
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = onnxbridge.to_onnx(model, X[:5])  # an array sample, as users often pass
+    assert m.parity is not None and m.parity.passed
+    assert not [w for w in caught if "feature names" in str(w.message)], [
+        str(w.message) for w in caught]

@@ -411,6 +411,20 @@ def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[
     return reference
 
 
+def _quiet_feature_names(reference: Callable[[Any], list[Any]]) -> Callable[[Any], list[Any]]:
+    """The reference without scikit-learn's "X does not have valid feature names" warning, which
+    it repeats on each of verification's calls when the sample is an array and the model was
+    fitted on a DataFrame (or the other way round): the sample is used as the user gave it."""
+    import warnings
+
+    def quiet(x: Any) -> list[Any]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*feature names", category=UserWarning)
+            return reference(x)
+
+    return quiet
+
+
 def _kinds(names: list[str], classifier: bool) -> dict[str, str]:
     kinds = {"label": "label"} if "label" in names else {}
     if classifier and "probabilities" in names:
@@ -464,7 +478,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             raise
         raise better from exc
     names = [o.name for o in proto.graph.output]
-    reference = _reference_for(model, names)
+    reference = _quiet_feature_names(_reference_for(model, names))
     kinds = _kinds(names, classifier)
     if double_opt is None and _has_float64(sample):
         # Some predict() calls cache state (KNN); probe on a copy so the user's model is untouched.
