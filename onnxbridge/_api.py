@@ -122,15 +122,6 @@ def _check_model_and_sample(model: Any, sample: Any) -> None:
             " (np.load(path), pd.read_csv(path), torch.load(path)). The command line reads files:"
             " onnxbridge convert MODEL --sample x.npy -o model.onnx"
         )
-    expected = getattr(model, "n_features_in_", None)
-    shape = getattr(sample, "shape", None)
-    # (a model read back from a file may say 0: unknown)
-    if (isinstance(expected, int) and not isinstance(expected, bool) and expected > 0
-            and shape is not None and len(shape) == 2 and shape[1] != expected):
-        raise InputError(
-            f"the sample has {shape[1]} feature(s) (columns) but {type(model).__name__} was"
-            f" fitted on {expected}; pass rows shaped like the training data, [n_rows, {expected}]"
-        )
 
 
 def _write_provenance(

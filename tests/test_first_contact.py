@@ -293,8 +293,9 @@ def test_wrong_feature_count_is_said_in_our_words(fitted: tuple[object, np.ndarr
     import onnxbridge
 
     model, X = fitted
-    with pytest.raises(onnxbridge.InputError, match=r"3 feature\(s\).*fitted on 4"):
+    with pytest.raises(onnxbridge.ConversionError, match=r"3 features .*fitted on 4") as info:
         onnxbridge.to_onnx(model, X[:5, :3])
+    assert isinstance(info.value.__cause__, onnxbridge.InputError)  # as the GBDT converters do
 
 
 def test_a_string_that_is_no_path_is_named_at_load(scale_model: onnx.ModelProto) -> None:
