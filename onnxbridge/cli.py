@@ -393,12 +393,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         dims[name] = _parse_ints(value, f"--dim {name}")[0]
     progress = Progress(args.quiet)
+    real = None
+    if args.input:  # the user's inputs, at their own batch size
+        from onnxbridge.io import batch_size, to_feeds
+
+        real = to_feeds(m.inputs, (read_inputs(args.input),), {})
+        batches = [batch_size(real) or 1]
     rows = []
     for provider in providers:
         for batch in batches:
             with progress.step(f"{provider} batch {batch}"):
-                feeds = random_inputs(m.inputs, batch=batch, dims=dims)
+                feeds = real if real is not None else random_inputs(m.inputs, batch=batch,
+                                                                    dims=dims)
                 session = m.session(provider)
+                _first_bench_run(session, feeds, args.model, real is None)
                 for _ in range(args.warmup):
                     session.run(None, feeds)
                 times: list[float] = []
@@ -432,6 +440,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _plot(rows, args.plot, Path(args.model).name)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _first_bench_run(session: Any, feeds: dict[str, Any], model: str, generated: bool) -> None:
+    """One run before timing: generated values that do not fit the model get the fix."""
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        if not generated:
+            raise
+        raise OnnxBridgeError(
+            f"could not run the model on generated data ({_one_line(exc, 200)}); time it on"
+            f" inputs that fit: onnxbridge bench {model} -i inputs.npz"
+        ) from exc
 
 
 def _plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
@@ -607,6 +628,9 @@ def _parser() -> argparse.ArgumentParser:
                 "onnxbridge bench model.onnx --batch 1,8,32 --csv bench.csv --plot bench.png")
     bench.add_argument("model", help="path of an .onnx file")
     bench.add_argument("--batch", default="1,8", help="batch sizes, comma-separated (default 1,8)")
+    bench.add_argument("--input", "-i",
+                       help="time on these inputs (.npy, .npz, .csv, .parquet) at their batch size"
+                            " instead of generated ones")
     bench.add_argument("--providers", help="providers to compare, ';'-separated (default: all usable)")
     bench.add_argument("--dim", action="append", metavar="NAME=N",
                        help="size of a named symbolic axis, e.g. --dim sequence=128 (default 16)")

@@ -323,3 +323,16 @@ def test_no_feature_name_warnings_when_converting(fitted: tuple[object, np.ndarr
     assert m.parity is not None and m.parity.passed
     assert not [w for w in caught if "feature names" in str(w.message)], [
         str(w.message) for w in caught]
+
+
+def test_bench_on_generated_data_that_does_not_fit_says_so(tmp_path: Path) -> None:
+    path = OnnxModel(gather_model()).save(tmp_path / "lookup.onnx")
+    proc = _run_cli("bench", str(path), "--batch", "2", "--seconds", "0.01", "--min-runs", "2")
+    assert proc.returncode == 1
+    assert "could not run the model on generated data" in proc.stderr and "-i inputs.npz" in proc.stderr
+    assert "onnxruntime:" not in proc.stderr.split("error:", 1)[0]
+    np.save(tmp_path / "idx.npy", np.array([0, 1, 2, 1], np.int64))
+    proc = _run_cli("bench", str(path), "-i", str(tmp_path / "idx.npy"), "--seconds", "0.01",
+                    "--min-runs", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "| CPUExecutionProvider | 4 |" in proc.stdout
