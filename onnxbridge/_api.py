@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from onnxbridge._version import __version__
-from onnxbridge.errors import OnnxBridgeWarning, ParityError
+from onnxbridge.errors import ConverterNotFoundError, OnnxBridgeWarning, ParityError
 from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import (
     ConversionResult,
@@ -52,7 +52,11 @@ def to_onnx(
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
     _check_model_and_sample(model, sample)
     registry = default_registry()
-    spec = registry.resolve(model, converter)
+    try:
+        spec = registry.resolve(model, converter)
+    except ConverterNotFoundError as exc:
+        _refuse_path_as_model(model, exc)
+        raise
     from onnxbridge.runtime import runtime_installed, runtime_support
 
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 1):
@@ -122,6 +126,18 @@ def _check_model_and_sample(model: Any, sample: Any) -> None:
             " (np.load(path), pd.read_csv(path), torch.load(path)). The command line reads files:"
             " onnxbridge convert MODEL --sample x.npy -o model.onnx"
         )
+
+
+def _refuse_path_as_model(model: Any, exc: Exception) -> None:
+    """No converter takes a string: a file name given as the model gets the way to convert it."""
+    if isinstance(model, (str, bytes, os.PathLike)):
+        shown = os.fspath(model) if isinstance(model, os.PathLike) else model
+        raise ConverterNotFoundError(
+            f"the model is a {type(model).__name__} ({shown!r:.80}), not a trained model object:"
+            " load it with its framework first (joblib.load, torch.jit.load, xgboost.Booster(...)),"
+            " or convert the file from the command line: onnxbridge convert FILE --sample x.npy"
+            " -o model.onnx; an .onnx file is read with onnxbridge.load(path)"
+        ) from exc
 
 
 def _write_provenance(

@@ -57,6 +57,8 @@ def as_array(value: Any, name: str = "input") -> np.ndarray:
         return np.asarray(value.to_numpy())
     if isinstance(value, (str, bytes)):
         return np.asarray([value], dtype=object)
+    if value is None:
+        raise InputError(f"input {name!r} is None; pass an array (or a DataFrame, list, tensor)")
     try:
         arr = np.asarray(value)
     except Exception as exc:
@@ -87,7 +89,7 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if arr.dtype.kind in "OUS":
         raise InputError(
             f"input {spec.name!r} expects {want}, got strings ({arr.dtype});"
-            " convert the values to numbers first"
+            " convert the values to numbers first" + _path_hint(arr)
         )
     if np.can_cast(arr.dtype, want, casting="same_kind") or (
         arr.dtype.kind in "biu" and want.kind in "fc"
@@ -97,6 +99,14 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         f"input {spec.name!r} expects dtype {want}, got {arr.dtype}; this cast could lose values,"
         f" so do it explicitly (x.astype(np.{want}))"
     )
+
+
+def _path_hint(arr: np.ndarray) -> str:
+    """When the one string given looks like a file name: read the file first."""
+    if arr.size == 1 and str(arr.flat[0]).lower().endswith((".npy", ".npz", ".csv", ".parquet")):
+        return ("; it looks like a file path: read it first (np.load, pd.read_csv), or use"
+                " onnxbridge run MODEL -i FILE")
+    return ""
 
 
 def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:

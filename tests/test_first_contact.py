@@ -336,3 +336,20 @@ def test_bench_on_generated_data_that_does_not_fit_says_so(tmp_path: Path) -> No
                     "--min-runs", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "| CPUExecutionProvider | 4 |" in proc.stdout
+
+
+def test_a_file_name_as_model_gets_the_way_to_convert_it(fitted: tuple[object, np.ndarray]) -> None:
+    import onnxbridge
+
+    with pytest.raises(onnxbridge.ConverterNotFoundError, match=r"the model is a str.*onnxbridge convert"):
+        onnxbridge.to_onnx("model.pkl", fitted[1][:5])
+
+
+def test_run_names_none_and_a_file_path(scale_model: onnx.ModelProto) -> None:
+    import onnxbridge
+
+    m = OnnxModel(scale_model)
+    with pytest.raises(onnxbridge.InputError, match="input 'x' is None; pass an array"):
+        m.run(None)
+    with pytest.raises(onnxbridge.InputError, match="looks like a file path: read it first"):
+        m.run("x.npy")
