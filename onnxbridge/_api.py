@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from onnxbridge._version import __version__
-from onnxbridge.errors import ConversionError, LoadError, OnnxBridgeWarning, ParityError
+from onnxbridge.errors import (
+    ConversionError,
+    ConverterNotFoundError,
+    LoadError,
+    OnnxBridgeWarning,
+    ParityError,
+)
 from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import (
     ConversionResult,
@@ -50,8 +56,13 @@ def to_onnx(
     """
     if verify not in (True, False, "warn"):
         raise ValueError(f"verify must be True, False or 'warn', got {verify!r}")
+    _check_model_and_sample(model, sample)
     registry = default_registry()
-    spec = registry.resolve(model, converter)
+    try:
+        spec = registry.resolve(model, converter)
+    except ConverterNotFoundError as exc:
+        _refuse_path_as_model(model, exc)
+        raise
     from onnxbridge.runtime import runtime_installed, runtime_support
 
     if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool) or opset < 1):
@@ -112,6 +123,48 @@ def _bfloat16_hint(m: OnnxModel, converter: str, exc: Exception) -> ConversionEr
         " bfloat16 model for a provider that runs it (CUDA).",
         converter=converter,
     )
+_DATA_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".pt", ".pth", ".json", ".txt")
+
+
+def _check_model_and_sample(model: Any, sample: Any) -> None:
+    """Mistakes a first conversion makes, said before any converter sees them."""
+    from onnxbridge.errors import ConverterNotFoundError, InputError
+
+    if isinstance(model, OnnxModel) or (type(model).__name__ == "ModelProto"
+                                        and type(model).__module__.startswith("onnx")):
+        raise ConverterNotFoundError(
+            f"the model is already an ONNX model ({type(model).__name__}): there is nothing to"
+            " convert. Run it with m.run(x), save it with m.save(path); an onnx.ModelProto or an"
+            " .onnx file becomes an OnnxModel with onnxbridge.load(...)"
+        )
+    if sample is None:
+        raise InputError(
+            "to_onnx needs a sample: a few rows of what you would pass the model to predict"
+            " (X[:20], a tensor, a DataFrame); it fixes the input signature and is used to"
+            " verify the conversion"
+        )
+    if isinstance(sample, os.PathLike) or (
+        isinstance(sample, str) and (sample.lower().endswith(_DATA_SUFFIXES)
+                                     or os.path.isfile(sample))
+    ):
+        path = os.fspath(sample)
+        raise InputError(
+            f"the sample is a file path ({path!r}); to_onnx needs the data itself: read it first"
+            " (np.load(path), pd.read_csv(path), torch.load(path)). The command line reads files:"
+            " onnxbridge convert MODEL --sample x.npy -o model.onnx"
+        )
+
+
+def _refuse_path_as_model(model: Any, exc: Exception) -> None:
+    """No converter takes a string: a file name given as the model gets the way to convert it."""
+    if isinstance(model, (str, bytes, os.PathLike)):
+        shown = os.fspath(model) if isinstance(model, os.PathLike) else model
+        raise ConverterNotFoundError(
+            f"the model is a {type(model).__name__} ({shown!r:.80}), not a trained model object:"
+            " load it with its framework first (joblib.load, torch.jit.load, xgboost.Booster(...)),"
+            " or convert the file from the command line: onnxbridge convert FILE --sample x.npy"
+            " -o model.onnx; an .onnx file is read with onnxbridge.load(path)"
+        ) from exc
 
 
 def _write_provenance(
@@ -240,6 +293,7 @@ def load(
     from onnxbridge._files import checker_findings, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 
+    _refuse_non_path_string(source)
     proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     what = f"model {label!r}" if label else "this model"
@@ -282,6 +336,20 @@ def _judge_findings(proto: Any, folder: Any, what: str, findings: list[str]) -> 
         warnings.warn(f"{what}: onnx.checker: {finding} (onnxruntime loads it)",
                       OnnxBridgeWarning, stacklevel=3)
     return findings
+
+
+def _refuse_non_path_string(source: Any) -> None:
+    """A str that cannot be a path (a model's bytes decoded, text): say so instead of the OS's
+    "embedded null byte" or "file name too long"."""
+    from onnxbridge.errors import LoadError
+
+    if isinstance(source, str) and ("\x00" in source or len(source) > 4096):
+        raise LoadError(
+            f"load() got a string of {len(source)} characters that is not a path"
+            + (" (it holds NUL characters)" if "\x00" in source else "")
+            + "; pass a file path, the model's bytes as bytes (not str), a binary file object"
+            " or an onnx.ModelProto"
+        )
 
 
 def register(spec: ConverterSpec, *, replace: bool = False) -> ConverterSpec:

@@ -206,7 +206,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     import onnxbridge
 
     progress = Progress(args.quiet)
-    with progress.step(f"loading {args.source}"):
+    with progress.step(f"loading {args.source}"), _quiet_torch_deprecations():
         model = load_source_model(args.source, trust=args.trust)
         sample = read_inputs(args.sample)
     verify: Any = {"on": True, "warn": "warn", "off": False}[args.verify]
@@ -216,11 +216,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                                    converter=args.converter, name=args.name,
                                    dynamic_batch=not args.fixed_batch)
         except onnxbridge.ConversionError as exc:
-            if args.source.endswith(".pt2") and "static shape" in str(exc):
-                raise onnxbridge.ConversionError(
-                    f"{exc} -- this torch.export program was exported with a fixed batch size:"
-                    " pass --fixed-batch, or export it again with dynamic_shapes"
-                ) from exc
+            hint = _static_program_hint(args.source, exc, args.fixed_batch)
+            if hint:
+                raise onnxbridge.ConversionError(f"{exc} -- {hint}") from exc
             raise
     with progress.step(f"saving {args.output}"):
         path = m.save(args.output)
@@ -229,6 +227,33 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if m.parity is not None:
             print(f"parity {m.parity.summary()}")
     return 0
+
+
+@contextmanager
+def _quiet_torch_deprecations() -> Iterator[None]:
+    """torch.jit.load's FutureWarning is about torch, not about what the user asked for."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+def _static_program_hint(source: str, exc: BaseException, fixed_batch: bool) -> str:
+    """What to do when a torch.export program with fixed sizes meets another sample or axis."""
+    if not source.lower().endswith(".pt2"):
+        return ""
+    text = str(exc)
+    if "Guard failed" in text:  # the sample's sizes differ from those the program was made for
+        return ("this torch.export program was exported for fixed input sizes and the sample"
+                " has others: give a sample of the sizes it was exported with"
+                + ("" if fixed_batch else " and pass --fixed-batch")
+                + ", or export it again with dynamic_shapes")
+    if "static shape" in text and not fixed_batch:
+        return ("this torch.export program was exported with a fixed batch size:"
+                " pass --fixed-batch, or export it again with dynamic_shapes")
+    return ""
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -247,8 +272,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if runtime_installed():
         problems = compatibility_problems(m.proto)
         version = runtime_support().version
-        print(f"  onnxruntime {version}: " + ("can load it" if not problems else
-                                              "CANNOT load it: " + "; ".join(problems)))
+        # Only the IR version and opsets are compared here; whether every operator is implemented
+        # shows when a session is made, which `check` does.
+        print(f"  onnxruntime {version}: " + (
+            "supports its IR version and opsets (operators not checked: onnxbridge check)"
+            if not problems else "CANNOT load it: " + "; ".join(problems)))
     else:
         print("  onnxruntime: not installed (pip install 'onnxbridge[cpu]' or 'onnxbridge[gpu]')")
     hist = m.operator_histogram()
@@ -272,16 +300,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     ok = True
 
-    def report(name: str, passed: bool, detail: str) -> None:
+    def report(name: str, passed: bool | None, detail: str) -> None:
+        """passed None: could not be checked (said, not counted as a failure)."""
         nonlocal ok
-        ok = ok and passed
-        print(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
+        ok = ok and passed is not False
+        mark = {True: "ok  ", False: "FAIL", None: "??  "}[passed]
+        print(f"{mark} {name}: {detail}")
 
     from onnxbridge._files import checker_findings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # its findings are reported below
         m = onnxbridge.load(args.model, check_runtime=False)
+    real = read_inputs(args.input) if args.input else None
     findings = checker_findings(m.proto, full_check=True)  # on a weight-less copy when the model is large
     if findings:  # a warning, not a failure: onnxruntime loaded it (load would refuse otherwise)
         print(f"warn onnx.checker: {findings[0][:300]} (onnxruntime loads the model anyway)")
@@ -290,15 +321,41 @@ def _cmd_check(args: argparse.Namespace) -> int:
     problems = compatibility_problems(m.proto)
     report(f"onnxruntime {runtime_support().version}", not problems,
            "supports its IR version and opsets" if not problems else "; ".join(problems))
-    if not problems:
+    if problems:
+        return 0 if ok else 1
+    try:
+        session = m.session(args.providers)
+    except Exception as exc:
+        report("onnxruntime session", False, _one_line(exc))
+        return 1
+    report("onnxruntime session", True, f"created on {', '.join(session.get_providers())}"
+           " (every operator is implemented)")
+    if real is not None:
         try:
-            feeds = random_inputs(m.inputs, batch=args.batch)
-            outputs = m.run(feeds, as_dict=True, providers=args.providers)
-            shapes = ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in outputs.items())
-            report("run on a generated input", True, f"{shapes} on {', '.join(m.providers)}")
+            outputs = m.run(real, as_dict=True, providers=args.providers)
+            report(f"run on {args.input}", True, _shapes(outputs))
         except Exception as exc:
-            report("run on a generated input", False, " ".join(str(exc).split())[:300])
+            report(f"run on {args.input}", False, _one_line(exc))
+        return 0 if ok else 1
+    try:
+        feeds = random_inputs(m.inputs, batch=args.batch)
+        outputs = m.run(feeds, as_dict=True, providers=args.providers)
+        report("run on a generated input", True, _shapes(outputs))
+    except Exception as exc:
+        # Random values need not fit the model (indices out of range, shapes that must agree):
+        # that says nothing about the model, so it is not a failure.
+        report("run on a generated input", None,
+               f"could not exercise the model with generated data ({_one_line(exc, 200)});"
+               f" check it on real inputs: onnxbridge check {args.model} -i inputs.npz")
     return 0 if ok else 1
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def _shapes(outputs: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in outputs.items())
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -349,12 +406,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         dims[name] = _parse_ints(value, f"--dim {name}")[0]
     progress = Progress(args.quiet)
+    real = None
+    if args.input:  # the user's inputs, at their own batch size
+        from onnxbridge.io import batch_size, to_feeds
+
+        real = to_feeds(m.inputs, (read_inputs(args.input),), {})
+        batches = [batch_size(real) or 1]
     rows = []
     for provider in providers:
         for batch in batches:
             with progress.step(f"{provider} batch {batch}"):
-                feeds = random_inputs(m.inputs, batch=batch, dims=dims)
+                feeds = real if real is not None else random_inputs(m.inputs, batch=batch,
+                                                                    dims=dims)
                 session = m.session(provider)
+                _first_bench_run(session, feeds, args.model, real is None)
                 for _ in range(args.warmup):
                     session.run(None, feeds)
                 times: list[float] = []
@@ -392,6 +457,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_bench_run(session: Any, feeds: dict[str, Any], model: str, generated: bool) -> None:
+    """One run before timing: generated values that do not fit the model get the fix."""
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        if not generated:
+            raise
+        raise OnnxBridgeError(
+            f"could not run the model on generated data ({_one_line(exc, 200)}); time it on"
+            f" inputs that fit: onnxbridge bench {model} -i inputs.npz"
+        ) from exc
+
+
 def _plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     try:
         import matplotlib
@@ -422,15 +500,21 @@ def _cmd_view(args: argparse.Namespace) -> int:
     import onnxbridge
 
     path = Path(args.model)
-    if not args.html:
+    # Netron is a server that runs until Ctrl-C: used when a browser is to show it, or when asked
+    # for with --serve. --no-browser alone writes the page and returns.
+    if not args.html and (args.serve or not args.no_browser):
         try:
             import netron
         except ImportError:
+            if args.serve:
+                raise OnnxBridgeError("--serve needs Netron: pip install netron") from None
             netron = None
         if netron is not None:
             onnxbridge.load(path, check_runtime=False)  # refuse unsafe files before serving them
-            address = netron.start(str(path), address=("localhost", args.port), browse=not args.no_browser)
-            print(f"Netron serves {path} at http://{address[0]}:{address[1]} (Ctrl-C stops it)")
+            address = netron.start(str(path), address=("localhost", args.port),
+                                   browse=not args.serve)
+            print(f"Netron serves {path} at http://{address[0]}:{address[1]} (Ctrl-C stops it)",
+                  flush=True)
             try:
                 netron.wait()
             except KeyboardInterrupt:
@@ -444,7 +528,8 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
     atomic_write(out, to_html(m))
     print(f"wrote {out} (a self-contained picture of the graph; open it in a browser)"
-          + ("" if args.html else "; pip install netron for the interactive viewer"))
+          + ("" if args.html or args.no_browser else
+             "; pip install netron for the interactive viewer"))
     if not args.no_browser and sys.stdout.isatty():
         import webbrowser
 
@@ -500,7 +585,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"onnxbridge {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
 
     def add(name: str, help: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, epilog=f"Example:\n  {example}",
@@ -540,9 +624,13 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="path of an .onnx file")
     info.set_defaults(func=_cmd_info)
 
-    check = add("check", "onnx.checker, onnxruntime compatibility, and a run on a generated input",
-                "onnxbridge check model.onnx")
+    check = add("check", "onnx.checker, onnxruntime compatibility, a session, and a run on"
+                " generated (or your own) inputs",
+                "onnxbridge check model.onnx -i inputs.npz")
     check.add_argument("model", help="path of an .onnx file")
+    check.add_argument("--input", "-i",
+                       help="run on these inputs (.npy, .npz by name, .csv, .parquet) instead of"
+                            " generated ones")
     check.add_argument("--batch", type=int, default=2, help="batch size of the generated input")
     check.add_argument("--providers", help="run on these providers, e.g. cpu")
     check.set_defaults(func=_cmd_check)
@@ -560,6 +648,9 @@ def _parser() -> argparse.ArgumentParser:
                 "onnxbridge bench model.onnx --batch 1,8,32 --csv bench.csv --plot bench.png")
     bench.add_argument("model", help="path of an .onnx file")
     bench.add_argument("--batch", default="1,8", help="batch sizes, comma-separated (default 1,8)")
+    bench.add_argument("--input", "-i",
+                       help="time on these inputs (.npy, .npz, .csv, .parquet) at their batch size"
+                            " instead of generated ones")
     bench.add_argument("--providers", help="providers to compare, ';'-separated (default: all usable)")
     bench.add_argument("--dim", action="append", metavar="NAME=N",
                        help="size of a named symbolic axis, e.g. --dim sequence=128 (default 16)")
@@ -579,7 +670,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="write the HTML picture even if Netron is installed")
     view.add_argument("--out", help="HTML file to write (default: next to the model)")
     view.add_argument("--port", type=int, default=8080, help="Netron's port on localhost")
-    view.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    view.add_argument("--no-browser", action="store_true",
+                      help="write the HTML picture and open nothing (returns at once)")
+    view.add_argument("--serve", action="store_true",
+                      help="serve the model with Netron without opening a browser, until Ctrl-C")
     view.set_defaults(func=_cmd_view)
 
     prov = add("providers", "hardware found, each execution provider's probe, the order run() uses",
@@ -596,9 +690,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``onnxbridge`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `onnxbridge`: what it can do, not a usage error
+        parser.print_help()
+        return 0
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`onnxbridge run ... | head`): end quietly, as cat does.
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -614,6 +716,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.debug else " (--debug shows the traceback)"
         print(f"onnxbridge {args.command}: error: {' '.join(text.split())}{hint}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit does not fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,12 +19,14 @@ __all__ = [
     "as_array",
     "batch_size",
     "bind_torch_inputs",
+    "check_shared_dims",
     "format_shape",
     "input_checks",
     "is_dataframe",
     "plain_feeds",
     "random_inputs",
     "resize_batch",
+    "shared_dims",
     "to_feeds",
 ]
 
@@ -55,6 +57,8 @@ def as_array(value: Any, name: str = "input") -> np.ndarray:
         return np.asarray(value.to_numpy())
     if isinstance(value, (str, bytes)):
         return np.asarray([value], dtype=object)
+    if value is None:
+        raise InputError(f"input {name!r} is None; pass an array (or a DataFrame, list, tensor)")
     try:
         arr = np.asarray(value)
     except Exception as exc:
@@ -85,7 +89,7 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if arr.dtype.kind in "OUS":
         raise InputError(
             f"input {spec.name!r} expects {want}, got strings ({arr.dtype});"
-            " convert the values to numbers first"
+            " convert the values to numbers first" + _path_hint(arr)
         )
     if np.can_cast(arr.dtype, want, casting="same_kind") or (
         arr.dtype.kind in "biu" and want.kind in "fc"
@@ -95,6 +99,14 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
         f"input {spec.name!r} expects dtype {want}, got {arr.dtype}; this cast could lose values,"
         f" so do it explicitly (x.astype(np.{want}))"
     )
+
+
+def _path_hint(arr: np.ndarray) -> str:
+    """When the one string given looks like a file name: read the file first."""
+    if arr.size == 1 and str(arr.flat[0]).lower().endswith((".npy", ".npz", ".csv", ".parquet")):
+        return ("; it looks like a file path: read it first (np.load, pd.read_csv), or use"
+                " onnxbridge run MODEL -i FILE")
+    return ""
 
 
 def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
@@ -107,8 +119,8 @@ def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
             + ("; for one sample add a batch axis (x[None])" if len(shape) + 1 == len(spec.shape)
                else "")
         )
-    for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
-        if isinstance(want, int) and want >= 0 and want != got:
+    for axis, want in enumerate(spec.shape):
+        if type(want) is int and want >= 0 and want != shape[axis]:
             raise InputError(
                 f"input {spec.name!r} expects shape {format_shape(spec.shape)}, got"
                 f" {list(shape)} (axis {axis} must be {want})"
@@ -147,6 +159,11 @@ def to_feeds(
     A single DataFrame feeds a one-input model whole, or a one-input-per-column model by
     column name; a single dict is read as keyword inputs; a single tuple fills a many-input model.
     """
+    if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
+        only = args[0]
+        if type(only) is not dict and not isinstance(only, Mapping):
+            spec = inputs[0]
+            return {spec.name: _prepare(only, spec)}
     names = [s.name for s in inputs]
     given: dict[str, Any] = {}
     if len(args) == 1 and not kwargs:
@@ -172,7 +189,43 @@ def to_feeds(
     missing = [n for n in names if n not in given]
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
-    return {spec.name: _prepare(given[spec.name], spec) for spec in inputs}
+    feeds = {spec.name: _prepare(given[spec.name], spec) for spec in inputs}
+    check_shared_dims(shared_dims(inputs), feeds)
+    return feeds
+
+
+# A symbolic dimension used in more than one place: its name and each (input, axis) using it.
+SharedDim = tuple[str, tuple[tuple[str, int], ...]]
+
+
+def shared_dims(specs: Sequence[TensorSpec]) -> list[SharedDim]:
+    """The named symbolic dimensions the signature uses more than once (the same size, by
+    ONNX's rules: two inputs with a ``batch`` axis take the same number of rows)."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape or ()):
+            if isinstance(dim, str) and dim and dim != "?":
+                places.setdefault(dim, []).append((spec.name, axis))
+    return [(dim, tuple(where)) for dim, where in places.items() if len(where) > 1]
+
+
+def check_shared_dims(groups: Sequence[SharedDim], feeds: Mapping[str, Any]) -> None:
+    """InputError when inputs that share a symbolic dimension are given different sizes for it,
+    before onnxruntime fails somewhere inside the graph (a broadcast, a concatenation)."""
+    for dim, where in groups:
+        sizes: dict[int, list[str]] = {}
+        for name, axis in where:
+            shape = getattr(feeds.get(name), "shape", None)
+            if shape is not None and axis < len(shape):
+                sizes.setdefault(int(shape[axis]), []).append(f"{name!r}" + (
+                    f" axis {axis}" if axis else ""))
+        if len(sizes) > 1:
+            given = "; ".join(f"{size} for {', '.join(names)}" for size, names in sizes.items())
+            raise InputError(
+                f"the model's inputs share the axis {dim!r}, so they must have the same size"
+                f" there, but got {given}; give every input the same number of"
+                f" {'rows' if dim == 'batch' else 'entries along ' + repr(dim)}"
+            )
 
 
 def _given_by_name(
@@ -300,6 +353,9 @@ def plain_feeds(
 ) -> dict[str, np.ndarray] | None:
     """Feeds for numpy arrays that already have the exact dtype and shape, else None (then
     ``to_feeds`` does the full work: casts, DataFrames, clear errors). The hot path of run()."""
+    if not inputs and len(args) == 1 and type(args[0]) is dict:  # m.run({"x": x})
+        inputs = args[0]
+        args = ()
     if inputs:
         if args or len(inputs) != len(checks):
             return None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.io import InputCheck, input_checks, plain_feeds
+from onnxbridge.io import InputCheck, SharedDim, check_shared_dims, input_checks, plain_feeds, shared_dims
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
     CUSTOM_OP_LIBRARY_KEY,
@@ -63,6 +64,7 @@ class OnnxModel:
         self._signature: tuple[list[TensorSpec], list[TensorSpec]] | None = None
         # For the hot path of run(): the input checks and output names, worked out once.
         self._checks: list[InputCheck] | None = None
+        self._shared: list[SharedDim] = []
         self._output_names: list[str] = []
 
     # -- signature and metadata ------------------------------------------------------------------
@@ -242,6 +244,8 @@ class OnnxModel:
         if io_binding is None:
             feeds = plain_feeds(self._input_checks(), args, inputs)
             if feeds is not None:
+                if self._shared:  # inputs that share a symbolic axis got the same size there
+                    check_shared_dims(self._shared, feeds)
                 # Inputs are checked already: skip onnxruntime's Python-side re-validation (and
                 # its silent retry on the CPU after a provider failure) when the binding has it.
                 if run is None:
@@ -264,7 +268,10 @@ class OnnxModel:
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         from onnxbridge.io import to_feeds
 
-        return self._pack(session.run(None, to_feeds(specs, args, inputs)), as_dict)
+        feeds = to_feeds(specs, args, inputs)
+        if run is not None:  # checked and cast by to_feeds: the compiled run, as above
+            return self._pack(run(self._output_names, feeds, None), as_dict)
+        return self._pack(session.run(None, feeds), as_dict)
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.
@@ -276,7 +283,9 @@ class OnnxModel:
         checks = self._checks
         if checks is None:
             self._output_names = self.output_names
-            checks = self._checks = input_checks(self._signature_now()[0])
+            specs = self._signature_now()[0]
+            self._shared = shared_dims(specs)
+            checks = self._checks = input_checks(specs)
         return checks
 
     def _pack(self, results: list[Any], as_dict: bool) -> Any:
@@ -317,6 +326,8 @@ class OnnxModel:
 
 
 def _has_torch_tensor(args: Sequence[Any], inputs: Mapping[str, Any]) -> bool:
+    if "torch" not in sys.modules:  # no tensor without torch (and this is the cheap question)
+        return False
     from onnxbridge.io import is_torch_tensor
 
     values = list(args) + list(inputs.values())

@@ -107,7 +107,9 @@ class ParityReport:
         errors = [o.max_abs for o in self.outputs if o.max_abs is not None]
         worst = f", max abs {max(errors):.3g}" if errors else ""
         state = "passed" if self.passed else "FAILED"
-        return f"{state}: {len({o.name for o in self.outputs})} outputs on batches {self.batch_sizes}{worst}"
+        count = len({o.name for o in self.outputs})
+        outputs = "1 output" if count == 1 else f"{count} outputs"
+        return f"{state}: {outputs} on batches {self.batch_sizes}{worst}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -255,7 +255,7 @@ def test_view_serves_netron_on_localhost(tmp_path: Path, scale_model: onnx.Model
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "onnxbridge", "view", str(path), "--no-browser",
+    proc = subprocess.Popen([sys.executable, "-m", "onnxbridge", "view", str(path), "--serve",
                              "--port", str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -154,7 +154,7 @@ def test_notebook_card_renders_in_a_browser(chromium: Path, tmp_path: Path) -> N
     dom = _dom(chromium, page, tmp_path)
     assert 'data-pwned="yes"' not in dom, "the hostile input name ran as a script"
     text = re.sub(r"<[^>]+>", " ", dom)
-    for expected in ("OnnxModel", "ResidualToy", "float32", "[batch, 1, 8, 8]", "logits", "passed: 1 outputs",
+    for expected in ("OnnxModel", "ResidualToy", "float32", "[batch, 1, 8, 8]", "logits", "passed: 1 output",
                      "torch 2.5.0 by torch", "CPUExecutionProvider", "GlobalAveragePool", "×4",  # noqa: RUF001
                      "3 nodes each"):
         assert expected in text, expected
@@ -172,5 +172,5 @@ def test_view_page_renders_in_a_browser(chromium: Path, tmp_path: Path) -> None:
     assert 'data-pwned="yes"' not in dom
     text = re.sub(r"<[^>]+>", " ", dom)
     for expected in ("Operators", "Metadata", "onnxbridge.framework_version", "Conv", "Flatten",
-                     "passed: 1 outputs", "×4"):  # noqa: RUF001
+                     "passed: 1 output", "×4"):  # noqa: RUF001
         assert expected in text, expected

@@ -245,12 +245,12 @@ def test_card_shows_signature_provenance_parity_and_providers() -> None:
     assert "<code>x</code>" in card and "float32" in card and "[batch, 4]" in card
     assert "<code>y</code>" in card and "[batch, 3]" in card
     assert "scikit-learn 1.5.2 by sklearn" in card and "ai.onnx 17" in card
-    assert "passed: 1 outputs" in card and "#1a7f37" in card  # green
+    assert "passed: 1 output" in card and "#1a7f37" in card  # green
     assert "CPUExecutionProvider" in card and "runs on" in card
     assert len(m._sessions) == 0  # displaying did not load the model
 
     failed = OnnxModel(small_model(), parity=_parity(False))._repr_html_()
-    assert "FAILED: 1 outputs" in failed and "#cf222e" in failed  # red
+    assert "FAILED: 1 output" in failed and "#cf222e" in failed  # red
     unknown = OnnxModel(small_model())._repr_html_()
     assert "not checked" in unknown
 
@@ -258,7 +258,7 @@ def test_card_shows_signature_provenance_parity_and_providers() -> None:
 def test_card_reads_a_stored_parity_report() -> None:
     proto = small_model()
     proto.metadata_props.add(key="onnxbridge.parity", value=json.dumps(_parity(True).to_dict()))
-    assert "passed: 1 outputs" in OnnxModel(proto)._repr_html_()
+    assert "passed: 1 output" in OnnxModel(proto)._repr_html_()
 
 
 def test_card_escapes_hostile_names() -> None:

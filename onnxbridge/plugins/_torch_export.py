@@ -640,7 +640,8 @@ def tidy_proto(
         for init in graph.initializer:
             init.name = mapping.get(init.name, init.name)
         _rename_values(graph, mapping)
-        for vi in graph.value_info:
+        # Below opset 9 the TorchScript exporter lists weights among the graph inputs (IR 3).
+        for vi in [*graph.value_info, *graph.input]:
             vi.name = mapping.get(vi.name, vi.name)
     # An exporter may drop an input the graph does not use; the signature keeps it.
     present = {v.name: v for v in graph.input}
@@ -819,6 +820,41 @@ def half_tolerances(names: Sequence[str], source: torch.dtype | None,
     worst = max((HALF_TOLERANCE.get(d, (0.0, 0.0)) for d in (source, target) if d is not None),
                 default=(0.0, 0.0))
     return {n: worst for n in names} if worst != (0.0, 0.0) else {}
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets an exporter can write: torch.export's natively from 18, older ones by conversion
+    (which may fail, then the model is refused); TorchScript's up to its own maximum."""
+    constants = getattr(torch.onnx, "_constants", None)
+    low = int(getattr(constants, "ONNX_MIN_OPSET", 7))
+    newest = int(getattr(constants, "ONNX_MAX_OPSET", 23))
+    script_newest = int(getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    if exporter == "torchscript":
+        return low, script_newest
+    if exporter == "dynamo":
+        return low, newest
+    return low, max(newest, script_newest)
+
+
+def choose_opset(options: ConvertOptions, exporter: str) -> int:
+    """The user's opset when an exporter asked for can write it (else a clear refusal), or ours."""
+    if options.opset is None:
+        return options.target_opset(_torch_default_opset())
+    low, high = opset_range(exporter)
+    if not low <= options.opset <= high:
+        which = "the PyTorch exporters write" if exporter == "auto" else (
+            f"the {exporter} exporter writes")
+        raise ConversionError(
+            f"opset={options.opset} is outside the opsets {which} with torch {torch.__version__}:"
+            f" {low} to {high}"
+            + ("" if exporter == "torchscript" else
+               " (torch.export-based: 18 and newer natively, older ones by conversion)")
+            + "; pass one of those, or opset=None for the default",
+            converter="torch",
+        )
+    return options.opset
+
+
+def _default_opset(proto: onnx.ModelProto) -> int | None:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 # -- the converter -----------------------------------------------------------------------------
@@ -882,7 +918,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         output_names=names,
         output_shapes=[tuple(t.shape) for _, t in flat],
         axes=axes,
-        opset=options.target_opset(_torch_default_opset()),
+        opset=choose_opset(options, exporter),
         custom_ops=resolve_custom_ops(custom_ops),
     )
     folder = None
@@ -908,10 +944,22 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         for attempt in order:
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
-                used = attempt
-                break
             except Exception as exc:
                 failures[attempt] = exc
+                continue
+            written = _default_opset(proto)
+            if options.opset is not None and written != options.opset:
+                # torch.export's exporter keeps its own opset when converting down fails.
+                failures[attempt] = ConversionError(
+                    f"the {attempt} exporter wrote opset {written}, not the opset {options.opset}"
+                    " asked for (converting"
+                    " its graph to that opset failed); pass opset=None or a newer opset",
+                    converter="torch",
+                )
+                proto = None
+                continue
+            used = attempt
+            break
         if proto is None:
             only = next(iter(failures.values()))
             if len(failures) == 1 and isinstance(only, ConversionError):

@@ -411,6 +411,35 @@ def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[
     return reference
 
 
+def _check_feature_count(model: Any, sample: Any) -> None:
+    """An InputError in our words when the sample's columns are not the number fitted on
+    (instead of scikit-learn's ValueError from inside verification)."""
+    from onnxbridge.errors import InputError
+
+    expected = getattr(model, "n_features_in_", None)
+    shape = getattr(sample, "shape", None)
+    if (isinstance(expected, int) and expected > 0 and shape is not None and len(shape) == 2
+            and shape[1] != expected):
+        raise InputError(
+            f"the sample has {shape[1]} features (columns) but {type(model).__name__} was"
+            f" fitted on {expected}; pass rows shaped like the training data, [n_rows, {expected}]"
+        )
+
+
+def _quiet_feature_names(reference: Callable[[Any], list[Any]]) -> Callable[[Any], list[Any]]:
+    """The reference without scikit-learn's "X does not have valid feature names" warning, which
+    it repeats on each of verification's calls when the sample is an array and the model was
+    fitted on a DataFrame (or the other way round): the sample is used as the user gave it."""
+    import warnings
+
+    def quiet(x: Any) -> list[Any]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*feature names", category=UserWarning)
+            return reference(x)
+
+    return quiet
+
+
 def _kinds(names: list[str], classifier: bool) -> dict[str, str]:
     kinds = {"label": "label"} if "label" in names else {}
     if classifier and "probabilities" in names:
@@ -453,6 +482,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             f"{type(model).__name__} is not fitted; call fit() before to_onnx()"
         ) from exc
     _check_categorical(model)
+    _check_feature_count(model, sample)
     classifier = is_classifier(model)
     notes: list[str] = []
     double = bool(double_opt)
@@ -464,7 +494,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             raise
         raise better from exc
     names = [o.name for o in proto.graph.output]
-    reference = _reference_for(model, names)
+    reference = _quiet_feature_names(_reference_for(model, names))
     kinds = _kinds(names, classifier)
     if double_opt is None and _has_float64(sample):
         # Some predict() calls cache state (KNN); probe on a copy so the user's model is untouched.

@@ -26,6 +26,10 @@ def session_options(threads: int | None = None) -> onnxruntime.SessionOptions:
     onnxruntime = ort()
 
     options = onnxruntime.SessionOptions()
+    # onnxruntime prints each failed run and each graph remark as a coloured C++ log line on
+    # stderr, beside the exception that says the same: keep only fatal ones (a session hook may
+    # set log_severity_level back to 2 to see warnings).
+    options.log_severity_level = 4
     if threads is None:
         env = os.environ.get(ENV_THREADS, "").strip()
         if env:
