@@ -21,7 +21,7 @@ from onnxbridge.errors import OnnxBridgeError
 
 __all__ = ["main"]
 
-PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}  # kept for callers; onnxbridge._sources decides
 
 
 class Progress:
@@ -132,73 +132,12 @@ def read_inputs(path: str) -> Any:
     raise OnnxBridgeError(f"cannot read inputs from {path!r}: use .npy, .npz, .csv or .parquet")
 
 
-def load_source_model(path: str, *, trust: bool = False) -> Any:
-    """A trained model from a file, by its kind; pickles only with ``trust``."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if not p.is_file():
-        raise OnnxBridgeError(f"no such model file: {path!r}")
-    if suffix in PICKLE_SUFFIXES:
-        if not trust:
-            raise OnnxBridgeError(
-                f"{path!r} is a pickle/joblib file, and loading one runs any code it contains;"
-                " pass --trust if you trust its origin, or save the model with skops (.skops)"
-                " or the framework's own format instead"
-            )
-        import pickle
+def load_source_model(path: str, *, trust: bool = False, sample: Any = None) -> Any:
+    """A trained model from a file, by its kind (see onnxbridge._sources: no code runs without
+    ``trust``; tree-model files are parsed first in a child process)."""
+    from onnxbridge._sources import load_source_model as load
 
-        if suffix == ".joblib":
-            import joblib
-
-            return joblib.load(p)
-        with open(p, "rb") as f:
-            return pickle.load(f)  # the user passed --trust
-    if suffix == ".skops":
-        import skops.io
-
-        untrusted = skops.io.get_untrusted_types(file=p)
-        if untrusted and not trust:
-            raise OnnxBridgeError(
-                f"{path!r} contains types skops does not trust by default: {untrusted};"
-                " check them and pass --trust to load anyway"
-            )
-        return skops.io.load(p, trusted=untrusted or None)
-    if suffix == ".pt2":
-        import torch
-
-        return torch.export.load(str(p)).module()
-    if suffix in (".pt", ".pth", ".ts"):
-        import torch
-
-        try:
-            return torch.jit.load(str(p), map_location="cpu")
-        except RuntimeError as exc:
-            raise OnnxBridgeError(
-                f"{path!r} is not a TorchScript archive ({str(exc).splitlines()[0]}); a plain"
-                " state_dict or pickled module needs its Python class: export it with"
-                " torch.jit.save or torch.export.save (.pt2) first"
-            ) from exc
-    if suffix == ".cbm":
-        import catboost
-
-        # Load into the estimator class its loss belongs to, so predict_proba exists.
-        loss = str(catboost.CatBoost().load_model(str(p)).get_all_params().get("loss_function", ""))
-        classify = loss.split(":")[0] in {"Logloss", "CrossEntropy", "MultiClass", "MultiClassOneVsAll"}
-        cls = catboost.CatBoostClassifier if classify else catboost.CatBoostRegressor
-        return cls().load_model(str(p))
-    if suffix in (".ubj", ".json"):
-        import xgboost
-
-        return xgboost.Booster(model_file=str(p))
-    if suffix in (".txt", ".lgb"):
-        import lightgbm
-
-        return lightgbm.Booster(model_file=str(p))
-    raise OnnxBridgeError(
-        f"cannot tell what kind of model {path!r} is from its suffix; use .pt/.pth (TorchScript),"
-        " .pt2 (torch.export), .skops, .json/.ubj (XGBoost), .txt (LightGBM), .cbm (CatBoost),"
-        " or .pkl/.joblib with --trust"
-    )
+    return load(path, trust=trust, sample=sample)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -207,8 +146,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     with progress.step(f"loading {args.source}"):
-        model = load_source_model(args.source, trust=args.trust)
         sample = read_inputs(args.sample)
+        model = load_source_model(args.source, trust=args.trust, sample=sample)
     verify: Any = {"on": True, "warn": "warn", "off": False}[args.verify]
     with progress.step("converting and verifying" if verify else "converting"):
         try:
@@ -495,9 +434,11 @@ def _parser() -> argparse.ArgumentParser:
         "convert",
         "convert a saved model to a verified ONNX file",
         "onnxbridge convert model.pt2 --sample x.npy -o model.onnx\n\n"
-        "Sources: TorchScript (.pt/.pth), torch.export (.pt2), scikit-learn saved with skops\n"
-        "(.skops), XGBoost (.json/.ubj), LightGBM (.txt), CatBoost (.cbm). Pickle and joblib\n"
-        "files (.pkl/.joblib) run code when loaded, so they need --trust.\n"
+        "Sources: torch.export (.pt2, checked before loading), scikit-learn saved with skops\n"
+        "(.skops, default-trusted types only), XGBoost (.json/.ubj), LightGBM (.txt), CatBoost\n"
+        "(.cbm); tree-model files are parsed first in a child process, so a malformed file is an\n"
+        "error, not a crash. TorchScript (.pt/.pth) and pickle/joblib (.pkl/.joblib) files run\n"
+        "code when loaded, so they need --trust (see docs/security.md).\n"
         "Samples: .npy, .npz (several named inputs), .csv or .parquet (a DataFrame).",
     )
     convert.add_argument("source", help="the trained model file")
@@ -511,7 +452,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--fixed-batch", action="store_true",
                          help="keep the sample's batch size fixed instead of a dynamic batch axis")
     convert.add_argument("--trust", action="store_true",
-                         help="allow pickle/joblib (and untrusted skops types): runs code from the file")
+                         help="allow pickle/joblib, TorchScript, unchecked .pt2 and untrusted skops"
+                             " types: runs code from the file")
     convert.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     convert.set_defaults(func=_cmd_convert)
 
