@@ -187,10 +187,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
     meta = m.metadata
     if meta:
+        from onnxbridge._text import shown
+
         print("  metadata:")
         for key, value in sorted(meta.items()):
             if key != "onnxbridge.parity":  # the summary line says it; the JSON is for tools
-                print(f"    {key}: {value}")
+                print(f"    {shown(key, 80)}: {shown(value)}")  # text from the file is data
     return 0
 
 
@@ -228,7 +230,71 @@ def _cmd_check(args: argparse.Namespace) -> int:
             report("run on a generated input", True, f"{shapes} on {', '.join(m.providers)}")
         except Exception as exc:
             report("run on a generated input", False, " ".join(str(exc).split())[:300])
+        if args.verify_recorded:
+            _verify_recorded(m, args.providers, report)
+    elif args.verify_recorded:
+        report("recorded parity report", False, "cannot re-run: onnxruntime cannot load the model")
     return 0 if ok else 1
+
+
+def _verify_recorded(m: Any, providers: str | None, report: Any) -> None:
+    """Re-check what a stored parity report claims, as far as the file alone allows.
+
+    The source model is not in the file, so the comparison with it cannot be redone. What is
+    checked: the report is well-formed; every output it names exists; at every batch size it
+    lists, the model runs on generated inputs and each output has the recorded dtype, rank and
+    batch size (and the recorded shape when no other axis is symbolic); outputs the report
+    recorded as numbers within tolerance are finite here.
+    """
+    import numpy as np
+
+    from onnxbridge._text import shown
+    from onnxbridge.io import random_inputs
+    from onnxbridge.verify import ParityReport
+
+    text = m.metadata.get("onnxbridge.parity")
+    if text is None:
+        report("recorded parity report", False, "the model carries none (it was not converted by"
+               " onnxbridge, or without verification): nothing to re-check")
+        return
+    recorded = ParityReport.from_record(text)
+    if recorded is None:
+        report("recorded parity report", False, "onnxbridge.parity is not a well-formed report")
+        return
+    report("recorded parity report", True, shown(recorded.summary()))
+    names = set(m.output_names)
+    missing = sorted({o.name for o in recorded.outputs} - names)
+    report("recorded outputs exist", not missing,
+           "all present" if not missing else "missing: " + shown(", ".join(missing)))
+    other_symbolic = any(isinstance(d, str) or d is None
+                         for s in m.inputs for d in (s.shape or ())[1:])
+    for batch in recorded.batch_sizes or [1]:
+        try:
+            outputs = m.run(random_inputs(m.inputs, batch=batch), as_dict=True,
+                            providers=providers)
+        except Exception as exc:
+            report(f"re-run at batch {batch}", False, " ".join(str(exc).split())[:300])
+            continue
+        problems = []
+        for o in recorded.outputs:
+            if o.batch != batch or o.name not in outputs:
+                continue
+            value = np.asarray(outputs[o.name])
+            dtype = "object" if value.dtype == object else value.dtype.name
+            if dtype != o.dtype and not (o.dtype == "object" and value.dtype.kind in "OU"):
+                problems.append(f"{o.name}: dtype {dtype}, recorded {o.dtype}")
+            shape = tuple(value.shape)
+            if len(shape) != len(o.shape) or (shape[:1] != tuple(o.shape[:1])) or (
+                    not other_symbolic and shape != tuple(o.shape)):
+                problems.append(f"{o.name}: shape {list(shape)}, recorded {list(o.shape)}")
+            if (o.passed and o.max_abs is not None and value.dtype.kind == "f"
+                    and not np.isfinite(value).all()):
+                problems.append(f"{o.name}: not finite on generated inputs")
+        report(f"re-run at batch {batch}", not problems,
+               "dtypes and shapes as recorded" if not problems else shown("; ".join(problems)))
+    print("note: the comparison with the source framework's model cannot be re-run from the"
+          " .onnx file alone; convert again (onnxbridge.to_onnx or onnxbridge convert) to"
+          " re-verify it")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -467,6 +533,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("model", help="path of an .onnx file")
     check.add_argument("--batch", type=int, default=2, help="batch size of the generated input")
     check.add_argument("--providers", help="run on these providers, e.g. cpu")
+    check.add_argument("--verify-recorded", action="store_true",
+                       help="re-check the parity report stored at conversion: outputs, dtypes and"
+                            " shapes at its batch sizes (the source model is not in the file, so"
+                            " the comparison with it cannot be redone)")
     check.set_defaults(func=_cmd_check)
 
     run = add("run", "run a model on inputs from a file",
