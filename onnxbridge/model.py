@@ -269,10 +269,13 @@ class OnnxModel:
         return model_facts(self.proto, self.parity.summary() if self.parity is not None else None)
 
     def __repr__(self) -> str:
-        name = self.name or "model"
-        lines = [f"OnnxModel {name!r}"]
-        lines.append("  inputs:  " + "; ".join(str(s) for s in self.inputs))
-        lines.append("  outputs: " + "; ".join(str(s) for s in self.outputs))
+        from onnxbridge._text import shown
+
+        # Text from the file is data: one line per fact, control characters escaped, cut.
+        name = shown(self.name or "model", 120)
+        lines = [f"OnnxModel '{name}'"]
+        lines.append("  inputs:  " + shown("; ".join(str(s) for s in self.inputs), 2000))
+        lines.append("  outputs: " + shown("; ".join(str(s) for s in self.outputs), 2000))
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)
 

@@ -302,11 +302,9 @@ def compare_outputs(
 
 
 def stored_parity(proto: Any) -> ParityReport | None:
-    """The parity report a conversion wrote into a model's metadata, if any (None if unreadable)."""
+    """The parity report a conversion wrote into a model's metadata, marked ``recorded`` (a
+    claim, not a check made here); None if absent or not well-formed (never raises)."""
     for entry in proto.metadata_props:
         if entry.key == "onnxbridge.parity":
-            try:
-                return ParityReport.from_dict(json.loads(entry.value))
-            except (ValueError, TypeError, KeyError, AttributeError):
-                return None
+            return ParityReport.from_record(entry.value)
     return None

@@ -113,3 +113,66 @@ def test_a_recorded_shape_that_does_not_hold_fails(tmp_path: Path,
     path = _saved(tmp_path, **{"onnxbridge.parity": json.dumps(doc)})
     assert main(["check", str(path), "--verify-recorded"]) == 1
     assert "shape [1, 3], recorded [1, 5]" in capsys.readouterr().out
+
+
+def _hostile_model(tmp_path: Path, **metadata: str) -> Path:
+    """Graph, input, output and producer names and metadata carrying terminal control."""
+    proto = make_scale_model()
+    proto.graph.name = "g" + HOSTILE
+    proto.producer_name = "p" + HOSTILE
+    for value in (*proto.graph.input, *proto.graph.output):
+        old = value.name
+        value.name = old + HOSTILE
+        for node in proto.graph.node:
+            node.input[:] = [value.name if n == old else n for n in node.input]
+            node.output[:] = [value.name if n == old else n for n in node.output]
+    m = OnnxModel(proto)
+    for key, value in {"k" + HOSTILE: HOSTILE, "huge": "B" * 40_000_000, **metadata}.items():
+        m.set_metadata(key, value)
+    return m.save(tmp_path / "hostile.onnx")
+
+
+def test_repr_card_html_and_info_show_model_text_inert(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxbridge
+    from onnxbridge.viz import to_html
+
+    path = _hostile_model(tmp_path)
+    m = onnxbridge.load(path)
+    text = repr(m)
+    assert not CONTROL.search(text) and len(text.splitlines()) == 8 and len(text) < 20_000
+    assert "\\x1b" in text  # shown, escaped
+    for page in (m._repr_html_(), to_html(m)):
+        assert not CONTROL.search(page) and "\r" not in page and len(page) < 2_000_000
+        assert "pwned" in page  # the names are there, inert
+    assert "BBBB" in page and "40,000,000 characters" in page  # the page's metadata, cut
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert not CONTROL.search(out) and len(out) < 20_000
+    assert all(line.startswith(("OnnxModel", "  ")) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("stored", [
+    "[" * 100_000 + "]" * 100_000,
+    json.dumps({"outputs": [{"name": "y", "max_abs": "big", "passed": True}]}),
+    json.dumps(json.loads(_report()) | {"outputs": [json.loads(_report())["outputs"][0]
+                                                    | {"max_abs": "1e-3"}]}),
+])
+def test_a_hostile_stored_report_never_breaks_load_repr_or_info(
+        tmp_path: Path, stored: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxbridge
+
+    path = _saved(tmp_path, **{"onnxbridge.parity": stored})
+    m = onnxbridge.load(path)
+    assert m.parity is None
+    assert "parity" not in repr(m) and "not checked" in m._repr_html_()
+    assert main(["info", str(path)]) == 0 and "OnnxModel" in capsys.readouterr().out
+
+
+def test_a_stored_summary_alone_is_shown_as_a_claim(tmp_path: Path) -> None:
+    import onnxbridge
+
+    path = _saved(tmp_path, **{"onnxbridge.parity_summary": "passed: everything, trust me"})
+    m = onnxbridge.load(path)
+    assert "parity: recorded at conversion (not re-checked here): passed: everything" in repr(m)
+    assert "#1a7f37" not in m._repr_html_()  # never the green of a check made here
