@@ -8,7 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.io import InputCheck, input_checks, plain_feeds
+from onnxbridge.errors import InputError
+from onnxbridge.io import CAST_MODES, InputCheck, input_checks, plain_feeds
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
     CUSTOM_OP_LIBRARY_KEY,
@@ -195,6 +196,7 @@ class OnnxModel:
         as_dict: bool = False,
         io_binding: bool | None = None,
         strict: bool = False,
+        cast: str = "safe",
         **inputs: Any,
     ) -> Any:
         """Run the model on numpy arrays, DataFrames, lists or torch tensors.
@@ -204,8 +206,13 @@ class OnnxModel:
         Torch tensors on a CUDA device are bound in place (no copy to the host) when the session
         runs on CUDA; ``io_binding=True`` binds torch tensors on any device. With
         ``strict=True`` a session that did not get every provider asked for raises ProviderError
-        instead of warning.
+        instead of warning. An input of another dtype is cast only when every value survives
+        (int64 values that fit int32, float64 values within float32's range, integers exact as
+        floats); otherwise InputError, unless ``cast="unsafe"`` asks for numpy's cast. A numpy
+        masked array with masked values is an InputError (fill it: ``x.filled(np.nan)``).
         """
+        if cast != "safe" and cast not in CAST_MODES:
+            raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
         default = self._sessions.default
         run: Any = None
         if (providers is None and default is not None and default[0] == plan._GENERATION
@@ -242,7 +249,7 @@ class OnnxModel:
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         from onnxbridge.io import to_feeds
 
-        return self._pack(session.run(None, to_feeds(specs, args, inputs)), as_dict)
+        return self._pack(session.run(None, to_feeds(specs, args, inputs, cast=cast)), as_dict)
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.
