@@ -29,6 +29,7 @@ from onnxbridge.errors import (
     ParityError,
     PluginLoadError,
     ProviderError,
+    RunError,
     UnsupportedModelError,
     UnsupportedOperatorError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ParityReport",
     "PluginLoadError",
     "ProviderError",
+    "RunError",
     "TensorSpec",
     "UnsupportedModelError",
     "UnsupportedOperatorError",

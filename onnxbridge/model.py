@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.errors import InputError
+from onnxbridge.errors import InputError, RunError
 from onnxbridge.io import CAST_MODES, InputCheck, input_checks, plain_feeds
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
@@ -233,11 +233,17 @@ class OnnxModel:
                     raw = getattr(session, "_sess", None)
                     run = raw.run if raw is not None else None
                 if run is not None:
-                    results = run(self._output_names, feeds, None)
+                    try:
+                        results = run(self._output_names, feeds, None)
+                    except Exception as exc:
+                        raise _run_failed(self, exc) from exc
                     if not as_dict:
                         return results[0] if len(results) == 1 else tuple(results)
                     return self._pack(results, as_dict)
-                return self._pack(session.run(None, feeds), as_dict)
+                try:
+                    return self._pack(session.run(None, feeds), as_dict)
+                except Exception as exc:
+                    raise _run_failed(self, exc) from exc
         specs = self._signature_now()[0]
         if io_binding is not False and _has_torch_tensor(args, inputs):
             from onnxbridge.io import bind_torch_inputs
@@ -245,11 +251,18 @@ class OnnxModel:
             bound = bind_torch_inputs(session, specs, args, inputs, force=bool(io_binding))
             if bound is not None:
                 binding, _tensors = bound  # the tensors stay alive until the run is over
-                session.run_with_iobinding(binding)
+                try:
+                    session.run_with_iobinding(binding)
+                except Exception as exc:
+                    raise _run_failed(self, exc) from exc
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         from onnxbridge.io import to_feeds
 
-        return self._pack(session.run(None, to_feeds(specs, args, inputs, cast=cast)), as_dict)
+        feeds = to_feeds(specs, args, inputs, cast=cast)
+        try:
+            return self._pack(session.run(None, feeds), as_dict)
+        except Exception as exc:
+            raise _run_failed(self, exc) from exc
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.
@@ -302,6 +315,15 @@ class OnnxModel:
         from onnxbridge.viz import GraphView, to_svg
 
         return GraphView(to_svg(self.proto, **kwargs))
+
+
+def _run_failed(model: OnnxModel, exc: Exception) -> Exception:
+    """onnxruntime's failure while running, as a RunError naming the model."""
+    from onnxbridge._text import shown
+
+    reason = shown(" ".join(str(exc).split()), 600)
+    return RunError(f"onnxruntime failed to run model {shown(model.name or 'model', 80)!r}:"
+                    f" {type(exc).__name__}: {reason}")
 
 
 def _has_torch_tensor(args: Sequence[Any], inputs: Mapping[str, Any]) -> bool:

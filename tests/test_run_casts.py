@@ -72,3 +72,26 @@ def test_a_masked_array_is_refused_unless_nothing_is_masked() -> None:
     clear = np.ma.masked_array(np.array([1.0, 2.0], np.float32), mask=[False, False])
     np.testing.assert_array_equal(m.run(clear), [1.0, 2.0])
     np.testing.assert_array_equal(m.run(np.ma.masked_array(np.array([3.0, 4.0]))), [3.0, 4.0])
+
+
+def test_a_failure_inside_onnxruntime_is_a_run_error() -> None:
+    """A node that fails on these inputs (4 values cannot be reshaped to [-1, 3])."""
+    from onnx import numpy_helper
+
+    from onnxbridge import RunError
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        initializer=[numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    m = OnnxModel(model)
+    np.testing.assert_array_equal(m.run(np.ones((3, 4), np.float32)), np.ones((4, 3)))
+    for call in (lambda: m.run(np.ones((1, 4), np.float32)),  # the fast path
+                 lambda: m.run(np.ones((1, 4), np.float64)),  # the checked path
+                 lambda: m.run(x=np.ones((1, 4), np.float32), as_dict=True)):
+        with pytest.raises(RunError, match="onnxruntime failed to run model 'reshape'") as info:
+            call()
+        assert info.value.__cause__ is not None
