@@ -206,9 +206,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     ok = True
 
     def report(name: str, passed: bool, detail: str) -> None:
+        from onnxbridge._text import shown
+
         nonlocal ok
         ok = ok and passed
-        print(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
+        print(f"{'ok  ' if passed else 'FAIL'} {name}: {shown(detail, 2000)}")  # names from the file
 
     m = onnxbridge.load(args.model, check_runtime=False)
     try:
@@ -603,8 +605,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"{exc}; install the extra for this kind of model (see onnxbridge {args.command} --help)"
         else:  # not one of ours: say what it was, still on one line
             text = f"{type(exc).__name__}: {exc}"
+        from onnxbridge._text import shown
+
         hint = "" if args.debug else " (--debug shows the traceback)"
-        print(f"onnxbridge {args.command}: error: {' '.join(text.split())}{hint}", file=sys.stderr)
+        # Messages quote names from the file: one inert line, never terminal control.
+        print(f"onnxbridge {args.command}: error: {shown(' '.join(text.split()), 4000)}{hint}",
+              file=sys.stderr)
         return 1
 
 

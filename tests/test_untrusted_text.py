@@ -176,3 +176,18 @@ def test_a_stored_summary_alone_is_shown_as_a_claim(tmp_path: Path) -> None:
     m = onnxbridge.load(path)
     assert "parity: recorded at conversion (not re-checked here): passed: everything" in repr(m)
     assert "#1a7f37" not in m._repr_html_()  # never the green of a check made here
+
+
+def test_check_and_error_lines_quote_names_inert(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Checker and error messages quote node and tensor names from the file."""
+    proto = make_scale_model()
+    proto.graph.node[0].op_type = "NoSuchOp\x1b[2J"
+    proto.graph.node[0].name = "n\x1b]0;pwned\x07"
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(proto.SerializeToString())
+    assert main(["info", str(path)]) == 1
+    assert main(["run", str(path), "-i", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "NoSuchOp" in captured.err
+    assert not CONTROL.search(captured.out + captured.err)
