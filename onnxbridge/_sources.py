@@ -497,7 +497,10 @@ def _check_xgboost(booster: Any) -> int:
     model = json.loads(booster.save_raw("json"))
     learner = model["learner"]
     n_features = int(learner["learner_model_param"]["num_feature"])
-    for t, tree in enumerate(learner["gradient_booster"]["model"]["trees"]):
+    booster = learner["gradient_booster"]
+    booster = booster.get("gbtree", booster)  # dart keeps its trees one level down
+    trees = booster.get("model", {}).get("trees", [])  # gblinear has none
+    for t, tree in enumerate(trees):
         n = int(tree["tree_param"]["num_nodes"])
         left, right, feature = tree["left_children"], tree["right_children"], tree["split_indices"]
         if not (len(left) == len(right) == len(feature) == n) or n < 1:
