@@ -434,7 +434,9 @@ def probe_in_child(kind: str, data: bytes, label: str, sample: Any = None) -> No
     with tempfile.TemporaryDirectory(prefix="onnxbridge-probe-") as tmp:
         model = Path(tmp) / "model.bin"
         model.write_bytes(data)
-        argv = [sys.executable, "-I", "-m", "onnxbridge._sources", kind, str(model), label]
+        # -I: no PYTHONPATH, user site or current folder; onnxbridge from where this copy lives.
+        root = str(Path(__file__).resolve().parents[1])
+        argv = [sys.executable, "-I", "-c", _CHILD, root, kind, str(model), label]
         array = _sample_array(sample)
         if array is not None:
             np.save(Path(tmp) / "sample.npy", array, allow_pickle=False)
@@ -568,10 +570,17 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _child(argv: list[str]) -> int:
     try:
-        sys.exit(_child_main(sys.argv[1:]))
+        return _child_main(argv)
     except Exception as exc:  # one line the parent shows
         print(f"onnxbridge-probe: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}",
               file=sys.stderr)
-        sys.exit(1)
+        return 1
+
+
+_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from onnxbridge._sources import _child;"
+          " sys.exit(_child(sys.argv[2:]))")
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
