@@ -21,6 +21,7 @@ from onnxbridge.errors import OnnxBridgeError
 
 __all__ = ["main"]
 
+MAX_METADATA_SHOWN = 200  # metadata entries info prints (a file may hold millions)
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}  # kept for callers; onnxbridge._sources decides
 
 
@@ -190,9 +191,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         from onnxbridge._text import shown
 
         print("  metadata:")
-        for key, value in sorted(meta.items()):
-            if key != "onnxbridge.parity":  # the summary line says it; the JSON is for tools
-                print(f"    {shown(key, 80)}: {shown(value)}")  # text from the file is data
+        keys = [k for k in sorted(meta) if k != "onnxbridge.parity"]  # the JSON is for tools
+        for key in keys[:MAX_METADATA_SHOWN]:
+            print(f"    {shown(key, 80)}: {shown(meta[key])}")  # text from the file is data
+        if len(keys) > MAX_METADATA_SHOWN:
+            print(f"    ... and {len(keys) - MAX_METADATA_SHOWN:,} more entries")
     return 0
 
 

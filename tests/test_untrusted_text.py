@@ -191,3 +191,20 @@ def test_check_and_error_lines_quote_names_inert(tmp_path: Path,
     captured = capsys.readouterr()
     assert "NoSuchOp" in captured.err
     assert not CONTROL.search(captured.out + captured.err)
+
+
+def test_info_shows_a_bounded_number_of_metadata_entries(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxbridge.viz import to_html
+
+    m = OnnxModel(make_scale_model())
+    for i in range(5000):
+        entry = m.proto.metadata_props.add()
+        entry.key, entry.value = f"k{i:05d}", "v"
+    path = m.save(tmp_path / "many.onnx")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "k00000: v" in out and "k04999" not in out and "4,800 more entries" in out
+    assert len(out.splitlines()) < 300
+    page = to_html(m)
+    assert "k00199" in page and "k00200" not in page and "4,800 more entries" in page

@@ -31,8 +31,9 @@ def to_html(model: Drawable, *, collapse: bool = True, max_nodes: int = 400) -> 
                   for op, count in hist.most_common())
     meta = "".join(  # one inert line each, cut (a 40 MB value is not copied into the page)
         f"<tr><th>{_text(shown(key, 120))}</th><td>{_text(shown(value))}</td></tr>"
-        for key, value in sorted(metadata.items())
-    )
+        for key, value in sorted(metadata.items())[:200]
+    ) + (f"<tr><td>... and {len(metadata) - 200:,} more entries</td></tr>" if len(metadata) > 200
+         else "")
     title = shown(proto.graph.name or "model", 120)
     svg = to_svg(proto, collapse=collapse, max_nodes=max_nodes)
     return f"""<!DOCTYPE html>
