@@ -9,6 +9,13 @@ Examples:
 Importing this package imports no ML framework: each is imported when a model of it is seen.
 """
 
+import os as _os
+
+# onnxruntime 1.32 writes a telemetry device id under ~/.cache/Microsoft when it is imported;
+# it honours ORT_DISABLE_TELEMETRY if that is set first (docs/security.md). A value the user
+# set is kept.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from onnxbridge._api import converters, load, register, to_onnx
 from onnxbridge._version import __version__
 from onnxbridge.errors import (
@@ -22,6 +29,7 @@ from onnxbridge.errors import (
     ParityError,
     PluginLoadError,
     ProviderError,
+    RunError,
     UnsupportedModelError,
     UnsupportedOperatorError,
 )
@@ -48,6 +56,7 @@ __all__ = [
     "ParityReport",
     "PluginLoadError",
     "ProviderError",
+    "RunError",
     "TensorSpec",
     "UnsupportedModelError",
     "UnsupportedOperatorError",

@@ -120,12 +120,90 @@ def _read_bounded(stream: IO[bytes], limit: int) -> bytes:
 
 
 def _read_stream(stream: IO[bytes], max_bytes: int, label: str) -> bytes:
+    # A stream holds one serialized ModelProto (external data comes from files), which protobuf
+    # cannot parse past 2 GiB: reading further only fills memory. Its top-level fields are
+    # checked as they arrive, so an endless stream of zeros, text or one field repeated fails
+    # after its first bytes, with the reason.
+    limit = min(max_bytes, 2**31 - 1)
+    data = bytearray()
+    scan = _TopLevelScan()
     try:
-        return _read_bounded(stream, max_bytes)
+        while len(data) <= limit:
+            chunk = stream.read(min(1 << 16 if not data else 1 << 24, limit + 1 - len(data)))
+            if not chunk:
+                break
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise TypeError("text stream")
+            data += chunk
+            problem = scan.feed(data)
+            if problem is not None:
+                raise LoadError(f"{label} is not an ONNX model: {problem}")
     except TypeError:
         raise LoadError(f"{label} is a text stream; open the file in binary mode ('rb')") from None
+    except LoadError:
+        raise
     except Exception as exc:
-        raise LoadError(f"cannot read the model from {label}: {exc}") from exc
+        reason = str(exc) or type(exc).__name__
+        raise LoadError(f"cannot read the model from {label}: {reason}") from exc
+    if len(data) > limit:
+        raise LoadError(
+            f"{label} gave more than {limit:,} bytes"
+            + (" (protobuf's 2 GiB limit for one model: a larger model keeps its weights in"
+               " external data files, loaded from a path or with base_dir=)"
+               if limit < max_bytes else "; pass max_bytes= to raise the cap"))
+    return bytes(data)
+
+
+# ModelProto's fields: number -> (wire type, may repeat). onnx writes each field once except
+# the repeated messages, so anything else at the top level is not a model onnx wrote.
+_MODEL_FIELDS = {1: (0, False), 2: (2, False), 3: (2, False), 4: (2, False), 5: (0, False),
+                 6: (2, False), 7: (2, False), 8: (2, True), 14: (2, True), 20: (2, True),
+                 25: (2, True), 26: (2, True)}
+
+
+class _TopLevelScan:
+    """Walks a ModelProto's top-level fields as bytes arrive (without parsing their contents)."""
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.seen: set[int] = set()
+
+    @staticmethod
+    def _varint(data: bytearray, pos: int) -> tuple[int, int] | None:
+        value = shift = 0
+        while pos < len(data):
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, pos
+            shift += 7
+            if shift > 63:
+                raise ValueError("a varint longer than 10 bytes")
+        return None  # more bytes needed
+
+    def feed(self, data: bytearray) -> str | None:
+        while self.pos < len(data):
+            where = f"at byte {self.pos}"
+            try:
+                tag = self._varint(data, self.pos)
+                if tag is None:
+                    return None
+                field, wire = tag[0] >> 3, tag[0] & 7
+                known = _MODEL_FIELDS.get(field)
+                if known is None or known[0] != wire:
+                    return (f"{where}, field {field} (wire type {wire}) is not a ModelProto field"
+                            f" (bytes {bytes(data[self.pos:self.pos + 8]).hex()})")
+                if field in self.seen and not known[1]:
+                    return f"{where}, field {field} appears twice"
+                value = self._varint(data, tag[1])
+                if value is None:
+                    return None
+            except ValueError as exc:
+                return f"{where}, {exc}"
+            self.seen.add(field)
+            self.pos = value[1] + (value[0] if wire == 2 else 0)
+        return None
 
 
 def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:
@@ -145,7 +223,49 @@ def _parse(data: bytes, label: str, source: Any) -> onnx.ModelProto:
         raise LoadError(
             f"{label} is not an ONNX model: it has no IR version, graph or opset", source
         )
+    bad = _first_non_utf8_name(proto)
+    if bad is not None:
+        raise LoadError(
+            f"{label} is not a valid ONNX model: {bad} is not UTF-8 text (ONNX requires every"
+            " name to be UTF-8); the file is corrupted or was written by a broken tool", source
+        )
     return proto
+
+
+def _first_non_utf8_name(proto: onnx.ModelProto) -> str | None:
+    """Where a name field holds bytes that are not UTF-8 (protobuf then hands back bytes, and
+    every reader of names would fail on them), or None."""
+    def graph_problem(g: onnx.GraphProto, where: str) -> str | None:
+        values = [*g.input, *g.output, *g.value_info]
+        for kind, texts in (
+            ("a graph name", [g.name]),
+            ("a value name", [v.name for v in values]),
+            ("an initializer name", [t.name for t in g.initializer]),
+        ):
+            if any(isinstance(t, bytes) for t in texts):
+                return f"{kind} in {where}"
+        for node in g.node:
+            texts = [node.name, node.op_type, node.domain, *node.input, *node.output,
+                     *(a.name for a in node.attribute)]
+            if any(isinstance(t, bytes) for t in texts):
+                return f"a name of a {node.op_type!r} node in {where}" if isinstance(
+                    node.op_type, str) else f"a node's operator name in {where}"
+            for a in node.attribute:
+                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    found = graph_problem(sub, "a subgraph")
+                    if found:
+                        return found
+        return None
+
+    found = graph_problem(proto.graph, "the main graph")
+    if found:
+        return found
+    for f in proto.functions:
+        texts = [f.name, f.domain, *f.input, *f.output]
+        texts += [t for n in f.node for t in (n.name, n.op_type, n.domain, *n.input, *n.output)]
+        if any(isinstance(t, bytes) for t in texts):
+            return "a name in a model-local function"
+    return None
 
 
 # -- sizes -------------------------------------------------------------------------------------

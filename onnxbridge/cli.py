@@ -21,7 +21,8 @@ from onnxbridge.errors import OnnxBridgeError
 
 __all__ = ["main"]
 
-PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+MAX_METADATA_SHOWN = 200  # metadata entries info prints (a file may hold millions)
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}  # kept for callers; onnxbridge._sources decides
 
 
 class Progress:
@@ -132,73 +133,12 @@ def read_inputs(path: str) -> Any:
     raise OnnxBridgeError(f"cannot read inputs from {path!r}: use .npy, .npz, .csv or .parquet")
 
 
-def load_source_model(path: str, *, trust: bool = False) -> Any:
-    """A trained model from a file, by its kind; pickles only with ``trust``."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if not p.is_file():
-        raise OnnxBridgeError(f"no such model file: {path!r}")
-    if suffix in PICKLE_SUFFIXES:
-        if not trust:
-            raise OnnxBridgeError(
-                f"{path!r} is a pickle/joblib file, and loading one runs any code it contains;"
-                " pass --trust if you trust its origin, or save the model with skops (.skops)"
-                " or the framework's own format instead"
-            )
-        import pickle
+def load_source_model(path: str, *, trust: bool = False, sample: Any = None) -> Any:
+    """A trained model from a file, by its kind (see onnxbridge._sources: no code runs without
+    ``trust``; tree-model files are parsed first in a child process)."""
+    from onnxbridge._sources import load_source_model as load
 
-        if suffix == ".joblib":
-            import joblib
-
-            return joblib.load(p)
-        with open(p, "rb") as f:
-            return pickle.load(f)  # the user passed --trust
-    if suffix == ".skops":
-        import skops.io
-
-        untrusted = skops.io.get_untrusted_types(file=p)
-        if untrusted and not trust:
-            raise OnnxBridgeError(
-                f"{path!r} contains types skops does not trust by default: {untrusted};"
-                " check them and pass --trust to load anyway"
-            )
-        return skops.io.load(p, trusted=untrusted or None)
-    if suffix == ".pt2":
-        import torch
-
-        return torch.export.load(str(p)).module()
-    if suffix in (".pt", ".pth", ".ts"):
-        import torch
-
-        try:
-            return torch.jit.load(str(p), map_location="cpu")
-        except RuntimeError as exc:
-            raise OnnxBridgeError(
-                f"{path!r} is not a TorchScript archive ({str(exc).splitlines()[0]}); a plain"
-                " state_dict or pickled module needs its Python class: export it with"
-                " torch.jit.save or torch.export.save (.pt2) first"
-            ) from exc
-    if suffix == ".cbm":
-        import catboost
-
-        # Load into the estimator class its loss belongs to, so predict_proba exists.
-        loss = str(catboost.CatBoost().load_model(str(p)).get_all_params().get("loss_function", ""))
-        classify = loss.split(":")[0] in {"Logloss", "CrossEntropy", "MultiClass", "MultiClassOneVsAll"}
-        cls = catboost.CatBoostClassifier if classify else catboost.CatBoostRegressor
-        return cls().load_model(str(p))
-    if suffix in (".ubj", ".json"):
-        import xgboost
-
-        return xgboost.Booster(model_file=str(p))
-    if suffix in (".txt", ".lgb"):
-        import lightgbm
-
-        return lightgbm.Booster(model_file=str(p))
-    raise OnnxBridgeError(
-        f"cannot tell what kind of model {path!r} is from its suffix; use .pt/.pth (TorchScript),"
-        " .pt2 (torch.export), .skops, .json/.ubj (XGBoost), .txt (LightGBM), .cbm (CatBoost),"
-        " or .pkl/.joblib with --trust"
-    )
+    return load(path, trust=trust, sample=sample)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -207,8 +147,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     with progress.step(f"loading {args.source}"), _quiet_torch_deprecations():
-        model = load_source_model(args.source, trust=args.trust)
         sample = read_inputs(args.sample)
+        model = load_source_model(args.source, trust=args.trust, sample=sample)
     verify: Any = {"on": True, "warn": "warn", "off": False}[args.verify]
     with progress.step("converting and verifying" if verify else "converting"):
         try:
@@ -283,10 +223,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
     meta = m.metadata
     if meta:
+        from onnxbridge._text import shown
+
         print("  metadata:")
-        for key, value in sorted(meta.items()):
-            if key != "onnxbridge.parity":  # the summary line says it; the JSON is for tools
-                print(f"    {key}: {value}")
+        keys = [k for k in sorted(meta) if k != "onnxbridge.parity"]  # the JSON is for tools
+        for key in keys[:MAX_METADATA_SHOWN]:
+            print(f"    {shown(key, 80)}: {shown(meta[key])}")  # text from the file is data
+        if len(keys) > MAX_METADATA_SHOWN:
+            print(f"    ... and {len(keys) - MAX_METADATA_SHOWN:,} more entries")
     return 0
 
 
@@ -302,10 +246,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     def report(name: str, passed: bool | None, detail: str) -> None:
         """passed None: could not be checked (said, not counted as a failure)."""
+        from onnxbridge._text import shown
+
         nonlocal ok
         ok = ok and passed is not False
         mark = {True: "ok  ", False: "FAIL", None: "??  "}[passed]
-        print(f"{mark} {name}: {detail}")
+        print(f"{mark} {name}: {shown(detail, 2000)}")  # names come from the file
 
     from onnxbridge._files import checker_findings
 
@@ -322,6 +268,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     report(f"onnxruntime {runtime_support().version}", not problems,
            "supports its IR version and opsets" if not problems else "; ".join(problems))
     if problems:
+        if args.verify_recorded:
+            report("recorded parity report", False,
+                   "cannot re-run: onnxruntime cannot load the model")
         return 0 if ok else 1
     try:
         session = m.session(args.providers)
@@ -336,17 +285,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
             report(f"run on {args.input}", True, _shapes(outputs))
         except Exception as exc:
             report(f"run on {args.input}", False, _one_line(exc))
-        return 0 if ok else 1
-    try:
-        feeds = random_inputs(m.inputs, batch=args.batch)
-        outputs = m.run(feeds, as_dict=True, providers=args.providers)
-        report("run on a generated input", True, _shapes(outputs))
-    except Exception as exc:
-        # Random values need not fit the model (indices out of range, shapes that must agree):
-        # that says nothing about the model, so it is not a failure.
-        report("run on a generated input", None,
-               f"could not exercise the model with generated data ({_one_line(exc, 200)});"
-               f" check it on real inputs: onnxbridge check {args.model} -i inputs.npz")
+    else:
+        try:
+            feeds = random_inputs(m.inputs, batch=args.batch)
+            outputs = m.run(feeds, as_dict=True, providers=args.providers)
+            report("run on a generated input", True, _shapes(outputs))
+        except Exception as exc:
+            # Random values need not fit the model (indices out of range, shapes that must
+            # agree): that says nothing about the model, so it is not a failure.
+            report("run on a generated input", None,
+                   f"could not exercise the model with generated data ({_one_line(exc, 200)});"
+                   f" check it on real inputs: onnxbridge check {args.model} -i inputs.npz")
+    if args.verify_recorded:
+        _verify_recorded(m, args.providers, report)
     return 0 if ok else 1
 
 
@@ -356,6 +307,66 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 def _shapes(outputs: dict[str, Any]) -> str:
     return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in outputs.items())
+
+
+def _verify_recorded(m: Any, providers: str | None, report: Any) -> None:
+    """Re-check what a stored parity report claims, as far as the file alone allows.
+
+    The source model is not in the file, so the comparison with it cannot be redone. What is
+    checked: the report is well-formed; every output it names exists; at every batch size it
+    lists, the model runs on generated inputs and each output has the recorded dtype, rank and
+    batch size (and the recorded shape when no other axis is symbolic); outputs the report
+    recorded as numbers within tolerance are finite here.
+    """
+    import numpy as np
+
+    from onnxbridge._text import shown
+    from onnxbridge.io import random_inputs
+    from onnxbridge.verify import ParityReport
+
+    text = m.metadata.get("onnxbridge.parity")
+    if text is None:
+        report("recorded parity report", False, "the model carries none (it was not converted by"
+               " onnxbridge, or without verification): nothing to re-check")
+        return
+    recorded = ParityReport.from_record(text)
+    if recorded is None:
+        report("recorded parity report", False, "onnxbridge.parity is not a well-formed report")
+        return
+    report("recorded parity report", True, shown(recorded.summary()))
+    names = set(m.output_names)
+    missing = sorted({o.name for o in recorded.outputs} - names)
+    report("recorded outputs exist", not missing,
+           "all present" if not missing else "missing: " + shown(", ".join(missing)))
+    other_symbolic = any(isinstance(d, str) or d is None
+                         for s in m.inputs for d in (s.shape or ())[1:])
+    for batch in recorded.batch_sizes or [1]:
+        try:
+            outputs = m.run(random_inputs(m.inputs, batch=batch), as_dict=True,
+                            providers=providers)
+        except Exception as exc:
+            report(f"re-run at batch {batch}", False, " ".join(str(exc).split())[:300])
+            continue
+        problems = []
+        for o in recorded.outputs:
+            if o.batch != batch or o.name not in outputs:
+                continue
+            value = np.asarray(outputs[o.name])
+            dtype = "object" if value.dtype == object else value.dtype.name
+            if dtype != o.dtype and not (o.dtype == "object" and value.dtype.kind in "OU"):
+                problems.append(f"{o.name}: dtype {dtype}, recorded {o.dtype}")
+            shape = tuple(value.shape)
+            if len(shape) != len(o.shape) or (shape[:1] != tuple(o.shape[:1])) or (
+                    not other_symbolic and shape != tuple(o.shape)):
+                problems.append(f"{o.name}: shape {list(shape)}, recorded {list(o.shape)}")
+            if (o.passed and o.max_abs is not None and value.dtype.kind == "f"
+                    and not np.isfinite(value).all()):
+                problems.append(f"{o.name}: not finite on generated inputs")
+        report(f"re-run at batch {batch}", not problems,
+               "dtypes and shapes as recorded" if not problems else shown("; ".join(problems)))
+    print("note: the comparison with the source framework's model cannot be re-run from the"
+          " .onnx file alone; convert again (onnxbridge.to_onnx or onnxbridge convert) to"
+          " re-verify it")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -599,9 +610,11 @@ def _parser() -> argparse.ArgumentParser:
         "convert",
         "convert a saved model to a verified ONNX file",
         "onnxbridge convert model.pt2 --sample x.npy -o model.onnx\n\n"
-        "Sources: TorchScript (.pt/.pth), torch.export (.pt2), scikit-learn saved with skops\n"
-        "(.skops), XGBoost (.json/.ubj), LightGBM (.txt), CatBoost (.cbm). Pickle and joblib\n"
-        "files (.pkl/.joblib) run code when loaded, so they need --trust.\n"
+        "Sources: torch.export (.pt2, checked before loading), scikit-learn saved with skops\n"
+        "(.skops, default-trusted types only), XGBoost (.json/.ubj), LightGBM (.txt), CatBoost\n"
+        "(.cbm); tree-model files are parsed first in a child process, so a malformed file is an\n"
+        "error, not a crash. TorchScript (.pt/.pth) and pickle/joblib (.pkl/.joblib) files run\n"
+        "code when loaded, so they need --trust (see docs/security.md).\n"
         "Samples: .npy, .npz (several named inputs), .csv or .parquet (a DataFrame).",
     )
     convert.add_argument("source", help="the trained model file")
@@ -615,7 +628,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--fixed-batch", action="store_true",
                          help="keep the sample's batch size fixed instead of a dynamic batch axis")
     convert.add_argument("--trust", action="store_true",
-                         help="allow pickle/joblib (and untrusted skops types): runs code from the file")
+                         help="allow pickle/joblib, TorchScript, unchecked .pt2 and untrusted skops"
+                             " types: runs code from the file")
     convert.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     convert.set_defaults(func=_cmd_convert)
 
@@ -633,6 +647,10 @@ def _parser() -> argparse.ArgumentParser:
                             " generated ones")
     check.add_argument("--batch", type=int, default=2, help="batch size of the generated input")
     check.add_argument("--providers", help="run on these providers, e.g. cpu")
+    check.add_argument("--verify-recorded", action="store_true",
+                       help="re-check the parity report stored at conversion: outputs, dtypes and"
+                            " shapes at its batch sizes (the source model is not in the file, so"
+                            " the comparison with it cannot be redone)")
     check.set_defaults(func=_cmd_check)
 
     run = add("run", "run a model on inputs from a file",
@@ -713,8 +731,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"{exc}; install the extra for this kind of model (see onnxbridge {args.command} --help)"
         else:  # not one of ours: say what it was, still on one line
             text = f"{type(exc).__name__}: {exc}"
+        from onnxbridge._text import shown
+
         hint = "" if args.debug else " (--debug shows the traceback)"
-        print(f"onnxbridge {args.command}: error: {' '.join(text.split())}{hint}", file=sys.stderr)
+        # Messages quote names from the file: one inert line, never terminal control.
+        print(f"onnxbridge {args.command}: error: {shown(' '.join(text.split()), 4000)}{hint}",
+              file=sys.stderr)
         return 1
 
 

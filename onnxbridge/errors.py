@@ -14,6 +14,7 @@ builtin so that code written against the builtin keeps working:
     +-- LoadError (ValueError)               not an ONNX model, truncated, unsafe external data
     +-- InputError (ValueError)              wrong input name / dtype / shape, said plainly
     +-- ProviderError (RuntimeError)         a requested execution provider cannot run
+    +-- RunError (RuntimeError)              onnxruntime failed while running the model
 
 Warnings use ``OnnxBridgeWarning`` so they can be filtered as one family.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "ParityError",
     "PluginLoadError",
     "ProviderError",
+    "RunError",
     "UnsupportedModelError",
     "UnsupportedOperatorError",
 ]
@@ -125,3 +127,8 @@ class InputError(OnnxBridgeError, ValueError):
 
 class ProviderError(OnnxBridgeError, RuntimeError):
     """A requested onnxruntime execution provider is not available or failed to start."""
+
+
+class RunError(OnnxBridgeError, RuntimeError):
+    """onnxruntime failed while running the model (a node failed on these inputs, or the graph
+    is broken in a way only running shows); the original exception is ``__cause__``."""

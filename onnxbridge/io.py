@@ -15,6 +15,7 @@ from onnxbridge.errors import InputError
 from onnxbridge.signature import TensorSpec, format_shape
 
 __all__ = [
+    "CAST_MODES",
     "InputCheck",
     "as_array",
     "batch_size",
@@ -47,8 +48,24 @@ def is_torch_tensor(obj: object) -> bool:
     return _module_of(obj) == "torch" and hasattr(obj, "detach") and hasattr(obj, "numpy")
 
 
+# How run() may change an input's dtype: "safe" only when every value is kept (int64 -> int32
+# when all values fit, float64 -> float32 when nothing overflows to inf, integers -> floats when
+# each is exact), "unsafe" as numpy's astype does (wrap-around, inf, truncation: the caller's
+# choice).
+CAST_MODES = ("safe", "unsafe")
+
+
 def as_array(value: Any, name: str = "input") -> np.ndarray:
     """One input as a numpy array (torch tensors are moved to the host, without grad)."""
+    if isinstance(value, np.ma.MaskedArray):
+        if np.ma.getmask(value) is np.ma.nomask or not np.ma.getmaskarray(value).any():
+            return np.ma.getdata(value)  # nothing masked: the values are the data
+        raise InputError(
+            f"input {name!r} is a masked array with {int(np.ma.getmaskarray(value).sum())} masked"
+            " value(s); onnxruntime has no mask, and dropping it would feed the hidden values."
+            " Fill them explicitly: x.filled(np.nan) for a model that treats NaN as missing,"
+            " or x.filled(value)"
+        )
     if isinstance(value, np.ndarray):
         return value
     if is_torch_tensor(value):
@@ -76,7 +93,33 @@ def as_array(value: Any, name: str = "input") -> np.ndarray:
     return arr
 
 
-def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _lost(arr: np.ndarray, out: np.ndarray) -> str | None:
+    """What a cast from ``arr`` to ``out`` (same values, another dtype) changed, or None."""
+    if not arr.size:
+        return None
+    src, want = arr.dtype, out.dtype
+    with np.errstate(all="ignore"):
+        if src.kind in "iu" and want.kind in "iu":
+            info = np.iinfo(want)
+            lo, hi = arr.min(), arr.max()
+            if int(lo) < info.min or int(hi) > info.max:
+                return (f"values from {lo} to {hi} do not fit {want} ({info.min} to {info.max})"
+                        " and would wrap around")
+        elif src.kind in "iu" and want.kind == "f":
+            bad = ~np.isfinite(out) | (out.astype(src) != arr)
+            if bad.any():
+                return (f"{int(bad.sum())} value(s) such as {arr[bad].flat[0]} are not exact in"
+                        f" {want} and would change")
+        elif src.kind == "f" and want.kind == "f":
+            bad = np.isinf(out) & np.isfinite(arr)
+            if bad.any():
+                return (f"{int(bad.sum())} finite value(s) such as {arr[bad].flat[0]:.6g} are"
+                        f" beyond {want}'s range (max {np.finfo(want).max:.6g}) and would become"
+                        " inf")
+    return None
+
+
+def _cast(arr: np.ndarray, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
     want = spec.dtype
     if want is None or arr.dtype == want:
         return arr
@@ -91,13 +134,29 @@ def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
             f"input {spec.name!r} expects {want}, got strings ({arr.dtype});"
             " convert the values to numbers first" + _path_hint(arr)
         )
+    if cast == "unsafe":
+        try:
+            with np.errstate(all="ignore"):
+                return arr.astype(want)  # the caller asked for numpy's cast, whatever it loses
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input {spec.name!r}: cannot cast {arr.dtype} to {want}: {exc}") from exc
     if np.can_cast(arr.dtype, want, casting="same_kind") or (
         arr.dtype.kind in "biu" and want.kind in "fc"
     ):
-        return arr.astype(want)
+        with np.errstate(all="ignore"):  # an overflow is reported below, as an InputError
+            out = arr.astype(want)
+        if arr.dtype.kind != "b" and not (np.can_cast(arr.dtype, want, casting="safe")
+                                          and not (arr.dtype.kind in "iu" and want.kind == "f")):
+            problem = _lost(arr, out)
+            if problem is not None:
+                raise InputError(
+                    f"input {spec.name!r} expects {want}, got {arr.dtype}: {problem}. Pass values"
+                    f" that fit, or run(..., cast=\"unsafe\") to cast as numpy does anyway"
+                )
+        return out
     raise InputError(
         f"input {spec.name!r} expects dtype {want}, got {arr.dtype}; this cast could lose values,"
-        f" so do it explicitly (x.astype(np.{want}))"
+        f" so do it explicitly (x.astype(np.{want})) or pass run(..., cast=\"unsafe\")"
     )
 
 
@@ -127,8 +186,8 @@ def _check_shape(shape: tuple[int, ...], spec: TensorSpec) -> None:
             )
 
 
-def _prepare(value: Any, spec: TensorSpec) -> np.ndarray:
-    arr = _cast(as_array(value, spec.name), spec)
+def _prepare(value: Any, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
+    arr = _cast(as_array(value, spec.name), spec, cast)
     _check_shape(arr.shape, spec)
     return arr
 
@@ -152,18 +211,24 @@ def _split_dataframe(df: Any, inputs: Sequence[TensorSpec]) -> dict[str, Any]:
 
 
 def to_feeds(
-    inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any]
+    inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
+    *, cast: str = "safe",
 ) -> dict[str, np.ndarray]:
     """Match positional and keyword inputs to the model's inputs and check dtype and shape.
+
+    ``cast`` is one of ``CAST_MODES``: "safe" (default) casts only when every value survives,
+    "unsafe" casts as numpy does.
 
     A single DataFrame feeds a one-input model whole, or a one-input-per-column model by
     column name; a single dict is read as keyword inputs; a single tuple fills a many-input model.
     """
+    if cast not in CAST_MODES:
+        raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
     if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
         only = args[0]
         if type(only) is not dict and not isinstance(only, Mapping):
             spec = inputs[0]
-            return {spec.name: _prepare(only, spec)}
+            return {spec.name: _prepare(only, spec, cast)}
     names = [s.name for s in inputs]
     given: dict[str, Any] = {}
     if len(args) == 1 and not kwargs:
@@ -189,7 +254,7 @@ def to_feeds(
     missing = [n for n in names if n not in given]
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
-    feeds = {spec.name: _prepare(given[spec.name], spec) for spec in inputs}
+    feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs}
     check_shared_dims(shared_dims(inputs), feeds)
     return feeds
 
@@ -273,7 +338,10 @@ def bind_torch_inputs(
             tensor = tensor.to(f"cuda:{session_device}")
         host_dtype = torch.empty(0, dtype=tensor.dtype).numpy().dtype
         if spec.dtype is not None and host_dtype != spec.dtype:
-            _cast(np.empty(0, host_dtype), spec)  # raises InputError for an unsafe cast
+            _cast(np.empty(0, host_dtype), spec)  # raises InputError for a cast never allowed
+            if not np.can_cast(host_dtype, spec.dtype, casting="safe") or (
+                    host_dtype.kind in "iu" and spec.dtype.kind == "f"):
+                return None  # values may not survive: the host path checks them
             tensor = tensor.to(torch.from_numpy(np.empty(0, spec.dtype)).dtype)
             host_dtype = spec.dtype
         tensor = tensor.contiguous()

@@ -9,7 +9,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.io import InputCheck, SharedDim, check_shared_dims, input_checks, plain_feeds, shared_dims
+from onnxbridge.errors import InputError, RunError
+from onnxbridge.io import (
+    CAST_MODES,
+    InputCheck,
+    SharedDim,
+    check_shared_dims,
+    input_checks,
+    plain_feeds,
+    shared_dims,
+)
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
     CUSTOM_OP_LIBRARY_KEY,
@@ -219,6 +228,7 @@ class OnnxModel:
         as_dict: bool = False,
         io_binding: bool | None = None,
         strict: bool = False,
+        cast: str = "safe",
         **inputs: Any,
     ) -> Any:
         """Run the model on numpy arrays, DataFrames, lists or torch tensors.
@@ -228,8 +238,13 @@ class OnnxModel:
         Torch tensors on a CUDA device are bound in place (no copy to the host) when the session
         runs on CUDA; ``io_binding=True`` binds torch tensors on any device. With
         ``strict=True`` a session that did not get every provider asked for raises ProviderError
-        instead of warning.
+        instead of warning. An input of another dtype is cast only when every value survives
+        (int64 values that fit int32, float64 values within float32's range, integers exact as
+        floats); otherwise InputError, unless ``cast="unsafe"`` asks for numpy's cast. A numpy
+        masked array with masked values is an InputError (fill it: ``x.filled(np.nan)``).
         """
+        if cast != "safe" and cast not in CAST_MODES:
+            raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
         default = self._sessions.default
         run: Any = None
         if (providers is None and default is not None and default[0] == plan._GENERATION
@@ -252,11 +267,17 @@ class OnnxModel:
                     raw = getattr(session, "_sess", None)
                     run = raw.run if raw is not None else None
                 if run is not None:
-                    results = run(self._output_names, feeds, None)
+                    try:
+                        results = run(self._output_names, feeds, None)
+                    except Exception as exc:
+                        raise _run_failed(self, exc) from exc
                     if not as_dict:
                         return results[0] if len(results) == 1 else tuple(results)
                     return self._pack(results, as_dict)
-                return self._pack(session.run(None, feeds), as_dict)
+                try:
+                    return self._pack(session.run(None, feeds), as_dict)
+                except Exception as exc:
+                    raise _run_failed(self, exc) from exc
         specs = self._signature_now()[0]
         if io_binding is not False and _has_torch_tensor(args, inputs):
             from onnxbridge.io import bind_torch_inputs
@@ -264,14 +285,20 @@ class OnnxModel:
             bound = bind_torch_inputs(session, specs, args, inputs, force=bool(io_binding))
             if bound is not None:
                 binding, _tensors = bound  # the tensors stay alive until the run is over
-                session.run_with_iobinding(binding)
+                try:
+                    session.run_with_iobinding(binding)
+                except Exception as exc:
+                    raise _run_failed(self, exc) from exc
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         from onnxbridge.io import to_feeds
 
-        feeds = to_feeds(specs, args, inputs)
-        if run is not None:  # checked and cast by to_feeds: the compiled run, as above
-            return self._pack(run(self._output_names, feeds, None), as_dict)
-        return self._pack(session.run(None, feeds), as_dict)
+        feeds = to_feeds(specs, args, inputs, cast=cast)
+        try:
+            if run is not None:  # checked and cast by to_feeds: the compiled run, as above
+                return self._pack(run(self._output_names, feeds, None), as_dict)
+            return self._pack(session.run(None, feeds), as_dict)
+        except Exception as exc:
+            raise _run_failed(self, exc) from exc
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.
@@ -300,10 +327,13 @@ class OnnxModel:
         return model_facts(self.proto, self.parity.summary() if self.parity is not None else None)
 
     def __repr__(self) -> str:
-        name = self.name or "model"
-        lines = [f"OnnxModel {name!r}"]
-        lines.append("  inputs:  " + "; ".join(str(s) for s in self.inputs))
-        lines.append("  outputs: " + "; ".join(str(s) for s in self.outputs))
+        from onnxbridge._text import shown
+
+        # Text from the file is data: one line per fact, control characters escaped, cut.
+        name = shown(self.name or "model", 120)
+        lines = [f"OnnxModel '{name}'"]
+        lines.append("  inputs:  " + shown("; ".join(str(s) for s in self.inputs), 2000))
+        lines.append("  outputs: " + shown("; ".join(str(s) for s in self.outputs), 2000))
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)
 
@@ -323,6 +353,15 @@ class OnnxModel:
         from onnxbridge.viz import GraphView, to_svg
 
         return GraphView(to_svg(self.proto, **kwargs))
+
+
+def _run_failed(model: OnnxModel, exc: Exception) -> Exception:
+    """onnxruntime's failure while running, as a RunError naming the model."""
+    from onnxbridge._text import shown
+
+    reason = shown(" ".join(str(exc).split()), 600)
+    return RunError(f"onnxruntime failed to run model {shown(model.name or 'model', 80)!r}:"
+                    f" {type(exc).__name__}: {reason}")
 
 
 def _has_torch_tensor(args: Sequence[Any], inputs: Mapping[str, Any]) -> bool:

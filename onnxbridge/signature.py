@@ -40,7 +40,10 @@ class TensorSpec:
         t = vi.type
         if t.HasField("tensor_type"):
             elem = t.tensor_type.elem_type
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+            except (KeyError, ValueError, TypeError):  # an element type onnx does not know
+                dtype = None
             shape: tuple[Dim, ...] | None = None
             if t.tensor_type.HasField("shape"):
                 shape = tuple(
@@ -70,19 +73,28 @@ def format_shape(shape: Sequence[int | str | None] | None) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _type_str(t: onnx.TypeProto) -> str:
+def _elem_str(elem: int) -> str:
     from onnx import helper
 
+    try:
+        return helper.tensor_dtype_to_string(elem).split(".")[-1].lower()
+    except (KeyError, ValueError, TypeError):  # a file can hold any number here
+        return f"unknown element type {elem}"
+
+
+def _type_str(t: onnx.TypeProto, depth: int = 0) -> str:
     kind = t.WhichOneof("value")
+    if depth > 32:
+        return "..."
     if kind == "tensor_type":
-        return f"tensor({helper.tensor_dtype_to_string(t.tensor_type.elem_type).split('.')[-1].lower()})"
+        return f"tensor({_elem_str(t.tensor_type.elem_type)})"
     if kind == "sequence_type":
-        return f"seq({_type_str(t.sequence_type.elem_type)})"
+        return f"seq({_type_str(t.sequence_type.elem_type, depth + 1)})"
     if kind == "map_type":
-        key = helper.tensor_dtype_to_string(t.map_type.key_type).split(".")[-1].lower()
-        return f"map({key},{_type_str(t.map_type.value_type)})"
+        key = _elem_str(t.map_type.key_type)
+        return f"map({key},{_type_str(t.map_type.value_type, depth + 1)})"
     if kind == "optional_type":
-        return f"optional({_type_str(t.optional_type.elem_type)})"
+        return f"optional({_type_str(t.optional_type.elem_type, depth + 1)})"
     return kind or "unknown"
 
 

@@ -76,6 +76,9 @@ class ParityReport:
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
     provider: str | None = None  # the onnxruntime provider the ONNX side ran on
+    # True for a report read back from a model file: a claim made at conversion, not a check
+    # made here (see from_record and `onnxbridge check --verify-recorded`).
+    recorded: bool = False
 
     @property
     def passed(self) -> bool:
@@ -101,15 +104,18 @@ class ParityReport:
         return max(self.outputs, key=badness)
 
     def summary(self) -> str:
-        """One line: ``passed: 3 outputs on batches [1, 3], max abs 2.4e-07``."""
+        """One line: ``passed: 3 outputs on batches [1, 3], max abs 2.4e-07``; a report read
+        from a file says ``recorded at conversion (not re-checked here): passed: ...``."""
         if not self.verified:
-            return f"not verified: {self.reason}"
-        errors = [o.max_abs for o in self.outputs if o.max_abs is not None]
-        worst = f", max abs {max(errors):.3g}" if errors else ""
-        state = "passed" if self.passed else "FAILED"
-        count = len({o.name for o in self.outputs})
-        outputs = "1 output" if count == 1 else f"{count} outputs"
-        return f"{state}: {outputs} on batches {self.batch_sizes}{worst}"
+            line = f"not verified: {self.reason}"
+        else:
+            errors = [o.max_abs for o in self.outputs if o.max_abs is not None]
+            worst = f", max abs {max(errors):.3g}" if errors else ""
+            state = "passed" if self.passed else "FAILED"
+            count = len({o.name for o in self.outputs})
+            outputs = "1 output" if count == 1 else f"{count} outputs"
+            line = f"{state}: {outputs} on batches {self.batch_sizes}{worst}"
+        return f"{RECORDED_PREFIX}{line}" if self.recorded else line
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,12 +143,71 @@ class ParityReport:
                    reason=data.get("reason"), notes=list(data.get("notes", [])),
                    provider=data.get("provider"))
 
+    @classmethod
+    def from_record(cls, text: str) -> ParityReport | None:
+        """The report a conversion stored in a model's metadata, checked field by field, marked
+        ``recorded``; None when the text is not a well-formed report (never raises)."""
+        from onnxbridge._text import own_json
+
+        data = own_json(text)
+        if data is None:
+            return None
+        try:
+            outputs = data.get("outputs", [])
+            notes = data.get("notes", [])
+            if not isinstance(outputs, list) or not isinstance(notes, list) or len(outputs) > 10_000:
+                return None
+            parsed = [_output_from_record(o) for o in outputs]
+            if any(o is None for o in parsed) or not all(isinstance(n, str) for n in notes):
+                return None
+            verified, reason, provider = (data.get("verified", True), data.get("reason"),
+                                          data.get("provider"))
+            if not isinstance(verified, bool) or not _opt(reason, str) or not _opt(provider, str):
+                return None
+            return cls(outputs=[o for o in parsed if o is not None], verified=verified,
+                       reason=reason, notes=list(notes), provider=provider, recorded=True)
+        except (TypeError, ValueError, AttributeError, OverflowError):
+            return None
+
     def __str__(self) -> str:
         lines = [f"parity {self.summary()}" + (f" (ONNX side on {self.provider})"
                                                 if self.provider else "")]
         lines += ["  " + o.line() for o in self.outputs]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+RECORDED_PREFIX = "recorded at conversion (not re-checked here): "
+
+
+def _opt(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _output_from_record(o: Any) -> OutputParity | None:
+    """One output's entry of a stored report, if every field has the type it must have."""
+    if not isinstance(o, dict):
+        return None
+    shape = o.get("shape") or []
+    strings = ("name", "kind", "dtype", "tolerance_reason")
+    if not (all(isinstance(o.get(k), str) for k in strings)
+            and isinstance(shape, list) and len(shape) <= 64
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and _opt(o.get("batch"), int) and _opt(o.get("worst_row"), int)
+            and all(o.get(k) is None or _number(o.get(k))
+                    for k in ("max_abs", "max_rel", "label_agreement"))
+            and _number(o.get("atol")) and _number(o.get("rtol"))
+            and isinstance(o.get("passed"), bool) and _opt(o.get("problem"), str)):
+        return None
+    return OutputParity(
+        name=o["name"], kind=o["kind"], batch=o.get("batch"), shape=tuple(shape),
+        dtype=o["dtype"], max_abs=o.get("max_abs"), max_rel=o.get("max_rel"), atol=o["atol"],
+        rtol=o["rtol"], tolerance_reason=o["tolerance_reason"], worst_row=o.get("worst_row"),
+        label_agreement=o.get("label_agreement"), passed=o["passed"], problem=o.get("problem"))
 
 
 def _tolerance_for(name: str, given: Tolerance | None) -> tuple[float, float] | None:
@@ -238,11 +303,9 @@ def compare_outputs(
 
 
 def stored_parity(proto: Any) -> ParityReport | None:
-    """The parity report a conversion wrote into a model's metadata, if any (None if unreadable)."""
+    """The parity report a conversion wrote into a model's metadata, marked ``recorded`` (a
+    claim, not a check made here); None if absent or not well-formed (never raises)."""
     for entry in proto.metadata_props:
         if entry.key == "onnxbridge.parity":
-            try:
-                return ParityReport.from_dict(json.loads(entry.value))
-            except (ValueError, TypeError, KeyError, AttributeError):
-                return None
+            return ParityReport.from_record(entry.value)
     return None

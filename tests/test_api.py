@@ -210,8 +210,11 @@ def test_provenance_signature_and_parity_survive_save_and_load(
     loaded = onnxbridge.load(fake_converted.save(tmp_path / "m.onnx"))
     assert loaded.metadata == meta
     assert loaded.parity is not None and loaded.parity.passed
-    assert loaded.parity.summary() == fake_converted.parity.summary()  # type: ignore[union-attr]
-    assert "parity: passed" in repr(loaded)
+    # Read back from the file it is a claim made at conversion, shown as such.
+    assert loaded.parity.recorded and not fake_converted.parity.recorded  # type: ignore[union-attr]
+    assert loaded.parity.summary() == (  # type: ignore[union-attr]
+        "recorded at conversion (not re-checked here): " + fake_converted.parity.summary())  # type: ignore[union-attr]
+    assert "parity: recorded at conversion (not re-checked here): passed" in repr(loaded)
 
 
 def test_model_too_new_for_onnxruntime_is_named_clearly(tmp_path: Path) -> None:

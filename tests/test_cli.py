@@ -213,7 +213,8 @@ def torch_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("source", "extra", "batches"), [
-    ("scripted.pt", [], [1, 3]), ("dynamic.pt2", [], [1, 3]), ("static.pt2", ["--fixed-batch"], [3]),
+    ("scripted.pt", ["--trust"], [1, 3]), ("dynamic.pt2", [], [1, 3]),
+    ("static.pt2", ["--fixed-batch"], [3]),
 ])
 def test_convert_torch_files(torch_files: Path, source: str, extra: list[str],
                              batches: list[int]) -> None:
@@ -233,7 +234,7 @@ def test_torch_files_that_cannot_convert_say_why(torch_files: Path,
     assert "pass --fixed-batch" in capsys.readouterr().err
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        assert main(["convert", str(torch_files / "weights.pth"), *base]) == 1
+        assert main(["convert", str(torch_files / "weights.pth"), *base, "--trust"]) == 1
     assert "not a TorchScript archive" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ PUBLIC = {
     "AmbiguousConverterError", "ConversionError", "ConversionResult", "ConvertOptions",
     "ConverterInfo", "ConverterNotFoundError", "ConverterSpec", "InputError", "LoadError",
     "OnnxBridgeError", "OnnxBridgeWarning", "OnnxModel", "OutputParity", "ParityError",
-    "ParityReport", "PluginLoadError", "ProviderError", "TensorSpec", "UnsupportedModelError",
+    "ParityReport", "PluginLoadError", "ProviderError", "RunError", "TensorSpec", "UnsupportedModelError",
     "UnsupportedOperatorError", "__version__", "converters", "load", "register",
     "set_default_providers", "to_onnx",
 }
@@ -56,7 +56,8 @@ def test_import_is_light_in_a_fresh_process() -> None:
 def test_error_tree() -> None:
     e = errors
     for cls in (e.ConverterNotFoundError, e.AmbiguousConverterError, e.PluginLoadError,
-                e.ConversionError, e.ParityError, e.LoadError, e.InputError, e.ProviderError):
+                e.ConversionError, e.ParityError, e.LoadError, e.InputError, e.ProviderError,
+                e.RunError):
         assert issubclass(cls, e.OnnxBridgeError)
     assert issubclass(e.UnsupportedOperatorError, e.ConversionError)
     assert issubclass(e.UnsupportedModelError, e.ConversionError)

@@ -152,7 +152,7 @@ def test_size_cap(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="over the 16-byte cap"):
         onnxbridge.load(path, max_bytes=16)
     with open("/dev/zero", "rb") as endless:
-        with pytest.raises(LoadError, match="cap"):
+        with pytest.raises(LoadError, match="cap|not a ModelProto field"):
             onnxbridge.load(endless, max_bytes=1 << 20)
 
 
@@ -294,3 +294,20 @@ def test_concurrent_loading_and_first_runs(tmp_path: Path) -> None:
     assert not errors and len(results) == 6
     for r in results:
         np.testing.assert_array_equal(r, expected)
+
+
+def test_names_that_are_not_utf8_are_a_load_error() -> None:
+    """protobuf hands back bytes for a name that is not UTF-8, and every reader of names (repr,
+    the picture, run) would fail on them: load refuses the file instead (found by test_fuzz)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu_node")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    data = model.SerializeToString()
+    at = data.index(b"relu_node")
+    with pytest.raises(onnxbridge.LoadError, match="not UTF-8"):
+        onnxbridge.load(data[:at] + b"\x80" + data[at + 1:])
+    assert onnxbridge.load(data).run(np.array([-1, 2], np.float32)).tolist() == [0, 2]

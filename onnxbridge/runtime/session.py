@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnxbridge.errors import LoadError, OnnxBridgeWarning, ProviderError
+from onnxbridge.errors import InputError, LoadError, OnnxBridgeWarning, ProviderError
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.devices import detect, new_session
 from onnxbridge.runtime.install import _SESSION_LOCK, install_problems, ort
@@ -21,15 +21,16 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
+def max_threads() -> int:
+    """The most intra-op threads a session may ask for: 4 per CPU core, at least 64. Past the
+    core count onnxruntime gains nothing, and each thread costs a stack: 100,000 of them
+    exhaust memory or the process's thread limit (a hang or a crash inside onnxruntime)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def session_options(threads: int | None = None) -> onnxruntime.SessionOptions:
     """SessionOptions with the thread count from ``threads`` or ONNXBRIDGE_THREADS (0: ORT's own)."""
-    onnxruntime = ort()
-
-    options = onnxruntime.SessionOptions()
-    # onnxruntime prints each failed run and each graph remark as a coloured C++ log line on
-    # stderr, beside the exception that says the same: keep only fatal ones (a session hook may
-    # set log_severity_level back to 2 to see warnings).
-    options.log_severity_level = 4
+    where = "threads"
     if threads is None:
         env = os.environ.get(ENV_THREADS, "").strip()
         if env:
@@ -37,9 +38,25 @@ def session_options(threads: int | None = None) -> onnxruntime.SessionOptions:
                 threads = int(env)
             except ValueError:
                 raise ProviderError(f"{ENV_THREADS}={env!r} is not a whole number") from None
+            where = ENV_THREADS
     if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int):
+            raise InputError(f"{where} must be a whole number, got {threads!r}")
         if threads < 0:
-            raise ValueError(f"threads must be 0 (onnxruntime's choice) or more, got {threads}")
+            raise InputError(f"{where} must be 0 (onnxruntime's choice) or more, got {threads}")
+        limit = max_threads()
+        if threads > limit:
+            raise InputError(
+                f"{where}={threads} is over the limit of {limit} threads (4 per CPU core, at"
+                f" least 64; this machine has {os.cpu_count()} cores): past the core count"
+                " onnxruntime gets no faster, and each thread costs memory for its stack."
+                " Use 0 for onnxruntime's own choice, or at most the number of cores")
+    options = ort().SessionOptions()
+    # onnxruntime prints each failed run and each graph remark as a coloured C++ log line on
+    # stderr, beside the exception that says the same: keep only fatal ones (a session hook may
+    # set log_severity_level back to 2 to see warnings).
+    options.log_severity_level = 4
+    if threads is not None:
         options.intra_op_num_threads = threads
     return options
 

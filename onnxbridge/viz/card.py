@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from onnxbridge._text import shown
 from onnxbridge.signature import format_shape, graph_signature
 
 if TYPE_CHECKING:
@@ -37,7 +38,11 @@ def _size(proto: onnx.ModelProto) -> str:
 
 
 def model_facts(proto: onnx.ModelProto, parity: str | None) -> list[tuple[str, str]]:
-    """(label, text) pairs: opsets, IR version, producer, size, provenance, parity summary."""
+    """(label, text) pairs: opsets, IR version, producer, size, provenance, parity summary.
+
+    Text from the file is data: every value is one line of inert text (``_text.shown``)."""
+    from onnxbridge.verify import RECORDED_PREFIX
+
     meta = {p.key: p.value for p in proto.metadata_props}
     parameters = 0
     for t in proto.graph.initializer:
@@ -45,9 +50,10 @@ def model_facts(proto: onnx.ModelProto, parity: str | None) -> list[tuple[str, s
         for d in t.dims:
             n *= d
         parameters += n
-    producer = f"{proto.producer_name} {proto.producer_version}".strip()
+    producer = shown(f"{proto.producer_name} {proto.producer_version}".strip(), 120)
     facts = [
-        ("opset", ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)),
+        ("opset", shown(", ".join(f"{o.domain or 'ai.onnx'} {o.version}"
+                                  for o in proto.opset_import))),
         ("ir version", str(int(proto.ir_version))),
         ("producer", producer or "unknown"),
         ("parameters", f"{parameters:,}"),
@@ -57,18 +63,27 @@ def model_facts(proto: onnx.ModelProto, parity: str | None) -> list[tuple[str, s
         framework = meta.get("onnxbridge.framework", "?")
         version = meta.get("onnxbridge.framework_version", "")
         converter = meta["onnxbridge.converter"]
-        facts.append(("converted from", f"{framework} {version} by {converter}".replace("  ", " ")))
-    parity = parity if parity is not None else meta.get("onnxbridge.parity_summary")
+        facts.append(("converted from",
+                      shown(f"{framework} {version} by {converter}".replace("  ", " "))))
+    if parity is None and meta.get("onnxbridge.parity_summary"):
+        # Only the one-line summary is stored (or the report is unreadable): still a claim.
+        parity = RECORDED_PREFIX + meta["onnxbridge.parity_summary"]
     if parity:
-        facts.append(("parity", parity))
+        facts.append(("parity", shown(parity)))
     return facts
 
 
 def parity_badge(summary: str) -> str:
-    """The parity summary in green (passed), red (failed) or amber (not verified or unknown)."""
+    """The parity summary in green (passed here), blue (recorded at conversion as passed: a
+    claim), red (failed) or amber (not verified or unknown)."""
+    from onnxbridge.verify import RECORDED_PREFIX
+
+    claim = summary[len(RECORDED_PREFIX):] if summary.startswith(RECORDED_PREFIX) else None
     if summary.startswith("passed"):
         fg, bg = "#1a7f37", "#dafbe1"
-    elif summary.startswith("FAILED"):
+    elif claim is not None and claim.startswith("passed"):
+        fg, bg = "#0969da", "#ddf4ff"
+    elif summary.startswith("FAILED") or (claim or "").startswith("FAILED"):
         fg, bg = "#cf222e", "#ffebe9"
     else:
         fg, bg = "#9a6700", "#fff8c5"
@@ -79,7 +94,9 @@ def parity_badge(summary: str) -> str:
 
 def card_html(proto: onnx.ModelProto, facts: list[tuple[str, str]], runs_on: str) -> str:
     """A compact card for Jupyter: signature, size, provenance, parity, providers."""
-    esc = html.escape
+    def esc(value: str) -> str:
+        return html.escape(shown(value))
+
     cell = 'style="text-align:left;padding:1px 12px 1px 0;vertical-align:top"'
     head = 'style="text-align:left;padding:1px 12px 1px 0;color:#57606a;font-weight:600"'
     rows = []

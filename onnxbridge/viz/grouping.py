@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 from onnxbridge.viz.graph import _Op
 
 _LONGEST_BLOCK = 200  # the longest repeated block looked for, in nodes
+_CANDIDATE_BUDGET = 200_000  # candidate runs weighed one by one before only first starts count
 
 
 # -- finding repeated blocks -----------------------------------------------------------------------
@@ -104,41 +105,85 @@ def _find_runs(ops: list[_Op], constants: set[str]) -> list[_Run]:
     For every block length, ``reach[i]`` counts how far the graph from op i keeps repeating itself
     with that period; a dynamic programme then picks the runs that save the most boxes, and
     between equal savings the runs whose boundaries fall between modules.
+
+    Near-linear in the number of ops: each block length is one pass of numpy over the ops (the
+    slow signature compare only where two ops are of one kind but differ in their inputs). When
+    there are more than ``_CANDIDATE_BUDGET`` candidate runs (a long chain of one op makes one
+    per position and length), only runs that start in the first period of a repeating stretch
+    are kept: a later start is the same run with fewer copies.
     """
+    import numpy as np
+
     n = len(ops)
     if n < 3:
         return []
     sigs = _signatures(ops, constants)
-    penalty = _cut_penalties(ops, constants)
+    penalty = np.asarray(_cut_penalties(ops, constants), dtype=np.int64)  # n + 1 cuts
+    exact_ids: dict[tuple[Any, ...], int] = {}
+    kind_ids: dict[tuple[Any, ...], int] = {}
+    exact = np.fromiter((exact_ids.setdefault(s, len(exact_ids)) for s in sigs), np.int64, n)
+    kind = np.fromiter((kind_ids.setdefault((*s[:3], len(s[3])), len(kind_ids)) for s in sigs),
+                       np.int64, n)
     longest = min(_LONGEST_BLOCK, n // 2, max(8, 2_000_000 // n))
-    candidates: list[list[_Run]] = [[] for _ in range(n)]
+    candidates: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]  # (length, count, cost)
+    found: list[tuple[int, Any, Any, Any, Any]] = []
+    total = 0
     for length in range(1, longest + 1):
-        reach = 0
-        for i in range(n - length - 1, -1, -1):
-            reach = reach + 1 if _matches(sigs, i, i + length) else 0
-            count = 1 + reach // length
-            if count > 1 and length * (count - 1) >= 2:
-                candidates[i].append(_Run(i, length, count))
+        m = n - length  # pairs (i, i + length)
+        same = exact[:m] == exact[length:]
+        for i in np.flatnonzero(~same & (kind[:m] == kind[length:])).tolist():
+            same[i] = _matches(sigs, i, i + length)
+        if not same.any():
+            continue
+        # reach[i]: how many consecutive pairs from i on match (0 where pair i does not).
+        idx = np.arange(m)
+        stop = np.where(same, m, idx)  # the first non-matching pair at or after i
+        stop = np.minimum.accumulate(stop[::-1])[::-1]
+        reach = stop - idx
+        count = 1 + reach // length
+        keep = (count > 1) & (length * (count - 1) >= 2)
+        starts = np.flatnonzero(keep)
+        if not len(starts):
+            continue
+        # A run starting one period after another of the same stretch is that run, shorter.
+        first = np.ones(m, dtype=bool)
+        first[length:] = reach[:-length] < reach[length:] + length
+        total += len(starts)
+        # stride[j] = penalty[j] + penalty[j + length] + ... : a run's boundary cost in O(1).
+        padded = np.zeros(-(-(n + 1) // length) * length, dtype=np.int64)
+        padded[: n + 1] = penalty
+        stride = padded.reshape(-1, length)[::-1].cumsum(axis=0)[::-1].reshape(-1)
+        counts = count[starts]
+        after = starts + (counts + 1) * length
+        costs = stride[starts] - np.where(after < len(stride), stride[np.minimum(after, len(stride) - 1)], 0)
+        found.append((length, starts, counts, costs, first[starts]))
+    prune = total > _CANDIDATE_BUDGET
+    for length, starts, counts, costs, first_period in found:
+        if prune:
+            starts, counts, costs = starts[first_period], counts[first_period], costs[first_period]
+        for i, c, cost in zip(starts.tolist(), counts.tolist(), costs.tolist(), strict=True):
+            candidates[i].append((length, c, cost))
     # best[i]: (ops saved, -boundary penalty) for the graph from op i on, and the run taken there.
     best: list[tuple[int, int]] = [(0, 0)] * (n + 1)
-    choice: list[_Run | None] = [None] * (n + 1)
+    choice: list[tuple[int, int] | None] = [None] * (n + 1)
     for i in range(n - 1, -1, -1):
-        best[i] = best[i + 1]
-        for run in candidates[i]:
-            rest = best[run.end]
-            cost = sum(penalty[run.start + j * run.length] for j in range(run.count + 1))
-            score = (rest[0] + run.saved, rest[1] - cost)
-            if score > best[i]:
-                best[i], choice[i] = score, run
+        top = best[i + 1]
+        taken = None
+        for length, c, cost in candidates[i]:
+            rest = best[i + length * c]
+            score = (rest[0] + length * (c - 1), rest[1] - cost)
+            if score > top:
+                top, taken = score, (length, c)
+        best[i], choice[i] = top, taken
     runs: list[_Run] = []
     i = 0
     while i < n:
-        taken = choice[i]
-        if taken is None:
+        picked = choice[i]
+        if picked is None:
             i += 1
         else:
-            runs.append(taken)
-            i = taken.end
+            runs.append(_Run(i, picked[0], picked[1]))
+            i += picked[0] * picked[1]
     return runs
 
 

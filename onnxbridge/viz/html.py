@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     pass
 
+from onnxbridge._text import shown
 from onnxbridge.viz.card import model_card
 from onnxbridge.viz.svg import _FONT, Drawable, _proto, _text, to_svg
 
@@ -26,13 +27,14 @@ def to_html(model: Drawable, *, collapse: bool = True, max_nodes: int = 400) -> 
         f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
         for n in proto.graph.node
     )
-    ops = "".join(f"<tr><td>{_text(op)}</td><td class=num>{count}</td></tr>"
+    ops = "".join(f"<tr><td>{_text(shown(op, 120))}</td><td class=num>{count}</td></tr>"
                   for op, count in hist.most_common())
-    meta = "".join(
-        f"<tr><th>{_text(key)}</th><td>{_text(value if len(value) <= 300 else value[:297] + '...')}</td></tr>"
-        for key, value in sorted(metadata.items())
-    )
-    title = proto.graph.name or "model"
+    meta = "".join(  # one inert line each, cut (a 40 MB value is not copied into the page)
+        f"<tr><th>{_text(shown(key, 120))}</th><td>{_text(shown(value))}</td></tr>"
+        for key, value in sorted(metadata.items())[:200]
+    ) + (f"<tr><td>... and {len(metadata) - 200:,} more entries</td></tr>" if len(metadata) > 200
+         else "")
+    title = shown(proto.graph.name or "model", 120)
     svg = to_svg(proto, collapse=collapse, max_nodes=max_nodes)
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import itertools
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Union
@@ -13,14 +12,12 @@ from typing import TYPE_CHECKING, Protocol, Union
 if TYPE_CHECKING:
     import onnx
 
+from onnxbridge._text import shown
 from onnxbridge.viz.graph import _read_graph
 from onnxbridge.viz.layout import _build, _Layout, _text_width
 
 _FONT = "-apple-system, 'Segoe UI', Helvetica, Arial, 'Liberation Sans', 'DejaVu Sans', sans-serif"
 _IDS = itertools.count(1)
-_BAD_XML_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
 class GraphView:
     """A graph picture that Jupyter shows inline (``m.show()`` returns one)."""
 
@@ -45,8 +42,10 @@ class GraphView:
 
 
 def _text(value: object) -> str:
-    """Text safe inside XML: no control characters, then escaped."""
-    return html.escape(_BAD_XML_CHARS.sub("?", str(value)), quote=True)
+    """Text safe inside XML: control and bidirectional characters shown as escapes (the
+    drawing's own line breaks kept), each line cut, then escaped."""
+    lines = str(value).split("\n")
+    return html.escape("\n".join(shown(line, 1000) for line in lines[:200]), quote=True)
 
 
 def _render(layout: _Layout, ox: float, oy: float, out: list[str], marker: str) -> None:
