@@ -35,8 +35,11 @@ from onnxbridge.errors import UnsupportedModelError
 if TYPE_CHECKING:
     import onnx
 
+    from onnxbridge.registry import ConvertOptions
+
 __all__ = [
     "STRATEGIES",
+    "apply_tree_options",
     "TreeForm",
     "apply_strategy",
     "choose_strategy",
@@ -159,7 +162,7 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
 
     order = np.lexsort((node_ids, tree_ids))
     uniq_trees, starts = np.unique(tree_ids[order], return_index=True)
-    bounds = list(starts) + [len(order)]
+    bounds = [*starts.tolist(), len(order)]
     keys: dict[tuple[int, int], tuple[int, int]] = {}  # (tree id, node id) -> (tree, local)
     is_leaf_mode = np.asarray([m == "LEAF" for m in modes])
     for k, tree in enumerate(uniq_trees):
@@ -205,7 +208,7 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
         ens.right.append(right)
         ens.nan_left.append(nan_left)
         ens.values.append(np.zeros((n, n_out), dtype=np.float64))
-    for tr, nid, cid, val in zip(w_tree, w_node, w_id, w_val):
+    for tr, nid, cid, val in zip(w_tree, w_node, w_id, w_val, strict=True):
         where = keys.get((int(tr), int(nid)))
         if where is None or cid >= n_out:
             raise TreeForm(f"leaf weight for tree {tr} node {nid} does not match a leaf")
@@ -245,33 +248,45 @@ class _Builder:
 
 
 def _features(b: _Builder, x: str, ens: Ensemble) -> tuple[str, int]:
-    """The feature matrix the forms read, and the column offset of its second copy.
+    """The features the forms read, transposed to [F, N] (gathering whole rows of it is a
+    copy of contiguous memory), and the row offset of its second copy.
 
     Every decision is ``x <= t`` (NaN compares false, so it goes right). Where some split sends
     NaN left, a second copy of the features with NaN as -inf follows the first one.
     """
     internal = [f >= 0 for f in ens.feature]
-    want_left = any(bool((nl & m).any()) for nl, m in zip(ens.nan_left, internal))
+    want_left = any(bool((nl & m).any()) for nl, m in zip(ens.nan_left, internal, strict=True))
+    xt = b.op("Transpose", [x], perm=[1, 0])
     if not want_left:
-        return x, 0
+        return xt, 0
     n_feat = int(max((int(f.max()) for f in ens.feature if len(f)), default=0)) + 1
-    xs = b.op("Slice", [x, b.const(np.array([0], np.int64)),
-                        b.const(np.array([n_feat], np.int64)), b.const(np.array([1], np.int64))])
+    xs = b.op("Slice", [xt, b.const(np.array([0], np.int64)),
+                        b.const(np.array([n_feat], np.int64)), b.const(np.array([0], np.int64))])
     low = b.op("Where", [b.op("IsNaN", [xs]), b.const(np.array(-np.inf, dtype=ens.dtype)), xs])
-    return b.op("Concat", [xs, low], axis=1), n_feat
+    return b.op("Concat", [xs, low], axis=0), n_feat
 
 
 def _node_columns(ens: Ensemble, t: int, offset: int) -> np.ndarray:
-    """Column of each node of tree ``t`` in the feature matrix from :func:`_features`."""
+    """Row of each node of tree ``t`` in the feature matrix from :func:`_features`."""
     f = np.where(ens.feature[t] >= 0, ens.feature[t], 0)
     return np.where(ens.nan_left[t], f + offset, f)
 
 
 def _check_inf_thresholds(ens: Ensemble) -> None:
     # NaN going left reads -inf, which must be <= every threshold it meets
-    for f, t, nl in zip(ens.feature, ens.threshold, ens.nan_left):
+    for f, t, nl in zip(ens.feature, ens.threshold, ens.nan_left, strict=True):
         if bool(((f >= 0) & nl & np.isneginf(t)).any()):
             raise TreeForm("a split at -inf with missing values going left")
+
+
+def _sum_trees(b: _Builder, vals: str) -> str:
+    """[T, N, K] leaf values -> [N, K] sums."""
+    return b.op("ReduceSum", [vals, b.const(np.array([0], np.int64))], keepdims=0)
+
+
+def _leaf_values(b: _Builder, ens: Ensemble, leaves: np.ndarray, flat: str) -> str:
+    """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K]."""
+    return _sum_trees(b, b.op("Gather", [b.const(leaves.astype(ens.dtype), "leaves"), flat]))
 
 
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
@@ -284,9 +299,9 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     l_max = max(len(v) for v in leaves)
     cols = np.zeros((n_trees, i_max), dtype=np.int64)
     thr = np.zeros((n_trees, i_max), dtype=ens.dtype)
-    c_mat = np.zeros((n_trees, i_max, l_max), dtype=ens.dtype)
-    d_vec = np.full((n_trees, 1, l_max), -1, dtype=ens.dtype)
-    e_mat = np.zeros((n_trees, l_max, k), dtype=ens.dtype)
+    c_mat = np.zeros((n_trees, l_max, i_max), dtype=ens.dtype)   # C transposed
+    d_vec = np.full((n_trees, l_max, 1), -1, dtype=ens.dtype)
+    e_mat = np.zeros((n_trees, k, l_max), dtype=ens.dtype)       # E transposed
     for t in range(n_trees):
         col_t = _node_columns(ens, t, off)
         ipos = {int(n): i for i, n in enumerate(inner[t])}
@@ -300,21 +315,21 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
             if ens.feature[t][node] < 0:
                 j = lpos[node]
                 for i, went_left in path:
-                    c_mat[t, ipos[i], j] = 1 if went_left else -1
-                d_vec[t, 0, j] = sum(1 for _, went_left in path if went_left)
-                e_mat[t, j] = ens.values[t][node]
+                    c_mat[t, j, ipos[i]] = 1 if went_left else -1
+                d_vec[t, j, 0] = sum(1 for _, went_left in path if went_left)
+                e_mat[t, :, j] = ens.values[t][node]
                 continue
             stack.append((int(ens.left[t][node]), [*path, (node, True)]))
             stack.append((int(ens.right[t][node]), [*path, (node, False)]))
-    g = b.op("Gather", [xf, b.const(cols.reshape(-1), "cols")], axis=1)
-    cond = b.op("Cast", [b.op("LessOrEqual", [g, b.const(thr.reshape(-1), "thr")])],
+    g = b.op("Gather", [xf, b.const(cols.reshape(-1), "cols")], axis=0)          # [T*I, N]
+    cond = b.op("Cast", [b.op("LessOrEqual", [g, b.const(thr.reshape(-1, 1), "thr")])],
                 to=_onnx_type(ens.dtype))
-    cond = b.op("Reshape", [cond, b.const(np.array([-1, n_trees, i_max], np.int64))])
-    cond = b.op("Transpose", [cond], perm=[1, 0, 2])
-    paths = b.op("MatMul", [cond, b.const(c_mat, "C")])
+    cond = b.op("Reshape", [cond, b.const(np.array([n_trees, i_max, -1], np.int64))])
+    paths = b.op("MatMul", [b.const(c_mat, "C"), cond])                            # [T, L, N]
     hit = b.op("Cast", [b.op("Equal", [paths, b.const(d_vec, "D")])], to=_onnx_type(ens.dtype))
-    vals = b.op("MatMul", [hit, b.const(e_mat, "E")])
-    return b.op("ReduceSum", [vals, b.const(np.array([0], np.int64))], keepdims=0)
+    vals = b.op("MatMul", [b.const(e_mat, "E"), hit])                              # [T, K, N]
+    sums = b.op("ReduceSum", [vals, b.const(np.array([0], np.int64))], keepdims=0)
+    return b.op("Transpose", [sums], perm=[1, 0])
 
 
 def _flat_nodes(ens: Ensemble) -> tuple[np.ndarray, ...]:
@@ -334,30 +349,30 @@ def _form_traversal(b: _Builder, x: str, ens: Ensemble) -> str:
     roots, left, right = _flat_nodes(ens)
     cols = np.concatenate([_node_columns(ens, t, off) for t in range(ens.n_trees)])
     thr = np.concatenate(ens.threshold)
-    values = np.concatenate(ens.values).astype(ens.dtype)
+    values = np.concatenate(ens.values)
     depth = int(ens.depths().max())
+    col = lambda v: v.reshape(-1, 1)  # noqa: E731  (per tree, broadcast over rows)
     if depth == 0:
-        idx = b.op("Expand", [b.const(roots.astype(np.int64)),
-                              b.op("Shape", [b.op("Gather", [xf, b.const(np.array([0, 0]))],
-                                                  axis=1)])])
+        zero = b.op("Mul", [b.op("Gather", [xf, b.const(np.zeros(ens.n_trees, np.int64))],
+                                 axis=0), b.const(np.array(0, dtype=ens.dtype))])
+        idx = b.op("Add", [b.op("Cast", [zero], to=7), b.const(col(roots.astype(np.int64)))])
     else:
         # the first level: every row is at the root of every tree
-        xr = b.op("Gather", [xf, b.const(cols[roots], "cols")], axis=1)
-        go = b.op("LessOrEqual", [xr, b.const(thr[roots], "thr")])
-        idx = b.op("Where", [go, b.const(left[roots]), b.const(right[roots])])
+        xr = b.op("Gather", [xf, b.const(cols[roots], "cols")], axis=0)       # [T, N]
+        go = b.op("LessOrEqual", [xr, b.const(col(thr[roots]), "thr")])
+        idx = b.op("Where", [go, b.const(col(left[roots])), b.const(col(right[roots]))])
     c_cols, c_thr = b.const(cols, "cols"), b.const(thr, "thr")
     c_left, c_right = b.const(left, "left"), b.const(right, "right")
     for _ in range(1, depth):
-        xv = b.op("GatherElements", [xf, b.op("Gather", [c_cols, idx])], axis=1)
+        xv = b.op("GatherElements", [xf, b.op("Gather", [c_cols, idx])], axis=0)
         go = b.op("LessOrEqual", [xv, b.op("Gather", [c_thr, idx])])
         idx = b.op("Where", [go, b.op("Gather", [c_left, idx]), b.op("Gather", [c_right, idx])])
-    vals = b.op("Gather", [b.const(values, "values"), idx])
-    return b.op("ReduceSum", [vals, b.const(np.array([1], np.int64))], keepdims=0)
+    return _leaf_values(b, ens, values, idx)
 
 
 def _perfect(ens: Ensemble, off: int) -> tuple[int, list[np.ndarray], list[np.ndarray],
                                               np.ndarray]:
-    """Trees padded to complete depth D: per level [T, 2^d] columns and thresholds, leaves
+    """Trees padded to complete depth D: per level [T, 2^d] rows and thresholds, leaves
     [T, 2^D, K] (a leaf above depth D fills its whole padded subtree). Child ``2i + 1`` is the
     left one, so the bit is the decision ``x <= t`` itself."""
     depth = max(1, int(ens.depths().max()))
@@ -386,19 +401,20 @@ def _form_perfect(b: _Builder, x: str, ens: Ensemble) -> str:
     xf, off = _features(b, x, ens)
     depth, cols, thr, leaves = _perfect(ens, off)
     n_trees = ens.n_trees
-    xr = b.op("Gather", [xf, b.const(cols[0][:, 0], "cols")], axis=1)
-    idx = b.op("Cast", [b.op("LessOrEqual", [xr, b.const(thr[0][:, 0], "thr")])], to=7)
+    xr = b.op("Gather", [xf, b.const(cols[0][:, 0], "cols")], axis=0)           # [T, N]
+    idx = b.op("Cast", [b.op("LessOrEqual", [xr, b.const(thr[0][:, :1], "thr")])], to=7)
     for d in range(1, depth):
-        flat = b.op("Add", [idx, b.const(np.arange(n_trees, dtype=np.int64) * 2 ** d)])
+        offsets = (np.arange(n_trees, dtype=np.int64) * 2 ** d).reshape(-1, 1)
+        flat = b.op("Add", [idx, b.const(offsets)])
         xv = b.op("GatherElements",
-                  [xf, b.op("Gather", [b.const(cols[d].reshape(-1), "cols"), flat])], axis=1)
+                  [xf, b.op("Gather", [b.const(cols[d].reshape(-1), "cols"), flat])], axis=0)
         go = b.op("Cast", [b.op("LessOrEqual", [xv, b.op("Gather", [b.const(thr[d].reshape(-1),
-                                                                          "thr"), flat])])],
+                                                                              "thr"), flat])])],
                   to=7)
         idx = b.op("Add", [b.op("Add", [idx, idx]), go])
-    flat = b.op("Add", [idx, b.const(np.arange(n_trees, dtype=np.int64) * 2 ** depth)])
-    vals = b.op("Gather", [b.const(leaves.reshape(-1, ens.n_outputs), "leaves"), flat])
-    return b.op("ReduceSum", [vals, b.const(np.array([1], np.int64))], keepdims=0)
+    offsets = (np.arange(n_trees, dtype=np.int64) * 2 ** depth).reshape(-1, 1)
+    flat = b.op("Add", [idx, b.const(offsets)])
+    return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
 
 
 def oblivious_levels(ens: Ensemble) -> int | None:
@@ -425,20 +441,21 @@ def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
         raise TreeForm("the trees are not symmetric (oblivious): one split per level")
     _check_inf_thresholds(ens)
     xf, off = _features(b, x, ens)
-    d_all, cols, thr, leaves = _perfect(ens, off)
+    _, cols, thr, leaves = _perfect(ens, off)
     n_trees = ens.n_trees
     level_cols = np.stack([c[:, 0] for c in cols], axis=1)   # [T, D]
     level_thr = np.stack([t[:, 0] for t in thr], axis=1)
-    g = b.op("Gather", [xf, b.const(level_cols.reshape(-1), "cols")], axis=1)
-    bits = b.op("Cast", [b.op("LessOrEqual", [g, b.const(level_thr.reshape(-1), "thr")])],
-                to=1)
-    bits = b.op("Reshape", [bits, b.const(np.array([-1, n_trees, depth], np.int64))])
-    weights = (2.0 ** np.arange(depth - 1, -1, -1)).astype(np.float32).reshape(depth, 1)
-    index = b.op("MatMul", [bits, b.const(weights, "bitweights")])       # [N, T, 1]
-    index = b.op("Cast", [b.op("Squeeze", [index, b.const(np.array([2], np.int64))])], to=7)
-    flat = b.op("Add", [index, b.const(np.arange(n_trees, dtype=np.int64) * 2 ** depth)])
-    vals = b.op("Gather", [b.const(leaves.reshape(-1, ens.n_outputs), "leaves"), flat])
-    return b.op("ReduceSum", [vals, b.const(np.array([1], np.int64))], keepdims=0)
+    g = b.op("Gather", [xf, b.const(level_cols.reshape(-1), "cols")], axis=0)   # [T*D, N]
+    # each level's bit, weighted by its place in the leaf index: 2^(D-1-d)
+    weights = (2.0 ** np.arange(depth - 1, -1, -1)).astype(np.float32)
+    bits = b.op("Where", [b.op("LessOrEqual", [g, b.const(level_thr.reshape(-1, 1), "thr")]),
+                          b.const(np.tile(weights, n_trees).reshape(-1, 1), "bitweights"),
+                          b.const(np.array(0, np.float32))])
+    bits = b.op("Reshape", [bits, b.const(np.array([n_trees, depth, -1], np.int64))])
+    index = b.op("ReduceSum", [bits, b.const(np.array([1], np.int64))], keepdims=0)  # [T, N]
+    offsets = (np.arange(n_trees, dtype=np.float32) * 2 ** depth).reshape(-1, 1)
+    flat = b.op("Cast", [b.op("Add", [index, b.const(offsets)])], to=7)
+    return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
 
 
 def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto) -> str:
@@ -474,7 +491,7 @@ def _select(values: Any, keep: np.ndarray) -> Any:
     if isinstance(values, TensorProto):
         arr = numpy_helper.to_array(values)
         return numpy_helper.from_array(arr[keep] if arr.ndim else arr, values.name)
-    return [v for v, k in zip(values, keep) if k]
+    return [v for v, k in zip(values, keep, strict=True) if k]
 
 
 def _onnx_type(dtype: np.dtype[Any]) -> int:
@@ -566,27 +583,35 @@ def _input_dtype(graph: onnx.GraphProto, name: str) -> int:
 
 
 def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tuple[str, str]:
-    """The form ``auto`` picks for this ensemble, provider and batch size, and why."""
-    gpu = "CUDA" in provider or "Tensorrt" in provider or "ROCM" in provider
+    """The form ``auto`` picks for this ensemble, provider and batch size, and why.
+
+    Measured on a 2-core CPU (benchmarks/bench_trees.py): the TreeEnsemble operator is fastest
+    for one row and for large batches of ordinary trees; symmetric trees are fastest as the
+    oblivious form from a few rows up; shallow trees at small batches walk fastest padded to
+    perfect trees. On a GPU (no TreeEnsemble kernel) Hummingbird's rule of thumb applies:
+    GEMM for shallow trees, perfect traversal up to depth 10, plain traversal deeper.
+    """
+    gpu = any(k in provider for k in ("CUDA", "Tensorrt", "ROCM", "Dml", "CoreML"))
     depth = int(ens.depths().max()) if ens.n_trees else 0
     symmetric = oblivious_levels(ens) is not None
+    rows = "unknown" if batch_size is None else str(batch_size)
+    where = f"batch {rows} on {provider}"
     if gpu:
-        # TreeEnsemble has no GPU kernel: a tensor form keeps the work on the device
         if symmetric:
-            return "oblivious", "symmetric trees on a GPU"
+            return "oblivious", f"symmetric trees, {where}"
+        if depth <= 3:
+            return "gemm", f"depth {depth} <= 3, {where}"
         if depth <= 10:
-            return "perfect_tree_traversal", f"depth {depth} <= 10 on a GPU"
-        return "tree_traversal", f"depth {depth} > 10 on a GPU"
-    if symmetric and batch_size is not None and batch_size <= _OBLIVIOUS_MAX_BATCH:
-        return "oblivious", f"symmetric trees, batch {batch_size} on the CPU"
-    if ens.n_trees > _CHUNK_TREES and (batch_size is None or batch_size >= _CHUNK_MIN_BATCH):
-        return "tree_ensemble_chunked", (f"{ens.n_trees} trees in chunks of {_CHUNK_TREES},"
-                                         f" batch {batch_size or 'unknown'} on the CPU")
-    return "tree_ensemble", f"{ens.n_trees} trees, batch {batch_size or 'unknown'} on the CPU"
+            return "perfect_tree_traversal", f"depth {depth} <= 10, {where}"
+        return "tree_traversal", f"depth {depth} > 10, {where}"
+    if symmetric and batch_size != 1:
+        return "oblivious", f"symmetric trees, {where}"
+    if batch_size is not None and 1 < batch_size <= _SMALL_BATCH and depth <= 8:
+        return "perfect_tree_traversal", f"depth {depth} <= 8, {where}"
+    return "tree_ensemble", f"{ens.n_trees} trees of depth <= {depth}, {where}"
 
 
-_OBLIVIOUS_MAX_BATCH = 100_000
-_CHUNK_MIN_BATCH = 1_000
+_SMALL_BATCH = 256
 
 
 @dataclass
@@ -617,15 +642,13 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
     provider = provider or "CPUExecutionProvider"
     start = time.perf_counter()
     graph = proto.graph
-    targets = [(i, n) for i, n in enumerate(graph.node)
-               if n.op_type in _TREE_OPS and n.domain == "ai.onnx.ml"]
-    if not targets:
+    if not any(n.op_type in _TREE_OPS and n.domain == "ai.onnx.ml" for n in graph.node):
         return None
     chosen: list[str] = []
     reasons: list[str] = []
     new_nodes: list[Any] = []
     replaced = 0
-    for i, node in enumerate(graph.node):
+    for node in graph.node:
         if not (node.op_type in _TREE_OPS and node.domain == "ai.onnx.ml"):
             new_nodes.append(node)
             continue
@@ -695,3 +718,38 @@ def _ensure_opset(proto: onnx.ModelProto) -> None:
             return
     proto.opset_import.append(helper.make_opsetid("", _MIN_OPSET))
     proto.ir_version = max(proto.ir_version, 7)
+
+
+def apply_tree_options(proto: onnx.ModelProto, options: ConvertOptions,
+                       library: str) -> tuple[dict[str, str], list[str]]:
+    """Take ``strategy=``, ``batch_size_hint=`` and ``provider_hint=`` from the converter
+    options and rewrite ``proto``'s tree ensembles accordingly.
+
+    Returns the metadata to record and notes for the parity report.
+    """
+    from onnxbridge.errors import InputError
+
+    strategy = options.pop("strategy", "tree_ensemble")
+    hint = options.pop("batch_size_hint", None)
+    provider = options.pop("provider_hint", None)
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool) or hint < 1):
+        raise InputError(f"batch_size_hint must be a positive int (rows per run call) or None,"
+                         f" got {hint!r}")
+    if provider is not None:
+        from onnxbridge.runtime import normalize_providers, provider_name
+
+        provider = provider_name(normalize_providers(provider)[0])
+    try:
+        result = apply_strategy(proto, strategy, batch_size_hint=hint, provider=provider)
+    except TreeForm as exc:
+        raise UnsupportedModelError(f"{library}: {exc}") from None
+    if result is None:
+        if strategy != "tree_ensemble":
+            raise UnsupportedModelError(
+                f"{library}: strategy={strategy!r} applies to tree ensembles, and this model has"
+                " none; leave strategy out")
+        return {}, []
+    note = f"trees as {result.strategy} ({result.reason}; {result.seconds:.2f} s)"
+    return result.metadata, [note]
