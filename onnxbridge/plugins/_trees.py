@@ -753,3 +753,73 @@ def apply_tree_options(proto: onnx.ModelProto, options: ConvertOptions,
         return {}, []
     note = f"trees as {result.strategy} ({result.reason}; {result.seconds:.2f} s)"
     return result.metadata, [note]
+
+
+def exact_lightgbm_thresholds(proto: onnx.ModelProto, booster: Any) -> int:
+    """Make the trees decide as LightGBM does, in place; returns the thresholds fixed.
+
+    LightGBM compares ``x <= t`` in float64; a float32 feature agrees with that only against
+    the largest float32 <= t, while the converter rounds t to the nearest float32 (which can be
+    above t, and then a feature equal to it goes the wrong way). LightGBM also reads any
+    feature with ``|x| <= 1e-35`` (its kZeroThreshold) as 0, so the graph does too.
+    """
+    from onnx import helper
+
+    exact: list[dict[tuple[int, bytes], float]] = []
+    for tree in booster.dump_model().get("tree_info", []):
+        found: dict[tuple[int, bytes], float] = {}
+        stack = [tree.get("tree_structure", {})]
+        while stack:
+            node = stack.pop()
+            if "split_feature" not in node:
+                continue
+            if node.get("decision_type") == "<=":
+                t = float(node["threshold"])
+                found[(int(node["split_feature"]), np.float32(t).tobytes())] = t
+            stack.extend((node["left_child"], node["right_child"]))
+        exact.append(found)
+    fixed = 0
+    for node in proto.graph.node:
+        if node.op_type not in _TREE_OPS or node.domain != "ai.onnx.ml":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if "nodes_values" not in attrs:
+            continue
+        values = np.asarray(helper.get_attribute_value(attrs["nodes_values"]), dtype=np.float32)
+        trees = helper.get_attribute_value(attrs["nodes_treeids"])
+        feats = helper.get_attribute_value(attrs["nodes_featureids"])
+        modes = helper.get_attribute_value(attrs["nodes_modes"])
+        for i, (tree, feat, mode) in enumerate(zip(trees, feats, modes, strict=True)):
+            if mode != b"BRANCH_LEQ" or tree >= len(exact):
+                continue
+            t = exact[tree].get((int(feat), values[i].tobytes()))
+            if t is not None and float(values[i]) > t:
+                values[i] = _prev(values[i: i + 1])[0]
+                fixed += 1
+        if fixed:
+            attrs["nodes_values"].CopyFrom(helper.make_attribute("nodes_values", values.tolist()))
+    _zero_tiny_features(proto)
+    return fixed
+
+
+def _zero_tiny_features(proto: onnx.ModelProto) -> None:
+    """Insert ``x = x * (|x| >= next(1e-35f))`` before each tree node (NaN stays NaN; opset 7
+    operators only, as LightGBM's converter may emit opset 8)."""
+    graph = proto.graph
+    nodes = list(graph.node)
+    del graph.node[:]
+    for node in nodes:
+        if node.op_type in _TREE_OPS and node.domain == "ai.onnx.ml":
+            b = _Builder(f"{node.name or 'trees'}_lightgbm_zero_")
+            tiny = np.nextafter(np.float32(1e-35), np.float32(np.inf))
+            x = node.input[0]
+            small = b.op("Less", [b.op("Abs", [x]), b.const(np.array(tiny, np.float32))])
+            keep = b.op("Cast", [b.op("Not", [small])], to=1)
+            node.input[0] = b.op("Mul", [x, keep])
+            graph.node.extend(b.nodes)
+            graph.initializer.extend(b.inits)
+        graph.node.append(node)
+    if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+        from onnx import helper
+
+        proto.opset_import.append(helper.make_opsetid("", _MIN_OPSET))
