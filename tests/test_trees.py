@@ -237,3 +237,19 @@ def test_bad_options_are_refused() -> None:
     lin = LinearRegression().fit(np.nan_to_num(X), np.arange(len(X)))
     with pytest.raises(UnsupportedModelError, match="tree ensembles"):
         onnxbridge.to_onnx(lin, np.nan_to_num(X[:20]), strategy="gemm")
+
+
+def test_lightgbm_categorical_splits() -> None:
+    """LightGBM's integer-coded categorical splits convert in every form (the converter writes
+    them as chains of <= splits), and the default graph is left as it was."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    X[:, 0] = rng.integers(0, 6, size=300)
+    y = (np.isin(X[:, 0], [1, 4]) ^ (X[:, 1] > 0)).astype(np.int64)
+    model = lightgbm.LGBMClassifier(n_estimators=10, min_child_samples=5, verbose=-1)
+    model.fit(X, y, categorical_feature=[0])
+    for strategy in ("tree_ensemble", "perfect_tree_traversal", "gemm"):
+        m = onnxbridge.to_onnx(model, X, strategy=strategy)
+        label, probs = m.run(X)
+        np.testing.assert_array_equal(label, model.predict(X))
+        np.testing.assert_allclose(probs, model.predict_proba(X), rtol=1e-5, atol=1e-6)
