@@ -232,7 +232,7 @@ def main() -> None:
                 lines.append(f"| {name} | {rows:,} | {form}{tag} | {_fmt_time(t)} |"
                              f" {_fmt_time(nat_t)} | {mark}{ratio:.2f}{mark} |"
                              f" {mem:.0f} / {nat_mem:.0f} |")
-            print(lines[-1], flush=True)
+                print(lines[-1], flush=True)
     report("\n".join(lines + conv_lines), args.out)
 
 
