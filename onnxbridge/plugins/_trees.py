@@ -734,6 +734,7 @@ def apply_tree_options(proto: onnx.ModelProto, options: ConvertOptions,
     """
     from onnxbridge.errors import InputError
 
+    asked = "strategy" in options.options
     strategy = options.pop("strategy", "tree_ensemble")
     hint = options.pop("batch_size_hint", None)
     provider = options.pop("provider_hint", None)
@@ -756,6 +757,8 @@ def apply_tree_options(proto: onnx.ModelProto, options: ConvertOptions,
                 f"{library}: strategy={strategy!r} applies to tree ensembles, and this model has"
                 " none; leave strategy out")
         return {}, []
+    if not asked:  # the default graph: nothing to say beyond its name
+        return {"onnxbridge.trees.strategy": result.strategy}, []
     note = f"trees as {result.strategy} ({result.reason}; {result.seconds:.2f} s)"
     return result.metadata, [note]
 
