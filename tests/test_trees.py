@@ -253,3 +253,18 @@ def test_lightgbm_categorical_splits() -> None:
         label, probs = m.run(X)
         np.testing.assert_array_equal(label, model.predict(X))
         np.testing.assert_allclose(probs, model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_forms_refuse_deep_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A form that pads every tree to 2^depth leaves refuses a model where that explodes
+    (the limit is lowered so that a small model reaches it); traversal still converts."""
+    from onnxbridge.plugins import _trees
+
+    X, y = _data("regression", nan=False)
+    deep = lightgbm.LGBMRegressor(n_estimators=30, num_leaves=40, min_child_samples=2,
+                                  verbose=-1).fit(X, y)
+    monkeypatch.setattr(_trees, "_MAX_PADDED", 1 << 10)
+    with pytest.raises(UnsupportedModelError, match="tree_traversal"):
+        onnxbridge.to_onnx(deep, X, strategy="perfect_tree_traversal")
+    m = onnxbridge.to_onnx(deep, X, strategy="tree_traversal")
+    np.testing.assert_allclose(m.run(X).reshape(-1), deep.predict(X), rtol=1e-5, atol=1e-5)

@@ -49,6 +49,7 @@ __all__ = [
 STRATEGIES = ("tree_ensemble", "tree_ensemble_chunked", "gemm", "tree_traversal",
               "perfect_tree_traversal", "oblivious", "auto")
 _TREE_OPS = ("TreeEnsembleRegressor", "TreeEnsembleClassifier")
+_MAX_PADDED = 1 << 22  # leaves of all padded trees (perfect traversal, oblivious)
 _MIN_OPSET = 13
 _CHUNK_TREES = 64
 
@@ -297,6 +298,9 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     leaves = [np.flatnonzero(f < 0) for f in ens.feature]
     i_max = max(1, max(len(i) for i in inner))
     l_max = max(len(v) for v in leaves)
+    if n_trees * i_max * l_max > _MAX_PADDED * 4:
+        raise TreeForm(f"the GEMM form of {n_trees} trees of {l_max} leaves would hold"
+                       f" {n_trees * i_max * l_max:,} path entries; use 'tree_traversal'")
     cols = np.zeros((n_trees, i_max), dtype=np.int64)
     thr = np.zeros((n_trees, i_max), dtype=ens.dtype)
     c_mat = np.zeros((n_trees, l_max, i_max), dtype=ens.dtype)   # C transposed
@@ -377,6 +381,10 @@ def _perfect(ens: Ensemble, off: int) -> tuple[int, list[np.ndarray], list[np.nd
     left one, so the bit is the decision ``x <= t`` itself."""
     depth = max(1, int(ens.depths().max()))
     n_trees = ens.n_trees
+    if n_trees * 2 ** depth > _MAX_PADDED:
+        raise TreeForm(f"{n_trees} trees of depth {depth} padded to complete trees would hold"
+                       f" {n_trees * 2 ** depth:,} leaves (limit {_MAX_PADDED:,}); use"
+                       " 'tree_traversal'")
     cols = [np.zeros((n_trees, 2 ** d), dtype=np.int64) for d in range(depth)]
     thr = [np.zeros((n_trees, 2 ** d), dtype=ens.dtype) for d in range(depth)]
     leaves = np.zeros((n_trees, 2 ** depth, ens.n_outputs), dtype=ens.dtype)
