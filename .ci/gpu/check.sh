@@ -7,6 +7,9 @@
 # 3. tests/test_runtime.py: CUDA chosen, TensorRT skipped with its reason, results equal to the
 #    CPU's, CUDA tensors bound in place (also one still being computed on torch's stream),
 # 4. benchmarks/bench_gpu.py: resnet18 and vit_b_16 at batch 1 and 32.
+# 5. benchmarks/bench_trees.py --provider cuda: the tensorised tree forms on CUDA, equal to the
+#    CPU TreeEnsemble, timed against xgboost device="cuda" (bench_trees_gpu.md; needs xgboost,
+#    catboost and scikit-learn importable there, a missing one is skipped and said so).
 set -uo pipefail
 OUT=${OUT:-/tmp/onnxbridge-gpu-out}
 mkdir -p "$OUT"
@@ -32,4 +35,7 @@ export PYTHONPATH=$SITE PYTHONUNBUFFERED=1
   echo "=== 4. benchmarks/bench_gpu.py"
   (cd benchmarks && python3 -c "import sys, runpy, torch; sys.argv = ['bench_gpu.py', '--out', '$OUT/bench_gpu.md']; runpy.run_path('bench_gpu.py', run_name='__main__')")
   echo "bench rc=$?"
+  echo "=== 5. benchmarks/bench_trees.py --provider cuda"
+  (cd benchmarks && python3 bench_trees.py --provider cuda --out "$OUT/bench_trees_gpu.md")
+  echo "trees rc=$?"
 } 2>&1 | tee "$OUT/device_check.log"

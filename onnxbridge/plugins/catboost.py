@@ -106,6 +106,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         canonical_outputs,
         check_sample_matrix,
     )
+    from onnxbridge.plugins._trees import apply_tree_options
 
     if not model.is_fitted():
         raise ConversionError(f"{type(model).__name__} is not fitted; call fit() first")
@@ -125,6 +126,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
                       n_outputs=len(classes) if classes is not None else 1, input_name="X")
     if classes is not None:
         _label_from_probabilities(proto, classes)
+    tree_meta, tree_notes = apply_tree_options(proto, options, "CatBoost")
 
     def reference(x: Any) -> list[Any]:
         if classifier:
@@ -137,7 +139,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="catboost",
         framework_version=catboost.__version__,
-        notes=["exported with CatBoost's own ONNX export"],
+        notes=["exported with CatBoost's own ONNX export", *tree_notes],
+        metadata=tree_meta,
     )
 
 

@@ -66,6 +66,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         check_sample_matrix,
         conversion_lock,
     )
+    from onnxbridge.plugins._trees import apply_tree_options, exact_lightgbm_thresholds
 
     _check_categorical_frame(sample)
     _, n_features = check_sample_matrix(sample, "LightGBM")
@@ -91,6 +92,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         n_classes = len(model.classes_) if not raw else max(booster.num_model_per_iteration(), 2)
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
     proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
+    exact_lightgbm_thresholds(proto, booster)
+    tree_meta, tree_notes = apply_tree_options(proto, options, "LightGBM")
 
     reference = booster_reference(model, raw, classifier, model.predict)
 
@@ -100,5 +103,6 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="lightgbm",
         framework_version=lightgbm.__version__,
-        notes=[f"objective {objective}"],
+        notes=[f"objective {objective}", *tree_notes],
+        metadata=tree_meta,
     )

@@ -514,6 +514,10 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
                     notes.append(f"{_DOUBLE_NOTE} (float32 gave: {mismatch})")
     elif double:
         notes.append("converted in double precision (double=True)")
+    from onnxbridge.plugins._trees import apply_tree_options
+
+    tree_meta, tree_notes = apply_tree_options(proto, options, type(model).__name__)
+    notes.extend(tree_notes)
     return ConversionResult(
         proto=proto,
         reference=reference,
@@ -521,5 +525,5 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         framework="scikit-learn",
         framework_version=sklearn.__version__,
         notes=notes,
-        metadata={"onnxbridge.sklearn.double": str(double)},
+        metadata={"onnxbridge.sklearn.double": str(double), **tree_meta},
     )

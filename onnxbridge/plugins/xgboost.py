@@ -102,6 +102,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         check_sample_matrix,
         conversion_lock,
     )
+    from onnxbridge.plugins._trees import apply_tree_options
 
     _, n_features = check_sample_matrix(sample, "XGBoost")
     raw = isinstance(model, xgboost.Booster)
@@ -144,6 +145,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         n_classes = max(num_class, 2)
     canonical_outputs(proto, classifier=classifier, n_outputs=n_classes if classifier else 1)
     proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
+    tree_meta, tree_notes = apply_tree_options(proto, options, "XGBoost")
 
     def predict_raw(x: Any) -> Any:
         if objective == "multi:softmax":  # it predicts class ids: take probabilities from margins
@@ -160,5 +162,6 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="xgboost",
         framework_version=xgboost.__version__,
-        notes=[f"objective {objective}"],
+        notes=[f"objective {objective}", *tree_notes],
+        metadata=tree_meta,
     )

@@ -1,0 +1,319 @@
+"""Tree ensembles: each graph form (strategy=) against the library's own predict, side by side.
+
+For every (model, rows, strategy) cell it reports the onnxbridge time (``m.run``), the native
+time (``predict_proba``, ``predict`` for regressors), their ratio (< 1: onnxbridge is faster),
+and the peak memory growth of each side during the cell. Native libraries get the same thread
+count as onnxruntime's intra-op pool (``--threads``). Native and ONNX calls alternate round by
+round, so load from other processes on a shared machine hits both alike; the ratio is the
+median of the per-round ratios. Rows come from a generator in chunks of at most 100,000, so a
+1,000,000-row cell never holds more than one chunk.
+
+    python benchmarks/bench_trees.py --quick --out bench.md
+    python benchmarks/bench_trees.py --rows 1,100,10000,1000000 --models xgb1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from _common import report
+
+N_FEATURES = 20
+CHUNK = 50_000
+FORMS = ["tree_ensemble", "tree_ensemble_chunked", "perfect_tree_traversal", "tree_traversal",
+         "gemm", "oblivious"]
+MEMORY_CAP = 1.5 * 2**30  # skip a form whose intermediates would pass this (shared machine)
+
+
+def _intermediate_bytes(form: str, n_trees: int, depth: int, rows: int) -> float:
+    """Rough size of a tensor form's largest intermediates for one chunk of ``rows``."""
+    rows = min(rows, CHUNK)
+    per_tree = {"gemm": 3 * 2 ** depth, "oblivious": 2 * depth, "tree_traversal": 6,
+                "perfect_tree_traversal": 4}.get(form, 0)
+    return float(rows) * n_trees * per_tree * 8
+
+
+def _train(name: str, threads: int, quick: bool) -> Any:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, N_FEATURES)).astype(np.float32)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    z = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2]) \
+        + np.sin(np.nan_to_num(X[:, 3]))
+    y = (z > 0).astype(np.int64)
+    trees = {"xgb100": 100, "xgb1000": 1000, "lgb500": 500, "cb500": 500, "rf100": 100,
+             "hgb200": 200}[name]
+    if quick:
+        trees = max(10, trees // 10)
+    if name.startswith("xgb"):
+        import xgboost
+
+        return xgboost.XGBClassifier(n_estimators=trees, max_depth=6, n_jobs=threads).fit(X, y)
+    if name.startswith("lgb"):
+        import lightgbm
+
+        return lightgbm.LGBMClassifier(n_estimators=trees, num_leaves=31, n_jobs=threads,
+                                       verbose=-1).fit(X, y)
+    if name.startswith("cb"):
+        import catboost
+
+        return catboost.CatBoostClassifier(iterations=trees, depth=6, thread_count=threads,
+                                           verbose=0, allow_writing_files=False).fit(X, y)
+    if name.startswith("rf"):
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=trees, max_depth=10, n_jobs=threads,
+                                      random_state=0).fit(np.nan_to_num(X), y)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=trees, max_depth=6,
+                                          early_stopping=False).fit(X, y)
+
+
+def _native(name: str, model: Any, threads: int) -> Callable[[np.ndarray], Any]:
+    if name.startswith("cb"):
+        return lambda x: model.predict_proba(x, thread_count=threads)
+    if name.startswith("lgb"):
+        return lambda x: model.predict_proba(x, num_threads=threads)
+    if name.startswith("rf"):
+        return lambda x: model.predict_proba(np.nan_to_num(x))
+    return lambda x: model.predict_proba(x)
+
+
+def _chunks(rows: int, seed: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < rows:
+        n = min(CHUNK, rows - done)
+        x = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+        x[rng.random(x.shape) < 0.05] = np.nan
+        done += n
+        yield x
+
+
+class _PeakRSS:
+    """Peak growth of this process's resident memory while the block runs (sampled)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> _PeakRSS:
+        self._base = self._rss()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss() - self._base)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss() - self._base)
+
+
+def _time(fn: Callable[[np.ndarray], Any], chunks: list[np.ndarray] | None, rows: int,
+          seed: int, inner: int) -> float:
+    start = time.perf_counter()
+    for x in chunks if chunks is not None else _chunks(rows, seed):
+        for _ in range(inner):
+            fn(x)
+    return (time.perf_counter() - start) / inner
+
+
+def _cell(runners: dict[str, Callable[[np.ndarray], Any]], rows: int,
+          rounds: int) -> dict[str, tuple[float, float, float]]:
+    """{side: (median seconds, median ratio to native, peak MiB)} with sides interleaved."""
+    small = rows <= CHUNK
+    chunks = list(_chunks(rows, 1)) if small else None  # large cells: regenerated per side
+    inner = max(1, min(200, 2000 // max(rows, 1)))
+    for fn in runners.values():  # warm up (sessions, caches)
+        fn(next(_chunks(min(rows, 1000), 2)))
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    peaks = dict.fromkeys(runners, 0.0)
+    for r in range(rounds):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for side in order:
+            with _PeakRSS() as mem:
+                times[side].append(_time(runners[side], chunks, rows, 1, inner))
+            peaks[side] = max(peaks[side], mem.peak / 2**20)
+    native = times["native"]
+    return {side: (statistics.median(ts),
+                   statistics.median([t / n for t, n in zip(ts, native, strict=True)]),
+                   peaks[side])
+            for side, ts in times.items()}
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="models with a tenth of the trees; rows 1, 100, 10,000")
+    parser.add_argument("--models", default="xgb100,xgb1000,lgb500,cb500,rf100,hgb200")
+    parser.add_argument("--rows", default=None, help="comma-separated batch sizes")
+    parser.add_argument("--strategies", default=",".join(FORMS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--provider", default="cpu",
+                        help="'cuda': the GPU check (tensor forms on onnxruntime's CUDA provider"
+                             " against xgboost device='cuda')")
+    args = parser.parse_args()
+    if args.provider != "cpu":
+        gpu_main(args)
+        return
+    warnings.filterwarnings("ignore")
+    os.environ["ONNXBRIDGE_THREADS"] = str(args.threads)  # m.run's intra-op threads
+    import onnxbridge
+
+    rows_list = [int(r) for r in (args.rows or ("1,100,10000" if args.quick else
+                                                "1,100,10000,1000000")).split(",")]
+    lines = [f"### Tree ensembles by graph form ({args.threads} threads each side"
+             f"{', quick: a tenth of the trees' if args.quick else ''})", "",
+             "onnxbridge `m.run` against the library's `predict_proba`, interleaved; ratio < 1:"
+             " onnxbridge is faster. **auto** is the form `strategy=\"auto\"` picks for that"
+             " batch size on the CPU. Memory: peak RSS growth during the cell.", "",
+             "| model | rows | strategy | onnxbridge | native | ratio | peak MiB (onnx / native) |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    conv_lines = ["", "| model | trees | max depth | to_onnx (s) | rewrite (s) |",
+                  "|---|---:|---:|---:|---:|"]
+    for name in args.models.split(","):
+        model = _train(name, args.threads, args.quick)
+        sample = np.nan_to_num(next(_chunks(200, 3))) if name.startswith("rf") else \
+            next(_chunks(200, 3))
+        converted: dict[str, Any] = {}
+        shape = (0, 0)
+        for form in args.strategies.split(","):
+            start = time.perf_counter()
+            try:
+                m = onnxbridge.to_onnx(model, sample, strategy=form, verify=False)
+            except onnxbridge.UnsupportedModelError:
+                continue
+            if form == "tree_ensemble":
+                shape = (_n_trees(model), _depth(m))
+                conv_lines.append(f"| {name} | {shape[0]} | {shape[1]} |"
+                                  f" {time.perf_counter() - start:.2f} |"
+                                  f" {_rewrite_seconds(m):.2f} |")
+            converted[form] = m
+        for rows in rows_list:
+            autos = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
+                                       verify=False).metadata["onnxbridge.trees.strategy"]
+            runners: dict[str, Callable[[np.ndarray], Any]] = {
+                "native": _native(name, model, args.threads)}
+            for form, m in converted.items():
+                if _intermediate_bytes(form, *shape, rows) > MEMORY_CAP or (
+                        rows > CHUNK and form not in ("tree_ensemble", autos, "oblivious")):
+                    continue
+                runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
+            rounds = args.rounds or (5 if rows <= 10_000 else 1)
+            cell = _cell(runners, rows, rounds)
+            nat_t, _, nat_mem = cell.pop("native")
+            best = min(cell, key=lambda k: cell[k][1])
+            for form, (t, ratio, mem) in cell.items():
+                tag = " (auto)" if form == autos else ""
+                mark = "**" if form == best else ""
+                lines.append(f"| {name} | {rows:,} | {form}{tag} | {_fmt_time(t)} |"
+                             f" {_fmt_time(nat_t)} | {mark}{ratio:.2f}{mark} |"
+                             f" {mem:.0f} / {nat_mem:.0f} |")
+                print(lines[-1], flush=True)
+    report("\n".join(lines + conv_lines), args.out)
+
+
+def gpu_main(args: argparse.Namespace) -> None:
+    """Tensor forms on a GPU provider: equal to the CPU TreeEnsemble, timed against XGBoost on
+    the GPU. Writes one table; a library that is not installed is skipped and said so."""
+    warnings.filterwarnings("ignore")
+    import onnxbridge
+
+    rows_list = [int(r) for r in (args.rows or "1,100,10000,100000").split(",")]
+    lines = [f"### Tree forms on {args.provider} (anchor: xgboost device='cuda')", "",
+             "| model | rows | strategy | onnxbridge | anchor | ratio | max abs diff vs CPU |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    notes = []
+    for name in ("xgb100", "cb500"):
+        try:
+            model = _train(name, args.threads, args.quick)
+        except ImportError as exc:
+            notes.append(f"{name} skipped: {exc}")
+            continue
+        sample = next(_chunks(200, 3))
+        cpu = onnxbridge.to_onnx(model, sample, verify=False)
+        if name.startswith("xgb"):
+            gpu_model = _train(name, args.threads, args.quick)
+            gpu_model.set_params(device="cuda")
+            anchor: Callable[[np.ndarray], Any] = gpu_model.predict_proba
+        else:
+            anchor = _native(name, model, args.threads)
+        forms = ["gemm", "tree_traversal", "perfect_tree_traversal", "auto"]
+        forms += ["oblivious"] if name.startswith("cb") else []
+        for rows in rows_list:
+            x = next(_chunks(rows, 5))
+            want = cpu.run(x, providers="cpu")[1]
+            runners: dict[str, Callable[[np.ndarray], Any]] = {"native": anchor}
+            diffs = {}
+            for form in forms:
+                m = onnxbridge.to_onnx(model, sample, strategy=form, verify=False,
+                                       provider_hint=args.provider, batch_size_hint=rows)
+                assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node), form
+                used = m.session(args.provider).get_providers()
+                if not used or ("CPU" in used[0] and "cpu" not in args.provider.lower()):
+                    notes.append(f"{name} {form}: no GPU provider ({used})")
+                    continue
+                label = f"{form} -> {m.metadata['onnxbridge.trees.strategy']}" \
+                    if form == "auto" else form
+                diffs[label] = float(np.abs(m.run(x, providers=args.provider)[1] - want).max())
+                runners[label] = (lambda mm: lambda v: mm.run(v, providers=args.provider))(m)
+            cell = _cell(runners, rows, args.rounds or 5)
+            nat_t = cell.pop("native")[0]
+            for label, (t, ratio, _) in cell.items():
+                lines.append(f"| {name} | {rows:,} | {label} | {_fmt_time(t)} |"
+                             f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
+                print(lines[-1], flush=True)
+    report("\n".join([*lines, "", *notes]), args.out)
+
+
+def _n_trees(model: Any) -> int:
+    for attr in ("n_estimators", "max_iter"):
+        if hasattr(model, attr):
+            return int(getattr(model, attr))
+    return int(model.tree_count_)
+
+
+def _depth(m: Any) -> int:
+    from onnxbridge.plugins._trees import read_ensemble
+
+    node = next(n for n in m.proto.graph.node if n.op_type.startswith("TreeEnsemble"))
+    return int(read_ensemble(node, np.dtype(np.float32)).depths().max())
+
+
+def _rewrite_seconds(m: Any) -> float:
+    """Seconds to rewrite the TreeEnsemble graph as the perfect-traversal form."""
+    import copy
+
+    from onnxbridge.plugins._trees import apply_strategy
+
+    proto = copy.deepcopy(m.proto)
+    start = time.perf_counter()
+    apply_strategy(proto, "perfect_tree_traversal")
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Tree graph forms (strategy=): every form against the library's own predictions.
+
+Data lie on a coarse grid with NaN, so split thresholds coincide with feature values, and
+extra rows put each feature exactly at every threshold the model uses.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+import onnxbridge
+from onnxbridge import UnsupportedModelError
+
+xgboost = pytest.importorskip("xgboost")
+lightgbm = pytest.importorskip("lightgbm")
+catboost = pytest.importorskip("catboost")
+pytest.importorskip("onnxmltools")
+
+from sklearn.ensemble import (  # noqa: E402
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+FORMS = ["tree_ensemble", "gemm", "tree_traversal", "perfect_tree_traversal", "tree_ensemble_chunked"]
+N_FEATURES = 5
+
+
+def _data(task: str, nan: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(300, N_FEATURES)) * 4) / 4  # a grid: ties at thresholds
+    if nan:
+        X[rng.random(X.shape) < 0.12] = np.nan
+    z = np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) * np.nan_to_num(X[:, 2], nan=1.0)
+    z += np.isnan(X[:, 3]) * 0.7
+    if task == "binary":
+        y = (z > 0).astype(np.int64)
+    elif task == "multiclass":
+        y = np.digitize(z, [-0.8, 0.6]).astype(np.int64)
+    else:
+        y = z + 0.1 * rng.normal(size=len(z))
+    return X.astype(np.float32), y
+
+
+def _at_thresholds(m: onnxbridge.OnnxModel, X: np.ndarray) -> np.ndarray:
+    """Rows of X with one feature set exactly to each threshold of the converted trees."""
+    from onnx import helper, numpy_helper
+
+    rows = []
+    for node in m.proto.graph.node:
+        if not node.op_type.startswith("TreeEnsemble"):
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        feats = helper.get_attribute_value(attrs["nodes_featureids"])
+        if "nodes_values" in attrs:
+            values = np.asarray(helper.get_attribute_value(attrs["nodes_values"]))
+        else:
+            values = numpy_helper.to_array(attrs["nodes_values_as_tensor"].t)
+        modes = helper.get_attribute_value(attrs["nodes_modes"])
+        for i, (f, v, mode) in enumerate(zip(feats, values, modes, strict=True)):
+            if mode != b"LEAF":
+                row = X[i % len(X)].copy()
+                row[f] = v
+                rows.append(row)
+    assert rows, "the reference conversion has no TreeEnsemble node"
+    return np.asarray(rows, dtype=X.dtype)[:400]
+
+
+def _expected(model: Any, X: np.ndarray, classifier: bool) -> list[np.ndarray]:
+    if classifier:
+        return [np.asarray(model.predict(X)).reshape(-1), np.asarray(model.predict_proba(X))]
+    return [np.asarray(model.predict(X)).reshape(len(X), -1)]
+
+
+_REFERENCES: dict[int, tuple[onnxbridge.OnnxModel, np.ndarray]] = {}
+
+
+def _reference(model: Any, X: np.ndarray) -> tuple[onnxbridge.OnnxModel, np.ndarray]:
+    """Today's TreeEnsemble conversion of ``model`` and the test rows (X plus ties)."""
+    if id(model) not in _REFERENCES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = onnxbridge.to_onnx(model, X[:50], verify=False)
+        _REFERENCES[id(model)] = reference, np.concatenate([X, _at_thresholds(reference, X)])
+    return _REFERENCES[id(model)]
+
+
+def _check(model: Any, X: np.ndarray, strategy: str, classifier: bool,
+           verify: bool = False) -> onnxbridge.OnnxModel:
+    """Convert with ``strategy`` and compare with the library on X and at every threshold
+    (stricter than to_onnx's own check, which ``verify=True`` also runs)."""
+    reference, test = _reference(model, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = onnxbridge.to_onnx(model, X[:50], strategy=strategy, verify=verify)
+    if verify:
+        assert m.parity is not None and m.parity.passed, str(m.parity)
+    if strategy != "tree_ensemble":
+        assert m.metadata["onnxbridge.trees.strategy"] == strategy
+        assert not any(n.op_type.startswith("TreeEnsembleC") for n in m.proto.graph.node)
+    assert m.output_names == reference.output_names
+    got = m.run(test)
+    got = got if isinstance(got, (list, tuple)) else [got]
+    want = _expected(model, test, classifier)
+    if classifier:
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1].dtype == np.float32 and got[1].shape == want[1].shape
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+    else:
+        assert got[0].shape == want[0].shape
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    return m
+
+
+def _fit(library: str, task: str) -> tuple[Any, np.ndarray, bool]:
+    X, y = _data(task, nan=library != "sklearn-rf")
+    classifier = task != "regression"
+    if library == "xgboost":
+        cls = xgboost.XGBClassifier if classifier else xgboost.XGBRegressor
+        model = cls(n_estimators=20, max_depth=4, learning_rate=0.3, base_score=None)
+    elif library == "lightgbm":
+        cls = lightgbm.LGBMClassifier if classifier else lightgbm.LGBMRegressor
+        model = cls(n_estimators=20, num_leaves=12, max_depth=5, min_child_samples=5,
+                    verbose=-1)
+    elif library == "catboost":
+        cls = catboost.CatBoostClassifier if classifier else catboost.CatBoostRegressor
+        model = cls(iterations=20, depth=4, verbose=0, allow_writing_files=False,
+                    thread_count=1)
+    elif library == "sklearn-hgb":
+        model = (HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor)(
+            max_iter=15, max_depth=5)
+    else:
+        model = (RandomForestClassifier(n_estimators=12, max_depth=6, random_state=0)
+                 if classifier else ExtraTreesRegressor(n_estimators=12, max_depth=6))
+    return model.fit(X, y), X, classifier
+
+
+_MODELS: dict[tuple[str, str], tuple[Any, np.ndarray, bool]] = {}
+
+
+def _model(library: str, task: str) -> tuple[Any, np.ndarray, bool]:
+    if (library, task) not in _MODELS:
+        _MODELS[(library, task)] = _fit(library, task)
+    return _MODELS[(library, task)]
+
+
+LIBRARIES = ["xgboost", "lightgbm", "catboost", "sklearn-hgb", "sklearn-rf"]
+TASKS = ["binary", "multiclass", "regression"]
+
+
+@pytest.mark.parametrize("strategy", FORMS)
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_form_matches_library(library: str, task: str, strategy: str) -> None:
+    model, X, classifier = _model(library, task)
+    _check(model, X, strategy, classifier)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_oblivious_form_for_catboost(task: str) -> None:
+    model, X, classifier = _model("catboost", task)
+    m = _check(model, X, "oblivious", classifier, verify=True)
+    ops = {n.op_type for n in m.proto.graph.node}
+    assert not any(op.startswith("TreeEnsemble") for op in ops)
+
+
+def test_oblivious_refuses_ordinary_trees() -> None:
+    model, X, _ = _model("xgboost", "binary")
+    with pytest.raises(UnsupportedModelError, match="symmetric"):
+        onnxbridge.to_onnx(model, X[:20], strategy="oblivious")
+
+
+def test_xgboost_ranker_and_logistic_gbc() -> None:
+    X, y = _data("regression", nan=True)
+    groups = np.full(30, 10)
+    ranker = xgboost.XGBRanker(n_estimators=15, max_depth=3).fit(X, np.digitize(y, [0, 1]),
+                                                                  group=groups)
+    m = onnxbridge.to_onnx(ranker, X[:40], strategy="perfect_tree_traversal")
+    np.testing.assert_allclose(m.run(X).reshape(-1), ranker.predict(X), rtol=1e-5, atol=1e-5)
+    Xc, yc = _data("binary", nan=False)
+    gbc = GradientBoostingClassifier(n_estimators=15, max_depth=3).fit(Xc, yc)
+    _check(gbc, Xc, "gemm", classifier=True, verify=True)
+
+
+def test_double_precision_pipeline_form() -> None:
+    """A scikit-learn forest converted in float64 keeps its decisions in float64."""
+    X, y = _data("binary", nan=False)
+    X64 = X.astype(np.float64)
+    model = RandomForestClassifier(n_estimators=8, max_depth=5, random_state=0).fit(X64, y)
+    m = onnxbridge.to_onnx(model, X64, strategy="tree_traversal", double=True)
+    label, probs = m.run(X64)
+    np.testing.assert_array_equal(label, model.predict(X64))
+    np.testing.assert_allclose(probs, model.predict_proba(X64), atol=1e-6)
+
+
+def test_auto_records_its_choice() -> None:
+    cat, Xc, _ = _model("catboost", "binary")
+    xgb, Xx, _ = _model("xgboost", "binary")
+    m = onnxbridge.to_onnx(cat, Xc[:20], strategy="auto", batch_size_hint=10_000)
+    assert m.metadata["onnxbridge.trees.strategy"] == "oblivious"
+    assert m.metadata["onnxbridge.trees.requested"] == "auto"
+    assert m.metadata["onnxbridge.trees.batch_size_hint"] == "10000"
+    assert "symmetric" in m.metadata["onnxbridge.trees.reason"]
+    one = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=1)
+    assert one.metadata["onnxbridge.trees.strategy"] == "tree_ensemble"
+    assert any(n.op_type == "TreeEnsembleClassifier" for n in one.proto.graph.node)
+    small = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=64)
+    assert small.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"
+    gpu = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", provider_hint="cuda")
+    assert gpu.metadata["onnxbridge.trees.provider"] == "CUDAExecutionProvider"
+    assert gpu.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"
+    ops = {n.domain for n in gpu.proto.graph.node}
+    assert "ai.onnx.ml" not in ops  # no operator without a CUDA kernel
+    # the choice survives a save and load
+    loaded = onnxbridge.load(gpu.proto)
+    assert loaded.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"
+    assert json.loads(loaded.metadata["onnxbridge.parity"])
+
+
+def test_bad_options_are_refused() -> None:
+    model, X, _ = _model("xgboost", "binary")
+    with pytest.raises(onnxbridge.OnnxBridgeError, match="strategy must be one of"):
+        onnxbridge.to_onnx(model, X[:20], strategy="fastest")
+    with pytest.raises(onnxbridge.OnnxBridgeError, match="batch_size_hint"):
+        onnxbridge.to_onnx(model, X[:20], strategy="auto", batch_size_hint=0)
+    from sklearn.linear_model import LinearRegression
+
+    lin = LinearRegression().fit(np.nan_to_num(X), np.arange(len(X)))
+    with pytest.raises(UnsupportedModelError, match="tree ensembles"):
+        onnxbridge.to_onnx(lin, np.nan_to_num(X[:20]), strategy="gemm")
+
+
+def test_lightgbm_categorical_splits() -> None:
+    """LightGBM's integer-coded categorical splits convert in every form (the converter writes
+    them as chains of <= splits), and the default graph is left as it was."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3)).astype(np.float32)
+    X[:, 0] = rng.integers(0, 6, size=300)
+    y = (np.isin(X[:, 0], [1, 4]) ^ (X[:, 1] > 0)).astype(np.int64)
+    model = lightgbm.LGBMClassifier(n_estimators=10, min_child_samples=5, verbose=-1)
+    model.fit(X, y, categorical_feature=[0])
+    for strategy in ("tree_ensemble", "perfect_tree_traversal", "gemm"):
+        m = onnxbridge.to_onnx(model, X, strategy=strategy)
+        label, probs = m.run(X)
+        np.testing.assert_array_equal(label, model.predict(X))
+        np.testing.assert_allclose(probs, model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_forms_refuse_deep_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A form that pads every tree to 2^depth leaves refuses a model where that explodes
+    (the limit is lowered so that a small model reaches it); traversal still converts."""
+    from onnxbridge.plugins import _trees
+
+    X, y = _data("regression", nan=False)
+    deep = lightgbm.LGBMRegressor(n_estimators=30, num_leaves=40, min_child_samples=2,
+                                  verbose=-1).fit(X, y)
+    monkeypatch.setattr(_trees, "_MAX_PADDED", 1 << 10)
+    with pytest.raises(UnsupportedModelError, match="tree_traversal"):
+        onnxbridge.to_onnx(deep, X, strategy="perfect_tree_traversal")
+    m = onnxbridge.to_onnx(deep, X, strategy="tree_traversal")
+    np.testing.assert_allclose(m.run(X).reshape(-1), deep.predict(X), rtol=1e-5, atol=1e-5)
