@@ -144,6 +144,18 @@ def _feeds_sample(sample: Any) -> Any:
     ``{"x": x, "hx_0": h, "hx_1": c}`` and a list of arrays a tuple; anything else is unchanged.
     """
 
+    if type(sample).__module__.startswith("torch") and str(getattr(sample, "dtype", "")) \
+            == "torch.bfloat16":
+        return sample.float()  # numpy has no bfloat16; the ONNX input is cast from float32
+    if isinstance(sample, dict) and any(str(getattr(v, "dtype", "")) == "torch.bfloat16"
+                                        for v in sample.values()):
+        sample = {k: v.float() if str(getattr(v, "dtype", "")) == "torch.bfloat16" else v
+                  for k, v in sample.items()}
+    if isinstance(sample, tuple) and any(str(getattr(v, "dtype", "")) == "torch.bfloat16"
+                                         for v in sample):
+        sample = tuple(v.float() if str(getattr(v, "dtype", "")) == "torch.bfloat16" else v
+                       for v in sample)
+
     def nested(value: Any) -> bool:
         return isinstance(value, (tuple, list)) and bool(value) and all(
             _is_array(v) or nested(v) for v in value)
@@ -230,7 +242,7 @@ def _run_both(
         text = _clean(exc)
         raise _RunFailure(
             f"onnxruntime failed to run the ONNX model on {what}{chosen}, inputs"
-            f" {_sizes(feeds)}; likely cause: {_explain_ort(text)}."
+            f" {_sizes(feeds)}; likely cause: {_explain_ort(str(exc))}."
             f" onnxruntime said: {type(exc).__name__}: {text}") from exc
     batch = None
     for spec in m.inputs:  # the size of the axis named batch, wherever it is
@@ -260,7 +272,7 @@ def _fresh_samples(sample: Any, seed: int = 0) -> list[tuple[str, Any]]:
             return a
         if a.dtype.kind == "f":
             finite = np.where(np.isfinite(a), a, np.nan)
-            if a.ndim == 2:
+            if a.ndim == 2 and a.shape[0] > 1:
                 low, high = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
             else:
                 low, high = np.nanmin(finite), np.nanmax(finite)
@@ -268,7 +280,7 @@ def _fresh_samples(sample: Any, seed: int = 0) -> list[tuple[str, Any]]:
             out = rng.uniform(low, high, size=a.shape)
             # A column of whole numbers (category codes, counts) gets whole numbers.
             whole = np.nan_to_num(finite) == np.round(np.nan_to_num(finite))
-            whole = whole.all(axis=0) if a.ndim == 2 else whole.all()
+            whole = whole.all(axis=0) if a.ndim == 2 and a.shape[0] > 1 else whole.all()
             out = np.where(whole, np.round(out), out).astype(a.dtype)
             return np.where(np.isfinite(a), out, a)
         values = np.unique(a)

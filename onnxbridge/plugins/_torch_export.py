@@ -987,6 +987,55 @@ def _torch_default_opset() -> int:
     return int(getattr(constants, "ONNX_DEFAULT_OPSET", 18))
 
 
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
+    if isinstance(value, Mapping):
+        return {k: _cast_floats(v, dtype) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        items = [_cast_floats(v, dtype) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def with_compute_dtype(model: torch.nn.Module, sample: Any, compute_dtype: Any) -> tuple[Any, Any]:
+    """The model (a cast copy) and sample to export for ``compute_dtype``.
+
+    A bfloat16 model is refused unless ``compute_dtype`` is given: onnxruntime's CPU provider has
+    no bfloat16 kernels for MatMul/Gemm, so such a model neither verifies nor runs there.
+    """
+    if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+        raise ConversionError(
+            f"compute_dtype={compute_dtype!r} is not one of {', '.join(map(repr, COMPUTE_DTYPES))}",
+            converter="torch",
+        )
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if compute_dtype is None:
+        if torch.bfloat16 in floats:
+            raise ConversionError(
+                "the model computes in bfloat16, and onnxruntime's CPU provider has no bfloat16"
+                " kernels for MatMul/Gemm: the ONNX model could neither be verified nor run on"
+                " CPU. Export the compute in float32: to_onnx(model, sample,"
+                " compute_dtype='float32') (onnxbridge casts a copy; inputs and outputs become"
+                " float32), or in float16 for a GPU (compute_dtype='float16'); to keep bfloat16"
+                " for a GPU provider that has the kernels, pass compute_dtype='bfloat16',"
+                " verify=False",
+                converter="torch",
+            )
+        return model, sample
+    target = getattr(torch, compute_dtype)
+    if floats <= {target}:
+        return model, _cast_floats(sample, target)
+    import copy
+
+    return copy.deepcopy(model).to(target), _cast_floats(sample, target)
+
+
 # -- the converter -----------------------------------------------------------------------------
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     exporter = options.pop("exporter", "auto")
@@ -995,6 +1044,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     output_names = options.pop("output_names", None)
     custom_ops = options.pop("custom_ops", None) or {}
     task = options.pop("task", None)
+    compute_dtype = options.pop("compute_dtype", None)
     if exporter not in EXPORTERS:
         raise ConversionError(
             f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}",
@@ -1009,6 +1059,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " {'mylib::my_op': 'ai.onnx.contrib::MyOp'}",
             converter="torch",
         )
+    model, sample = with_compute_dtype(model, sample, compute_dtype)
     from onnxbridge.plugins._torch_generate import TASKS, convert_causal_lm, infer_task
 
     if task is not None and task not in TASKS:
@@ -1131,6 +1182,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
                      + " (a key/value cache is not a tensor output)")
 
     def reference(x: Any) -> list[np.ndarray]:
+        if compute_dtype is not None:
+            x = _cast_floats(x, getattr(torch, compute_dtype))
         given = sample_tensors(plan, x, device)
         with eval_mode(model):
             result, _ = flatten_outputs(_call(model, plan, given))
