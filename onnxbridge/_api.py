@@ -176,7 +176,8 @@ def _feeds_sample(sample: Any) -> Any:
             isinstance(sample, list) or any(isinstance(v, (tuple, list)) for v in sample)):
         flat: dict[str, Any] = {}
         leaves(sample, "", flat)
-        return tuple(flat.values())
+        values = tuple(flat.values())
+        return values[0] if len(values) == 1 else values
     return sample
 
 
@@ -226,7 +227,10 @@ def _run_both(
     from onnxbridge.io import batch_size, to_feeds
 
     assert result.reference is not None
-    feeds = to_feeds(m.inputs, (_feeds_sample(sample),), {})
+    try:
+        feeds = to_feeds(m.inputs, (_feeds_sample(sample),), {})
+    except Exception as exc:
+        raise _RunFailure(f"{what} does not fit the ONNX model's inputs: {_clean(exc)}") from exc
     chosen = "" if what == "the sample" else " (a size or values onnxbridge chose to check the" \
         " model with; the sample itself passed)"
     try:

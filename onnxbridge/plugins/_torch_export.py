@@ -481,6 +481,9 @@ def _meaning_groups(
             # The first input feeds the first recurrent layer: its time axis is the sequence.
             add("sequence", 0, 1 if batch_first else 0)
             batch_axis_of_first = 0 if batch_first else 1
+    if plan.style == "list":
+        # A list of images is the batch itself (each image [channels, height, width]).
+        return list(groups.values())
     if dynamic_batch and tensors and tensors[0].ndim > batch_axis_of_first:
         size = int(tensors[0].shape[batch_axis_of_first])
         group = _Group("batch", {})
@@ -1174,6 +1177,15 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
+    if type(model).__module__.startswith("torchvision.models.detection"):
+        notes.append(
+            "torchvision detection model: exported with its post-processing (resize and"
+            " normalise, score threshold, top-k, batched NMS, boxes mapped back to the image)."
+            " How many boxes survive depends on the values, which torch.export cannot trace and"
+            " the TorchScript tracer partly fixes to the sample's counts; when parity fails,"
+            " export the network without it (e.g. a module returning"
+            " model.head(model.backbone(x)) on a normalised batch) and run the post-processing"
+            " in Python")
     baked = baked_branches(job.warnings) if used == "torchscript" else []
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
