@@ -242,8 +242,8 @@ def test_dynamic_axes_marks_another_axis() -> None:
     model = Sequence()
     m = onnxbridge.to_onnx(model, torch.randn(2, 5, 4), dynamic_axes={"x": {1: "time"}})
     assert m.inputs[0].shape == ("batch", "time", 4)
-    # the converter also verified a sample with another length (and fresh values)
-    assert {o.shape for o in m.parity.outputs} >= {(2, 2), (1, 2), (3, 2)}
+    # verified on the sample, batch 1, another length, fresh values and permuted rows
+    assert len(m.parity.outputs) == 5
     x = torch.randn(3, 11, 4)
     assert_close(m.run(x), eager(model, x))
     m2 = onnxbridge.to_onnx(model, torch.randn(2, 5, 4), dynamic_axes={"x": [1]})
