@@ -56,6 +56,50 @@ class GenerativeModel(OnnxModel):
         info: dict[str, Any] = json.loads(raw)
         return info
 
+    def run(self, *args: Any, as_dict: bool = False, **kwargs: Any) -> Any:
+        """As OnnxModel.run; given token ids only, the prompt's logits (as a plain export gives).
+
+        ``m.run(ids)``, ``m.run(input_ids=ids)`` or ``m.run({"input_ids": ids,
+        "attention_mask": mask})`` run the prompt with an empty cache and return the logits
+        alone (``{"logits": ...}`` with ``as_dict=True``); a full feed (with
+        ``past_key_values.*``) returns every output.
+        """
+        options = {k: kwargs.pop(k) for k in ("providers", "io_binding", "strict") if k in kwargs}
+        given: dict[str, Any] = dict(kwargs)
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            given = dict(args[0])
+        elif len(args) in (1, 2) and not kwargs:
+            given = {"input_ids": args[0]}
+            if len(args) == 2:
+                given["attention_mask"] = args[1]
+        elif args:
+            return super().run(*args, as_dict=as_dict, **options, **kwargs)
+        if not set(given) <= {"input_ids", "attention_mask"} or "input_ids" not in given:
+            return super().run(*args, as_dict=as_dict, **options, **kwargs)
+        feeds = self.prompt_feeds(given["input_ids"], given.get("attention_mask"))
+        logits = super().run(feeds, as_dict=True, **options)["logits"]
+        return {"logits": logits} if as_dict else logits
+
+    def prompt_feeds(self, input_ids: Any, attention_mask: Any = None) -> dict[str, np.ndarray]:
+        """The full feeds for a prompt: mask, position ids and an empty cache filled in."""
+        ids = np.asarray(input_ids.detach().cpu() if hasattr(input_ids, "detach") else input_ids)
+        ids = ids.astype(np.int64)
+        if attention_mask is None:
+            mask = np.ones_like(ids)
+        else:
+            mask = np.asarray(attention_mask.detach().cpu() if hasattr(attention_mask, "detach")
+                              else attention_mask).astype(np.int64)
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
+        for spec in self.inputs:
+            if spec.name == "position_ids":
+                feeds["position_ids"] = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1)
+            elif spec.name.startswith("past_key_values."):
+                dims: list[Any] = list(spec.shape or ())
+                dtype = spec.dtype if spec.dtype is not None else np.dtype(np.float32)
+                size = (int(ids.shape[0]), int(dims[1]), 0, int(dims[3]))
+                feeds[spec.name] = np.zeros(size, dtype=dtype)
+        return feeds
+
     def generate(
         self,
         input_ids: Any,

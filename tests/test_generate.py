@@ -74,6 +74,12 @@ def test_greedy_matches_transformers_token_for_token_with_padding(
     got = m.generate(ids.numpy(), attention_mask=mask.numpy(), max_new_tokens=16,
                      eos_token_id=None)
     assert np.array_equal(got, reference(model, ids, mask, 16))
+    # token ids alone give the prompt's logits, as the plain forward export did
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    got_logits = m.run(input_ids=ids.numpy(), attention_mask=mask.numpy())
+    real = mask.numpy().astype(bool)  # padding positions hold no meaning
+    np.testing.assert_allclose(got_logits[real], logits[real], atol=1e-4, rtol=1e-3)
     # saved and loaded, it is still a generator
     path = m.save(tmp_path / "llama.onnx")
     again = onnxbridge.load(path)

@@ -1074,12 +1074,17 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " yet; export the model's forward with task='forward' (the decoder then recomputes"
             " the whole sequence at each step)", converter="torch")
     wanted = task or infer_task(model)
-    if wanted == "text-generation":
-        if task is None and (input_names or output_names or dynamic_axes or custom_ops
-                             or exporter != "auto"):
-            wanted = "forward"  # options that only the plain export understands
-        else:
+    generation_note = ""
+    if wanted == "text-generation" and (task is not None or not (
+            input_names or output_names or dynamic_axes or custom_ops or exporter != "auto")):
+        try:
             return convert_causal_lm(model, sample, options, task_given=task is not None)
+        except ConversionError as exc:
+            if task is not None:
+                raise
+            # Inferred, not asked for: the plain forward is still what the user can have.
+            generation_note = (f"text-generation export (inferred from {type(model).__name__})"
+                               f" failed, so the plain forward was exported: {exc}")
     device = _model_device(model)
     plan = plan_inputs(model, sample, input_names)
     tensors = sample_tensors(plan, sample, device)
@@ -1177,6 +1182,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
+    if generation_note:
+        notes.append(generation_note)
     if type(model).__module__.startswith("torchvision.models.detection"):
         notes.append(
             "torchvision detection model: exported with its post-processing (resize and"
