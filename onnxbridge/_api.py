@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import warnings
@@ -25,7 +26,7 @@ from onnxbridge.registry import (
     call_converter,
     default_registry,
 )
-from onnxbridge.verify import ParityReport, Tolerance, compare_outputs
+from onnxbridge.verify import OutputParity, ParityReport, Tolerance, compare_outputs
 
 __all__ = ["converters", "load", "register", "to_onnx"]
 
@@ -77,7 +78,8 @@ def to_onnx(
     result = call_converter(spec, model, sample, conv_options)
     if name:
         result.proto.graph.name = name
-    m = OnnxModel(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
+    model_class = getattr(result, "model_class", None) or OnnxModel
+    m = model_class(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
     _write_provenance(m, spec, result, model)
     if verify is not False:
         try:
@@ -99,8 +101,9 @@ def to_onnx(
             else:
                 raise ParityError(
                     report,
-                    f"{spec.name}: the ONNX model does not reproduce the source model on the"
-                    " sample. Pass verify='warn' to keep it anyway, or tolerance= to loosen.",
+                    f"{spec.name}: the ONNX model does not reproduce the source model (see"
+                    " which check below). Pass verify='warn' to keep it anyway, or tolerance="
+                    " to loosen.",
                 )
     return m
 
@@ -220,19 +223,230 @@ def _verify_session(m: OnnxModel) -> Any:
     return proto_session(m.proto, [VERIFY_PROVIDER], data_dir=m.data_dir, hooks=[in_place])
 
 
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, type)
+
+
+def _feeds_sample(sample: Any) -> Any:
+    """The sample with nested tuples/lists of arrays flattened, one ONNX input per array.
+
+    ``(x, (h0, c0))`` becomes ``(x, h0, c0)``, ``{"x": x, "hx": (h, c)}`` becomes
+    ``{"x": x, "hx_0": h, "hx_1": c}`` and a list of arrays a tuple; anything else is unchanged.
+    """
+
+    if type(sample).__module__.startswith("torch") and str(getattr(sample, "dtype", "")) \
+            == "torch.bfloat16":
+        return sample.float()  # numpy has no bfloat16; the ONNX input is cast from float32
+    if isinstance(sample, dict) and any(str(getattr(v, "dtype", "")) == "torch.bfloat16"
+                                        for v in sample.values()):
+        sample = {k: v.float() if str(getattr(v, "dtype", "")) == "torch.bfloat16" else v
+                  for k, v in sample.items()}
+    if isinstance(sample, tuple) and any(str(getattr(v, "dtype", "")) == "torch.bfloat16"
+                                         for v in sample):
+        sample = tuple(v.float() if str(getattr(v, "dtype", "")) == "torch.bfloat16" else v
+                       for v in sample)
+
+    def nested(value: Any) -> bool:
+        return isinstance(value, (tuple, list)) and bool(value) and all(
+            _is_array(v) or nested(v) for v in value)
+
+    def leaves(value: Any, name: str, out: dict[str, Any]) -> None:
+        if isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                leaves(item, f"{name}_{i}", out)
+        else:
+            out[name] = value
+
+    if isinstance(sample, dict) and any(nested(v) for v in sample.values()):
+        out: dict[str, Any] = {}
+        for key, value in sample.items():
+            leaves(value, str(key), out)
+        return out
+    if isinstance(sample, (tuple, list)) and nested(sample) and (
+            isinstance(sample, list) or any(isinstance(v, (tuple, list)) for v in sample)):
+        flat: dict[str, Any] = {}
+        leaves(sample, "", flat)
+        values = tuple(flat.values())
+        return values[0] if len(values) == 1 else values
+    return sample
+
+
+class _RunFailure(Exception):
+    """The ONNX model (or the source model) failed on one of the verification samples."""
+
+
+def _sizes(feeds: Any) -> str:
+    return ", ".join(f"{k} {list(getattr(v, 'shape', ()))}" for k, v in feeds.items())
+
+
+_ORT_CAUSES = (
+    ("re-use buffer", "two inputs share a symbolic axis name but have different sizes here"),
+    ("dim_param", "two inputs share a symbolic axis name but have different sizes here"),
+    ("Got invalid dimensions", "an axis is fixed in the ONNX model; make it dynamic with"
+     " dynamic_axes={input: {axis: name}}"),
+    ("cannot be reshaped", "the exporter baked a size of the export sample into a Reshape; the"
+     " axis is not really dynamic (dynamic_axes={input: {axis: None}} fixes it)"),
+    ("Could not find an implementation", "onnxruntime's CPU provider has no kernel for an"
+     " operator at this dtype (bfloat16 has almost none): export the compute in float32"
+     " (model.float(), or to_onnx(..., compute_dtype='float32') for PyTorch)"),
+    ("NOT_IMPLEMENTED", "onnxruntime's CPU provider has no kernel for an operator at this"
+     " dtype (bfloat16 has almost none): export the compute in float32 (model.float(), or"
+     " to_onnx(..., compute_dtype='float32') for PyTorch)"),
+    ("Broadcast", "a size of the export sample was baked into the graph"),
+)
+
+
+def _explain_ort(text: str) -> str:
+    for key, cause in _ORT_CAUSES:
+        if key in text:
+            return cause
+    return "the graph cannot run at these sizes or values"
+
+
+def _clean(exc: BaseException, limit: int = 400) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def _run_both(
-    m: OnnxModel, result: ConversionResult, sample: Any, session: Any = None
+    m: OnnxModel, result: ConversionResult, sample: Any, what: str = "the sample",
+    session: Any = None,
 ) -> tuple[Sequence[Any], Sequence[Any], int | None]:
+    """The source's and the ONNX model's outputs on ``sample``; _RunFailure when one fails."""
     from onnxbridge.io import batch_size, to_feeds
 
     assert result.reference is not None
-    expected = list(result.reference(sample))
-    feeds = to_feeds(m.inputs, (sample,), {})
+    try:
+        feeds = to_feeds(m.inputs, (_feeds_sample(sample),), {})
+    except Exception as exc:
+        raise _RunFailure(f"{what} does not fit the ONNX model's inputs: {_clean(exc)}") from exc
+    chosen = "" if what == "the sample" else " (a size or values onnxbridge chose to check the" \
+        " model with; the sample itself passed)"
+    try:
+        expected = list(result.reference(sample))
+    except Exception as exc:
+        raise _RunFailure(f"the source model failed on {what}{chosen}, inputs {_sizes(feeds)}:"
+                          f" {type(exc).__name__}: {_clean(exc)}") from exc
     # The CPU provider is onnxruntime's reference: the report is about the conversion, not about
     # a GPU's TF32 or fused kernels, and no TensorRT engine is built just to verify.
-    session = session if session is not None else m.session(VERIFY_PROVIDER)
-    actual = list(session.run(None, feeds))
-    return expected, actual, batch_size(feeds)
+    try:
+        session = session if session is not None else m.session(VERIFY_PROVIDER)
+        actual = list(session.run(None, feeds))
+    except Exception as exc:
+        text = _clean(exc)
+        raise _RunFailure(
+            f"onnxruntime failed to run the ONNX model on {what}{chosen}, inputs"
+            f" {_sizes(feeds)}; likely cause: {_explain_ort(str(exc))}."
+            f" onnxruntime said: {type(exc).__name__}: {text}") from exc
+    batch = None
+    for spec in m.inputs:  # the size of the axis named batch, wherever it is
+        for axis, dim in enumerate(spec.shape or ()):
+            if dim == "batch" and spec.name in feeds and batch is None:
+                batch = int(feeds[spec.name].shape[axis])
+    return expected, actual, batch if batch is not None else batch_size(feeds)
+
+
+def _fresh_samples(sample: Any, seed: int = 0) -> list[tuple[str, Any]]:
+    """Samples with the sample's shapes and dtypes but other values.
+
+    Random values within each array's range (per column for a table; whole numbers for a column
+    of whole numbers), other valid ids for an
+    integer input with more than two values (token ids: within the sample's smallest and largest;
+    0/1 masks and booleans stay), and a permutation of the sample's rows (the only fresh sample of
+    a DataFrame). Empty when none can be made.
+    """
+    import numpy as np
+
+    from onnxbridge.io import is_dataframe, is_torch_tensor
+
+    rng = np.random.default_rng(seed)
+
+    def fresh_array(a: np.ndarray) -> np.ndarray:
+        if a.size < 2 or a.dtype.kind not in "iuf":
+            return a
+        if a.dtype.kind == "f":
+            finite = np.where(np.isfinite(a), a, np.nan)
+            if a.ndim == 2 and a.shape[0] > 1:
+                low, high = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
+            else:
+                low, high = np.nanmin(finite), np.nanmax(finite)
+            low, high = np.nan_to_num(low), np.nan_to_num(high)
+            out = rng.uniform(low, high, size=a.shape)
+            # A column of whole numbers (category codes, counts) gets whole numbers.
+            whole = np.nan_to_num(finite) == np.round(np.nan_to_num(finite))
+            whole = whole.all(axis=0) if a.ndim == 2 and a.shape[0] > 1 else whole.all()
+            out = np.where(whole, np.round(out), out).astype(a.dtype)
+            return np.where(np.isfinite(a), out, a)
+        values = np.unique(a)
+        if values.size <= 2:
+            return a
+        return rng.integers(int(values[0]), int(values[-1]) + 1, size=a.shape).astype(a.dtype)
+
+    def fresh(value: Any, name: str) -> Any:
+        if isinstance(value, np.ndarray):
+            return value if "mask" in name else fresh_array(value)
+        if is_torch_tensor(value):
+            import torch
+
+            if "mask" in name or value.dtype == torch.bool or value.is_complex():
+                return value
+            base = value.detach().cpu()
+            as_np = (base.float() if base.dtype == torch.bfloat16 else base).numpy()
+            return torch.as_tensor(fresh_array(as_np)).to(dtype=value.dtype, device=value.device)
+        if isinstance(value, dict):
+            return {k: fresh(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (tuple, list)) and all(
+                _is_array(v) or isinstance(v, (tuple, list, dict)) for v in value):
+            items = [fresh(v, name) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    def rows(value: Any, order: Any) -> Any:
+        if is_dataframe(value):
+            return value.iloc[order].reset_index(drop=True) if len(value) == len(order) else value
+        if _is_array(value) and getattr(value, "ndim", 0) > 0 and value.shape[0] == len(order):
+            return value[order] if isinstance(value, np.ndarray) else value[order.tolist()]
+        if isinstance(value, dict):
+            return {k: rows(v, order) for k, v in value.items()}
+        if isinstance(value, (tuple, list)):
+            items = [rows(v, order) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    def first_rows(value: Any) -> int | None:
+        if is_dataframe(value):
+            return len(value)
+        if _is_array(value):
+            return int(value.shape[0]) if getattr(value, "ndim", 0) > 0 else None
+        items = value.values() if isinstance(value, dict) else \
+            value if isinstance(value, (tuple, list)) else []
+        for item in items:
+            n = first_rows(item)
+            if n is not None:
+                return n
+        return None
+
+    out: list[tuple[str, Any]] = []
+    if not is_dataframe(sample):
+        with contextlib.suppress(Exception):  # a kind of sample this cannot vary
+            out.append(("fresh values (random within the sample's range, other valid ids)",
+                        fresh(sample, "")))
+    n = first_rows(sample)
+    if n is not None and n > 1:
+        order = rng.permutation(n)
+        if (order == np.arange(n)).all():
+            order = np.roll(order, 1)
+        out.append(("a permutation of the sample's rows", rows(sample, order)))
+    return out
+
+
+def _failed(names: Sequence[str], problem: str, batch: int | None = None) -> list[OutputParity]:
+    return [OutputParity(
+        name=", ".join(names) if names else "(model)", kind="value", batch=batch, shape=(),
+        dtype="?", max_abs=None, max_rel=None, atol=0.0, rtol=0.0, tolerance_reason="",
+        worst_row=None, label_agreement=None, passed=False, problem=problem)]
 
 
 def verify_conversion(
@@ -242,31 +456,61 @@ def verify_conversion(
     dynamic_batch: bool,
     tolerance: Tolerance | None,
 ) -> ParityReport:
-    """Run source and ONNX model on the sample (and on a second batch size) and compare."""
+    """Run source and ONNX model on the sample, a second size and fresh values; compare.
+
+    A run that fails (onnxruntime or the source model) becomes a failing line naming the
+    outputs, the input sizes tried and the likely cause; a second-size check that cannot run
+    is a note and a warning, never a silent pass.
+    """
     from onnxbridge.io import resize_batch
 
     if result.reference is None:
         return ParityReport(verified=False, reason="the converter gives no way to run the source model")
     report = ParityReport(notes=list(result.notes), provider=VERIFY_PROVIDER)
-    samples = [sample]
+    for problem in getattr(result, "problems", ()):
+        report.outputs += _failed(["(conversion)"], problem)
+    custom = getattr(result, "verify_samples", None)
+    samples: list[tuple[str, Any]] = list(custom) if custom else [("the sample", sample)]
     # Every input must have a symbolic first axis for a second batch size to make sense.
     batched = bool(m.inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in m.inputs)
-    if dynamic_batch and batched:
+    if dynamic_batch and batched and not custom:
         # A batch-1 sample is checked at 3 as well (the axis must really be dynamic), others at 1.
         from onnxbridge.io import batch_size, to_feeds
 
-        n = batch_size(to_feeds(m.inputs, (sample,), {}))
+        try:
+            n = batch_size(to_feeds(m.inputs, (_feeds_sample(sample),), {}))
+        except Exception:
+            n = None
         other = resize_batch(sample, 3 if n == 1 else 1) if n is not None else None
         if other is not None:
-            samples.append(other)
-    samples += list(result.extra_samples)
+            samples.append((f"batch size {3 if n == 1 else 1}", other))
+    samples += [("the sample resized on every dynamic axis", s) for s in result.extra_samples]
+    fresh = [] if custom else _fresh_samples(sample)
     session = _verify_session(m)
-    for s in samples:
-        expected, actual, batch = _run_both(m, result, s, session)
+    for i, (what, s) in enumerate(samples + fresh):
+        try:
+            expected, actual, batch = _run_both(m, result, s, what, session)
+        except _RunFailure as exc:
+            if i >= len(samples) and str(exc).startswith("the source model failed"):
+                report.notes.append(f"not checked on {what}: {exc}")
+                continue
+            report.outputs += _failed(m.output_names, str(exc))
+            if i == 0:
+                break
+            continue
         report.outputs += compare_outputs(
             m.output_names, expected, actual, kinds=result.output_kinds, batch=batch,
             tolerance=tolerance, converter_tolerances=result.tolerances,
         )
+    batches = {o.batch for o in report.outputs if o.batch is not None}
+    dynamic = any(isinstance(d, str) for s in m.inputs for d in (s.shape or ()))
+    if dynamic_batch and report.passed and len(batches) < 2 and len(samples) < 2:
+        why = ("the sample's kind cannot be resized here" if dynamic else
+               "the ONNX model has no symbolic axis (every input size is fixed)")
+        message = (f"the ONNX model was checked on the sample's sizes only: a second batch size"
+                   f" could not be tried ({why}); it may fail at other sizes")
+        report.notes.append(message)
+        warnings.warn(message, OnnxBridgeWarning, stacklevel=3)
     return report
 
 
@@ -300,7 +544,13 @@ def load(
     if check_runtime and runtime_installed():  # without onnxruntime, run() says what to install
         check_compatible(proto, what)
     findings = _judge_findings(proto, folder, what, checker_findings(proto))
-    m = OnnxModel(proto, source=label, data_dir=folder)
+    model_class = OnnxModel
+    if any(p.key == "onnxbridge.task" and p.value == "text-generation"
+           for p in proto.metadata_props):
+        from onnxbridge.generate import GenerativeModel
+
+        model_class = GenerativeModel
+    m = model_class(proto, source=label, data_dir=folder)
     m.checker_findings = findings
     return m
 

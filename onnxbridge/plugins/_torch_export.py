@@ -54,12 +54,24 @@ _TORCHSCRIPT_MISSING_OP = re.compile(r"Exporting the operator '([\w:.]+)' to ONN
 
 
 # -- the sample --------------------------------------------------------------------------------
+Structure = Any  # None for a tensor, or ("tuple" | "list", [Structure, ...]) for a nested container
+
+
 @dataclass
 class InputPlan:
-    """How the user's sample maps to the ONNX inputs."""
+    """How the user's sample maps to the ONNX inputs.
 
-    style: str  # "tensor", "tuple" or "dict"
+    ``style`` is "tensor", "tuple" (positional arguments), "dict" (keyword arguments) or "list"
+    (one argument that is a list of tensors, as torchvision's detection models take).
+    ``args`` names the call's arguments; ``structure`` says, per argument, whether it is a
+    tensor or a nested tuple/list of tensors (an LSTM's ``(h0, c0)``); ``names`` are the ONNX
+    inputs, one per tensor, depth first (``hx_0``, ``hx_1`` for a nested pair).
+    """
+
+    style: str
     names: list[str]
+    args: list[str] = field(default_factory=list)
+    structure: list[Structure] = field(default_factory=list)
     # Keyword arguments added to every call (use_cache=False for transformers models).
     fixed_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -100,9 +112,42 @@ def _as_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
     raise ConversionError(
         f"sample input {name!r} is a {type(value).__name__}; a PyTorch sample must hold tensors."
         " Pass a tensor, a tuple of tensors, or a dict of keyword tensors (what you would give"
-        " the model's forward), e.g. torch.randn(1, 3, 224, 224)",
+        " the model's forward), e.g. torch.randn(1, 3, 224, 224); nested tuples or lists of"
+        " tensors (an LSTM's (h0, c0), a detection model's [image]) are accepted too",
         converter="torch",
     )
+
+
+def _structure(value: Any, name: str) -> tuple[Structure, list[str]]:
+    """A value's nesting and the names of its tensors, depth first."""
+    if isinstance(value, (tuple, list)) and not isinstance(value, torch.Tensor):
+        if not value:
+            raise ConversionError(f"sample input {name!r} is an empty {type(value).__name__}",
+                                  converter="torch")
+        specs, names = [], []
+        for i, item in enumerate(value):
+            spec, sub = _structure(item, f"{name}_{i}")
+            specs.append(spec)
+            names += sub
+        return ("list" if isinstance(value, list) else "tuple", specs), names
+    return None, [name]
+
+
+def _leaves(value: Any, spec: Structure) -> list[Any]:
+    if spec is None:
+        return [value]
+    if not isinstance(value, (tuple, list)) or len(value) != len(spec[1]):
+        raise ConversionError(
+            f"expected a {spec[0]} of {len(spec[1])} item(s) as in the sample, got"
+            f" {type(value).__name__}", converter="torch")
+    return [leaf for item, sub in zip(value, spec[1], strict=True) for leaf in _leaves(item, sub)]
+
+
+def _rebuild(spec: Structure, items: Iterator[Any]) -> Any:
+    if spec is None:
+        return next(items)
+    parts = [_rebuild(sub, items) for sub in spec[1]]
+    return parts if spec[0] == "list" else tuple(parts)
 
 
 def plan_inputs(
@@ -132,20 +177,28 @@ def plan_inputs(
                 f" it takes {sorted(known)}",
                 converter="torch",
             )
-        plan = InputPlan("dict", list(sample))
-    elif isinstance(sample, (tuple, list)) and not isinstance(sample, torch.Tensor):
-        if isinstance(sample, list):
-            raise ConversionError(
-                "the sample is a list; pass a tuple of tensors for a model with several inputs"
-                " (tuple(sample)), or one tensor (torch.tensor(sample)) for one input",
-                converter="torch",
-            )
+        plan = InputPlan("dict", [], list(sample))
+        values = list(sample.values())
+    elif isinstance(sample, list):
+        # One argument that is a list of tensors: torchvision detection models' images.
+        plan = InputPlan("list", [], _positional_names(model, 1))
+        values = [sample]
+        if not sample:
+            raise ConversionError("the sample is an empty list; give the model's inputs",
+                                  converter="torch")
+    elif isinstance(sample, tuple):
         if not sample:
             raise ConversionError("the sample is an empty tuple; give the model's inputs",
                                   converter="torch")
-        plan = InputPlan("tuple", _positional_names(model, len(sample)))
+        plan = InputPlan("tuple", [], _positional_names(model, len(sample)))
+        values = list(sample)
     else:
-        plan = InputPlan("tensor", _positional_names(model, 1))
+        plan = InputPlan("tensor", [], _positional_names(model, 1))
+        values = [sample]
+    for arg, value in zip(plan.args, values, strict=True):
+        spec, names = _structure(value, arg)
+        plan.structure.append(spec)
+        plan.names += names
     if input_names is not None:
         names = [str(n) for n in input_names]
         if len(names) != len(plan.names) or len(set(names)) != len(names):
@@ -157,29 +210,63 @@ def plan_inputs(
         plan.names = names
     if _is_transformers(model):
         takes = {p.name for p in params}
-        if "use_cache" in takes and "use_cache" not in plan.names:
+        if "use_cache" in takes and "use_cache" not in plan.args:
             # A key/value cache is a Python object, not a tensor output.
             plan.fixed_kwargs["use_cache"] = False
     return plan
 
 
-def sample_tensors(plan: InputPlan, sample: Any, device: torch.device) -> list[torch.Tensor]:
-    """The sample's tensors in ONNX input order (numpy arrays are accepted too)."""
+def _sample_values(plan: InputPlan, sample: Any) -> list[Any]:
+    """The sample's top-level values, one per call argument."""
     if plan.style == "dict":
         if not isinstance(sample, Mapping):
-            raise ConversionError(f"expected a dict sample with keys {plan.names}",
+            raise ConversionError(f"expected a dict sample with keys {plan.args}",
                                   converter="torch")
-        return [_as_tensor(sample[k], k, device) for k in plan.names]
+        missing = [k for k in plan.args if k not in sample]
+        if missing:
+            raise ConversionError(f"the sample lacks the key(s) {missing}", converter="torch")
+        return [sample[k] for k in plan.args]
     if plan.style == "tuple":
-        items = list(sample)
-        return [_as_tensor(v, n, device) for n, v in zip(plan.names, items, strict=True)]
-    return [_as_tensor(sample, plan.names[0], device)]
+        if not isinstance(sample, tuple) or len(sample) != len(plan.args):
+            raise ConversionError(f"expected a tuple of {len(plan.args)} item(s)",
+                                  converter="torch")
+        return list(sample)
+    return [sample]
+
+
+def sample_tensors(plan: InputPlan, sample: Any, device: torch.device) -> list[torch.Tensor]:
+    """The sample's tensors in ONNX input order (numpy arrays are accepted too).
+
+    The sample comes in the user's format or flattened to one tensor per ONNX input (a tuple,
+    or a dict keyed by the ONNX input names), as onnxbridge's verification feeds it.
+    """
+    if isinstance(sample, Mapping) and list(sample) == plan.names and plan.names != plan.args:
+        leaves = list(sample.values())
+    elif (isinstance(sample, tuple) and len(sample) == len(plan.names) != len(plan.args)
+          and all(not isinstance(v, (tuple, list)) for v in sample)):
+        leaves = list(sample)
+    else:
+        values = _sample_values(plan, sample)
+        leaves = [leaf for value, spec in zip(values, plan.structure, strict=True)
+                  for leaf in _leaves(value, spec)]
+    return [_as_tensor(v, n, device) for n, v in zip(plan.names, leaves, strict=True)]
+
+
+def user_format(plan: InputPlan, tensors: Sequence[Any]) -> Any:
+    """Flat tensors put back into the user's sample format."""
+    items = iter(tensors)
+    values = [_rebuild(spec, items) for spec in plan.structure]
+    if plan.style == "dict":
+        return dict(zip(plan.args, values, strict=True))
+    return tuple(values) if plan.style == "tuple" else values[0]
 
 
 def _call(model: torch.nn.Module, plan: InputPlan, tensors: Sequence[torch.Tensor]) -> Any:
+    items = iter(tensors)
+    values = [_rebuild(spec, items) for spec in plan.structure]
     if plan.style == "dict":
-        return model(**dict(zip(plan.names, tensors, strict=True)), **plan.fixed_kwargs)
-    return model(*tensors, **plan.fixed_kwargs)
+        return model(**dict(zip(plan.args, values, strict=True)), **plan.fixed_kwargs)
+    return model(*values, **plan.fixed_kwargs)
 
 
 def _is_transformers(model: object) -> bool:
@@ -253,8 +340,18 @@ class _FlatModule(torch.nn.Module):
 # -- modes and quiet ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad inside; every submodule's own train/eval flag restored after."""
+    """Eval mode and no_grad inside; every submodule's train/eval flag and buffer restored after.
+
+    A model may update its own state in forward (a step counter, running statistics kept in
+    eval): onnxbridge's own runs (the sample, the probes, the exporters' traces, the reference
+    runs of verification) must not leave a trace in the user's model.
+    """
     flags = [(m, m.training) for m in model.modules()]
+    buffers = [
+        (module, key, value, value.detach().clone())
+        for module in model.modules() for key, value in module._buffers.items()
+        if isinstance(value, torch.Tensor)
+    ]
     for module, _ in flags:  # what eval() does, also for modules whose eval() raises
         module.training = False  # (the GraphModule of a loaded torch.export program)
     try:
@@ -263,11 +360,19 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+        with torch.no_grad():
+            for module, key, value, copy in buffers:
+                module._buffers[key] = value
+                if value.shape == copy.shape and not torch.equal(value, copy):
+                    value.copy_(copy)
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the exporters: Python warnings, prints, and C++ output to the fds 1 and 2."""
+def quiet(record: list[warnings.WarningMessage] | None = None) -> Iterator[None]:
+    """Silence the exporters: Python warnings, prints, and C++ output to the fds 1 and 2.
+
+    With ``record``, the Python warnings are appended to it instead of dropped.
+    """
     buffer = io.StringIO()
     saved: list[tuple[int, int]] = []
     with tempfile.TemporaryFile() as sink:
@@ -282,9 +387,13 @@ def quiet() -> Iterator[None]:
                 pass
         try:
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer), \
-                    warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
+                    warnings.catch_warnings(record=record is not None) as caught:
+                warnings.simplefilter("ignore" if record is None else "always")
+                try:
+                    yield
+                finally:
+                    if record is not None and caught is not None:
+                        record.extend(caught)
         finally:
             for fd, copy in saved:
                 os.dup2(copy, fd)
@@ -295,24 +404,169 @@ def quiet() -> Iterator[None]:
 AxisPlan = list[dict[int, str]]  # per input: axis -> symbolic name
 
 
+@contextlib.contextmanager
+def watch_rnns(model: torch.nn.Module) -> Iterator[list[tuple[bool, tuple[int, ...]]]]:
+    """Record (batch_first, input shape) of every recurrent layer called, in call order."""
+    seen: list[tuple[bool, tuple[int, ...]]] = []
+
+    def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            seen.append((bool(getattr(module, "batch_first", False)), tuple(args[0].shape)))
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.RNNBase)]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class _Group:
+    """Axes that are one thing (the batch, the sequence) and must change together."""
+
+    label: str
+    members: dict[int, int]  # input index -> axis
+    # Other axes an input's member could be, tried in order when the first choice fails.
+    alternatives: dict[int, list[int]] = field(default_factory=dict)
+
+
+Probe = Callable[[Sequence[torch.Tensor]], None]
+
+
+def _grown(n: int) -> int:
+    return n + 1
+
+
+def _resized(tensors: Sequence[torch.Tensor], groups: Sequence[_Group]) -> list[torch.Tensor]:
+    out = list(tensors)
+    for group in groups:
+        for i, axis in group.members.items():
+            out[i] = _resize_axis(out[i], axis, _grown(int(tensors[i].shape[axis])))
+    return out
+
+
+def _meaning_groups(
+    model: torch.nn.Module,
+    plan: InputPlan,
+    tensors: Sequence[torch.Tensor],
+    dynamic_batch: bool,
+    rnns: Sequence[tuple[bool, tuple[int, ...]]],
+) -> list[_Group]:
+    """Proposed dynamic axes by what they mean: batch, sequence, choices, decoder sequence."""
+    groups: dict[str, _Group] = {}
+    taken: set[tuple[int, int]] = set()
+
+    def add(label: str, i: int, axis: int) -> None:
+        groups.setdefault(label, _Group(label, {})).members[i] = axis
+        taken.add((i, axis))
+
+    batch_axis_of_first = 0
+    if _is_transformers(model):
+        for i, (name, t) in enumerate(zip(plan.names, tensors, strict=True)):
+            if name not in _SEQUENCE_INPUTS or t.ndim < 2:
+                continue
+            seq = "decoder_sequence" if name.startswith("decoder_") else "sequence"
+            embeds = name.endswith("inputs_embeds")
+            if t.ndim - int(embeds) == 3:  # (batch, choices, sequence[, hidden])
+                add("choices", i, 1)
+                add(seq, i, 2)
+            else:
+                add(seq, i, 1)
+    elif rnns and tensors and tensors[0].ndim >= 2:
+        batch_first, shape = rnns[0]
+        first = tensors[0]
+        if tuple(first.shape[:2]) == shape[:2]:
+            # The first input feeds the first recurrent layer: its time axis is the sequence.
+            add("sequence", 0, 1 if batch_first else 0)
+            batch_axis_of_first = 0 if batch_first else 1
+    if plan.style == "list":
+        # A list of images is the batch itself (each image [channels, height, width]).
+        return list(groups.values())
+    if dynamic_batch and tensors and tensors[0].ndim > batch_axis_of_first:
+        size = int(tensors[0].shape[batch_axis_of_first])
+        group = _Group("batch", {})
+        for i, t in enumerate(tensors):
+            choices = [a for a in range(t.ndim) if t.shape[a] == size and (i, a) not in taken]
+            if i == 0:
+                choices = [batch_axis_of_first] if batch_axis_of_first in choices else []
+            elif rnns and t.ndim == 3 and 1 in choices:
+                choices.remove(1)  # a recurrent state (layers, batch, hidden)
+                choices.insert(0, 1)
+            if choices:
+                group.members[i] = choices[0]
+                group.alternatives[i] = choices[1:]
+        if group.members:
+            groups = {"batch": group, **groups}
+    return list(groups.values())
+
+
+def _fits(probe: Probe, tensors: Sequence[torch.Tensor], groups: Sequence[_Group]) -> str | None:
+    """None when the model runs with every axis of ``groups`` resized, else why not."""
+    try:
+        probe(_resized(tensors, groups))
+    except Exception as exc:  # the model's own error at that size
+        return describe_failure(exc, 200)
+    return None
+
+
+def _settle(probe: Probe, tensors: Sequence[torch.Tensor], group: _Group) -> str | None:
+    """Make ``group`` run on its own at another size (other axes, fewer inputs), or say why not."""
+    why = _fits(probe, tensors, [group])
+    if why is None:
+        return None
+    for i in list(group.members):  # another axis of one input
+        for axis in group.alternatives.get(i, []):
+            trial = _Group(group.label, {**group.members, i: axis})
+            if _fits(probe, tensors, [trial]) is None:
+                group.members = trial.members
+                return None
+    for i in list(group.members)[1:]:  # one input's axis is not this thing after all
+        trial = _Group(group.label, {k: v for k, v in group.members.items() if k != i})
+        if _fits(probe, tensors, [trial]) is None:
+            group.members = trial.members
+            return None
+    return why
+
+
 def plan_axes(
     model: torch.nn.Module,
     plan: InputPlan,
     tensors: Sequence[torch.Tensor],
     dynamic_batch: bool,
     dynamic_axes: Any,
-) -> AxisPlan:
-    """Which axis of which input is symbolic, and its name."""
+    rnns: Sequence[tuple[bool, tuple[int, ...]]] = (),
+    probe: Probe | None = None,
+) -> tuple[AxisPlan, list[str]]:
+    """Which axis of which input is symbolic, its name, and notes on axes kept fixed.
+
+    Axes are proposed by meaning (the batch; a transformers model's sequence, decoder sequence
+    and multiple-choice axis; the time axis of a recurrent model's input, batch-first or not;
+    a recurrent state's batch on axis 1), then checked by running the model at other sizes:
+    an axis that does not run at another size stays fixed, with a note saying why.
+    """
     axes: AxisPlan = [{} for _ in tensors]
-    if dynamic_batch:
-        first = next((t for t in tensors if t.ndim > 0), None)
-        for i, t in enumerate(tensors):
-            if first is not None and t.ndim > 0 and t.shape[0] == first.shape[0]:
-                axes[i][0] = "batch"
-    if _is_transformers(model):
-        for i, (name, t) in enumerate(zip(plan.names, tensors, strict=True)):
-            if name in _SEQUENCE_INPUTS and t.ndim >= 2:
-                axes[i][1] = "sequence"
+    notes: list[str] = []
+    groups = _meaning_groups(model, plan, tensors, dynamic_batch, rnns)
+    if probe is not None and groups and _fits(probe, tensors, groups) is not None:
+        kept = []
+        for group in groups:
+            why = _settle(probe, tensors, group)
+            if why is None or group.label == "batch":
+                # A batch that does not run at another size stays asked for: the exporter and
+                # verification then say what fixes it (dynamic_batch=False).
+                kept.append(group)
+            else:
+                where = ", ".join(f"{plan.names[i]}[{a}]" for i, a in group.members.items())
+                notes.append(f"the {group.label} axis ({where}) is kept fixed: the model failed"
+                             f" when it changed size ({why})")
+        if len(kept) > 1 and _fits(probe, tensors, kept) is not None:
+            kept = [g for g in kept if g.label == "batch"]
+        groups = kept
+    for group in groups:
+        for i, axis in group.members.items():
+            axes[i][axis] = group.label
     for name, spec in _normalize_dynamic_axes(dynamic_axes, plan.names).items():
         i = plan.names.index(name)
         for axis, label in spec.items():
@@ -328,7 +582,7 @@ def plan_axes(
                 axes[i].pop(axis, None)
             else:
                 axes[i][axis] = label
-    return axes
+    return axes, notes
 
 
 def _normalize_dynamic_axes(value: Any, names: Sequence[str]) -> dict[str, dict[int, str | None]]:
@@ -393,29 +647,29 @@ def export_tensors(tensors: Sequence[torch.Tensor], axes: AxisPlan) -> list[torc
     return out
 
 
-def other_size_sample(plan: InputPlan, sample: Any, axes: AxisPlan) -> Any:
-    """The user's sample with every symbolic axis except batch resized (None when none)."""
-    if not any(axis != 0 for spec in axes for axis in spec):
+def other_size_sample(plan: InputPlan, tensors: Sequence[torch.Tensor], axes: AxisPlan) -> Any:
+    """The sample with every symbolic axis at another size, in the user's format (or None).
+
+    One size per axis name: the batch goes to 3 (from 1 or 2) or one less, other axes to one
+    less (or 3 from 1 or 2), so that each name has one size and the names differ from the sample.
+    """
+    if not any(axes):
         return None
-    values = (
-        [sample[k] for k in plan.names] if plan.style == "dict"
-        else list(sample) if plan.style == "tuple" else [sample]
-    )
     sizes: dict[str, int] = {}
+    if all(spec.get(0) == "batch" for spec in axes):
+        # onnxbridge's verification checks a second batch size on its own: keep the sample's.
+        if all(set(spec.values()) == {"batch"} for spec in axes):
+            return None
+        sizes["batch"] = int(tensors[0].shape[0])
     resized = []
-    for value, spec in zip(values, axes, strict=True):
+    for t, spec in zip(tensors, axes, strict=True):
         for axis, label in spec.items():
-            if axis == 0:
-                continue
-            n = value.shape[axis]
+            n = int(t.shape[axis])
             if n == 0:
                 return None
-            new = sizes.setdefault(label, n - 1 if n > 1 else 2)
-            value = _resize_axis(value, axis, new)
-        resized.append(value)
-    if plan.style == "dict":
-        return dict(zip(plan.names, resized, strict=True))
-    return tuple(resized) if plan.style == "tuple" else resized[0]
+            t = _resize_axis(t, axis, sizes.setdefault(label, 3 if n <= 2 else n - 1))
+        resized.append(t)
+    return user_format(plan, resized)
 
 
 # -- exporting ---------------------------------------------------------------------------------
@@ -432,6 +686,8 @@ class ExportJob:
     # A folder to export into with the weights in external data (a large model's weights are
     # then written from the module's own tensors, never copied into a proto); None: in memory.
     data_dir: str | None = None
+    # Python warnings the exporter gave (the TorchScript tracer's about baked values).
+    warnings: list[warnings.WarningMessage] = field(default_factory=list)
 
 
 def export_dynamo(job: ExportJob) -> onnx.ModelProto:
@@ -451,10 +707,40 @@ def export_dynamo(job: ExportJob) -> onnx.ModelProto:
         program = torch.onnx.export(job.wrapper, job.args, **kwargs)
         assert program is not None
         if job.data_dir is not None:
-            path = os.path.join(job.data_dir, "model.onnx")
-            program.save(path, external_data=True)
-            return onnx.load(path, load_external_data=False)
-        return program.model_proto
+            program.save(os.path.join(job.data_dir, "model.onnx"), external_data=True)
+    _check_not_specialised(program, job)
+    if job.data_dir is not None:
+        return onnx.load(os.path.join(job.data_dir, "model.onnx"), load_external_data=False)
+    return program.model_proto
+
+
+def _check_not_specialised(program: Any, job: ExportJob) -> None:
+    """Refuse a program in which torch.export fixed an axis that was asked to be dynamic.
+
+    torch.export may quietly keep the sample's size for a dynamic axis (an LSTM unrolled over
+    its time steps); the ONNX graph would then fail at any other size.
+    """
+    exported = getattr(program, "exported_program", None)
+    if exported is None:
+        return
+    placeholders = [n for n in exported.graph.nodes if n.op == "placeholder"]
+    user = [n for n in placeholders if n.name not in exported.graph_signature.inputs_to_parameters
+            and n.name not in exported.graph_signature.inputs_to_buffers
+            and n.name not in exported.graph_signature.inputs_to_lifted_tensor_constants]
+    fixed = []
+    for node, name, spec in zip(user, job.input_names, job.axes, strict=False):
+        val = node.meta.get("val")
+        shape = getattr(val, "shape", None)
+        if shape is None:
+            continue
+        for axis, label in spec.items():
+            if axis < len(shape) and isinstance(shape[axis], int):
+                fixed.append(f"{name}[{axis}] ({label}) = {shape[axis]}")
+    if fixed:
+        raise ConversionError(
+            "torch.export fixed the size of axes that must stay dynamic: " + ", ".join(fixed),
+            converter="torch",
+        )
 
 
 def export_torchscript(job: ExportJob) -> onnx.ModelProto:
@@ -481,7 +767,7 @@ def export_torchscript(job: ExportJob) -> onnx.ModelProto:
     with contextlib.ExitStack() as stack:
         folder = job.data_dir or stack.enter_context(
             tempfile.TemporaryDirectory(prefix="onnxbridge-torch-"))
-        stack.enter_context(quiet())
+        stack.enter_context(quiet(job.warnings))
         path = os.path.join(folder, "model.onnx")
         torch.onnx.export(
             job.wrapper, job.args, path, dynamo=False, input_names=job.input_names,
@@ -675,6 +961,33 @@ def tidy_proto(
     return proto
 
 
+@dataclass
+class TorchConversionResult(ConversionResult):
+    """A ConversionResult with problems found while converting that verification must report."""
+
+    problems: list[str] = field(default_factory=list)
+    # Full feeds to verify on instead of the sample (a text-generation decoder's cached steps).
+    verify_samples: list[tuple[str, Any]] | None = None
+    # The OnnxModel subclass to_onnx returns (GenerativeModel for text generation).
+    model_class: type | None = None
+
+
+_BAKED = re.compile(r"Converting a tensor to a Python (boolean|number|index)")
+
+
+def baked_branches(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """Where the TorchScript tracer turned a tensor's value into a Python bool (a branch)."""
+    places = []
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    for w in caught:
+        text = str(w.message)
+        if str(w.filename).startswith(torch_dir):  # torch's own checks (an LSTM's input sizes)
+            continue
+        if "Python boolean" in text and _BAKED.search(text):
+            places.append(f"{w.filename}:{w.lineno}")
+    return list(dict.fromkeys(places))
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     if t.dtype == torch.bfloat16:
@@ -820,6 +1133,8 @@ def half_tolerances(names: Sequence[str], source: torch.dtype | None,
     worst = max((HALF_TOLERANCE.get(d, (0.0, 0.0)) for d in (source, target) if d is not None),
                 default=(0.0, 0.0))
     return {n: worst for n in names} if worst != (0.0, 0.0) else {}
+
+
 def opset_range(exporter: str) -> tuple[int, int]:
     """The opsets an exporter can write: torch.export's natively from 18, older ones by conversion
     (which may fail, then the model is refused); TorchScript's up to its own maximum."""
@@ -857,6 +1172,57 @@ def _default_opset(proto: onnx.ModelProto) -> int | None:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
+    if isinstance(value, Mapping):
+        return {k: _cast_floats(v, dtype) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        items = [_cast_floats(v, dtype) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def with_compute_dtype(model: torch.nn.Module, sample: Any, compute_dtype: Any) -> tuple[Any, Any]:
+    """The model (a cast copy) and sample to export for ``compute_dtype``.
+
+    A bfloat16 model is refused unless ``compute_dtype`` is given: onnxruntime's CPU provider has
+    no bfloat16 kernels for MatMul/Gemm, so such a model neither verifies nor runs there.
+    """
+    if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+        raise ConversionError(
+            f"compute_dtype={compute_dtype!r} is not one of {', '.join(map(repr, COMPUTE_DTYPES))}",
+            converter="torch",
+        )
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if compute_dtype is None:
+        if torch.bfloat16 in floats:
+            raise ConversionError(
+                "the model computes in bfloat16, and onnxruntime's CPU provider has no bfloat16"
+                " kernels for MatMul/Gemm: the ONNX model could neither be verified nor run on"
+                " CPU. Export the compute in float32: to_onnx(model, sample,"
+                " compute_dtype='float32') (onnxbridge casts a copy; inputs and outputs become"
+                " float32), or in float16 for a GPU (compute_dtype='float16'), or only the"
+                " weights in float32 or float16 with float32 inputs and outputs"
+                " (dtype='float32' / dtype='float16'); to keep bfloat16"
+                " for a GPU provider that has the kernels, pass compute_dtype='bfloat16',"
+                " verify=False",
+                converter="torch",
+            )
+        return model, sample
+    target = getattr(torch, compute_dtype)
+    if floats <= {target}:
+        return model, _cast_floats(sample, target)
+    import copy
+
+    return copy.deepcopy(model).to(target), _cast_floats(sample, target)
+
+
 # -- the converter -----------------------------------------------------------------------------
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     exporter = options.pop("exporter", "auto")
@@ -866,6 +1232,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     custom_ops = options.pop("custom_ops", None) or {}
     external = options.pop("external_data", None)
     cast = options.pop("dtype", None)
+    task = options.pop("task", None)
+    compute_dtype = options.pop("compute_dtype", None)
     if exporter not in EXPORTERS:
         raise ConversionError(
             f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}",
@@ -880,14 +1248,53 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " {'mylib::my_op': 'ai.onnx.contrib::MyOp'}",
             converter="torch",
         )
+    if cast is not None and compute_dtype is not None:
+        raise ConversionError(
+            "pass dtype= (the weights' dtype, float32 inputs and outputs) or compute_dtype= (the"
+            " whole model cast, inputs and outputs too), not both", converter="torch")
+    if cast is None:  # dtype= casts the weights itself, a bfloat16 source included
+        model, sample = with_compute_dtype(model, sample, compute_dtype)
+    from onnxbridge.plugins._torch_generate import TASKS, convert_causal_lm, infer_task
+
+    if task is not None and task not in TASKS:
+        raise ConversionError(f"task={task!r} is not one of {', '.join(map(repr, TASKS))}",
+                              converter="torch")
+    if task == "text2text-generation":
+        raise ConversionError(
+            "task='text2text-generation' (an encoder and a decoder with a cache) is not built"
+            " yet; export the model's forward with task='forward' (the decoder then recomputes"
+            " the whole sequence at each step)", converter="torch")
+    wanted = task or infer_task(model)
+    generation_note = ""
+    if wanted == "text-generation" and (task is not None or not (
+            input_names or output_names or dynamic_axes or custom_ops or exporter != "auto")):
+        try:
+            return convert_causal_lm(model, sample, options, task_given=task is not None)
+        except ConversionError as exc:
+            if task is not None:
+                raise
+            # Inferred, not asked for: the plain forward is still what the user can have.
+            generation_note = (f"text-generation export (inferred from {type(model).__name__})"
+                               f" failed, so the plain forward was exported: {exc}")
     device = _model_device(model)
     cast_to, source_dtype = cast_target(model, cast), source_float_dtype(model)
     plan = plan_inputs(model, sample, input_names)
     tensors = sample_tensors(plan, sample, device)
     if cast_to is not None:  # the source takes its own dtype; the ONNX model float32
         tensors = cast_floats(tensors, torch.float32)
-    with eval_mode(model):
-        outputs = _call(model, plan, cast_floats(tensors, source_dtype if cast_to else None))
+    with eval_mode(model), watch_rnns(model) as rnns:
+        try:
+            outputs = _call(model, plan, cast_floats(tensors, source_dtype if cast_to else None))
+        except Exception as exc:
+            if plan.style != "list":
+                raise
+            raise ConversionError(
+                f"the sample is a list, so {type(model).__name__} was called with it as one"
+                f" argument (a detection model's list of images), and failed:"
+                f" {describe_failure(exc, 300)}. For a model with several inputs pass a tuple"
+                " of tensors (tuple(sample)); for one input, one tensor (torch.tensor(sample))",
+                converter="torch",
+            ) from exc
     flat, skipped = flatten_outputs(outputs)
     if not flat:
         raise ConversionError(
@@ -907,7 +1314,15 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
                 converter="torch",
             )
         names = given
-    axes = plan_axes(model, plan, tensors, options.dynamic_batch, dynamic_axes)
+
+    def probe(trial: Sequence[torch.Tensor]) -> None:
+        with eval_mode(model), quiet():
+            got, _ = flatten_outputs(_call(model, plan, trial))
+        if len(got) != len(flat):
+            raise RuntimeError(f"{len(got)} output tensors instead of {len(flat)}")
+
+    axes, axis_notes = plan_axes(model, plan, tensors, options.dynamic_batch, dynamic_axes,
+                                 rnns=rnns, probe=probe)
     from onnxbridge.plugins._torch_custom_ops import resolve_custom_ops
 
     job = ExportJob(
@@ -926,6 +1341,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         folder = tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
         job.data_dir = folder.name
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    if exporter == "auto" and rnns and any("sequence" in spec.values() for spec in axes):
+        # torch.export's translation of recurrent layers unrolls them over the sample's time
+        # steps (the graph then fails at any other length); TorchScript exports an ONNX LSTM.
+        order = ["torchscript", "dynamo"]
     if isinstance(model, torch.jit.ScriptModule):
         # A scripted module cannot be wrapped or re-traced: the TorchScript exporter takes it
         # as it is and flattens its outputs the same way.
@@ -973,6 +1392,19 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         " (torch.export)" if used == "dynamo" else " (TorchScript)")]
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
+    notes += axis_notes
+    if generation_note:
+        notes.append(generation_note)
+    if type(model).__module__.startswith("torchvision.models.detection"):
+        notes.append(
+            "torchvision detection model: exported with its post-processing (resize and"
+            " normalise, score threshold, top-k, batched NMS, boxes mapped back to the image)."
+            " How many boxes survive depends on the values, which torch.export cannot trace and"
+            " the TorchScript tracer partly fixes to the sample's counts; when parity fails,"
+            " export the network without it (e.g. a module returning"
+            " model.head(model.backbone(x)) on a normalised batch) and run the post-processing"
+            " in Python")
+    baked = baked_branches(job.warnings) if used == "torchscript" else []
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
     notes += cast_notes(source_dtype, cast_to)
@@ -981,6 +1413,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
                      + " (a key/value cache is not a tensor output)")
 
     def reference(x: Any) -> list[np.ndarray]:
+        if compute_dtype is not None:
+            x = _cast_floats(x, getattr(torch, compute_dtype))
         given = sample_tensors(plan, x, device)
         if cast_to is not None:
             given = cast_floats(given, source_dtype)
@@ -994,7 +1428,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             )
         return [_to_numpy(t) for _, t in result]
 
-    extra = other_size_sample(plan, sample, axes)
+    extra = other_size_sample(plan, tensors, axes)
     metadata = {
         "onnxbridge.torch.exporter": used,
         "onnxbridge.torch.input_style": plan.style,
@@ -1009,7 +1443,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             f"uses custom-domain operators ({', '.join(domains)}): a session needs their"
             " implementation registered (see docs/custom-operators.md)"
         )
-    return ConversionResult(
+    return TorchConversionResult(
+        problems=[
+            f"the TorchScript tracer baked a branch on a tensor value at {place}: the ONNX"
+            " model always takes the branch the sample took. Make the condition a tensor"
+            " operation (torch.where) or use torch.cond, so that torch.export can export it"
+            for place in baked
+        ],
         proto=proto,
         reference=reference,
         framework="torch",

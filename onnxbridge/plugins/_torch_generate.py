@@ -1,0 +1,311 @@
+"""Text generation: a transformers causal LM as one ONNX decoder with a key/value cache.
+
+Imported only when such a model is converted (torch and transformers are imported here).
+
+The exported graph serves the prompt and every next token alike::
+
+    inputs:  input_ids [batch, sequence], attention_mask [batch, total_sequence],
+             position_ids [batch, sequence] (when the model takes them),
+             past_key_values.{i}.key / .value [batch, heads, past_sequence, head_dim]
+    outputs: logits [batch, sequence, vocab],
+             present.{i}.key / .value [batch, heads, past_sequence + sequence, head_dim]
+
+The prompt runs with a past of length 0. :mod:`onnxbridge.generate` runs the loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from onnxbridge.errors import ConversionError
+from onnxbridge.registry import ConvertOptions, mro_paths
+
+__all__ = ["TASKS", "convert_causal_lm", "infer_task"]
+
+TASKS = ("text-generation", "text2text-generation", "forward")
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_SEQ2SEQ_SUFFIXES = ("ForConditionalGeneration",)
+
+
+def infer_task(model: torch.nn.Module) -> str:
+    """The task a transformers model's class implies ("forward" when none applies)."""
+    if "transformers.modeling_utils.PreTrainedModel" not in mro_paths(model):
+        return "forward"
+    name = type(model).__name__
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) or name.endswith(_SEQ2SEQ_SUFFIXES):
+        return "forward"  # text2text-generation is not built yet; see docs/guide-generation.md
+    if name.endswith(_CAUSAL_SUFFIXES) and hasattr(model, "generate"):
+        return "text-generation"
+    return "forward"
+
+
+def _takes(model: torch.nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class DecoderWithPast(torch.nn.Module):
+    """The model called with a cache built from flat tensors; returns logits and the new cache."""
+
+    def __init__(self, model: torch.nn.Module, layers: int, position_ids: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = layers
+        self.position_ids = position_ids
+        # transformers 5.2x names the argument ``cache``; earlier versions ``past_key_values``.
+        self.cache_arg = "cache" if _takes(model, "cache") else "past_key_values"
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        input_ids, attention_mask = args[0], args[1]
+        rest = args[2:]
+        kwargs: dict[str, Any] = {}
+        if self.position_ids:
+            kwargs["position_ids"], rest = rest[0], rest[1:]
+        cache = DynamicCache(config=getattr(self.model, "config", None))
+        for i in range(self.layers):
+            cache.update(rest[2 * i], rest[2 * i + 1], i)
+        kwargs[self.cache_arg] = cache
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         **kwargs)
+        flat: list[torch.Tensor] = []
+        for layer in _cache_layers(_returned_cache(out)):
+            flat += [layer[0], layer[1]]
+        return (out.logits, *flat)
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise ConversionError(
+            f"the model's cache is a {type(cache).__name__}, not a key/value cache with layers;"
+            " text-generation export supports transformers decoders with a DynamicCache"
+            " (Llama, Mistral, Qwen2, Phi, Gemma, GPT-2, GPT-NeoX, OPT, Falcon, Bloom ...)."
+            " Pass task='forward' to export the plain forward instead",
+            converter="torch",
+        )
+    out = []
+    for layer in layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise ConversionError(
+                f"cache layer {type(layer).__name__} holds no key/value tensors (a recurrent or"
+                " linear-attention layer); text-generation export needs attention caches only."
+                " Pass task='forward' to export the plain forward instead",
+                converter="torch",
+            )
+        out.append((keys, values))
+    return out
+
+
+def position_ids_from_mask(mask: np.ndarray, length: int) -> np.ndarray:
+    """What transformers' generate passes: cumulative count of real tokens, 1 under padding."""
+    pos = np.cumsum(mask, axis=-1) - 1
+    pos = np.where(mask == 0, 1, pos)
+    return pos[:, -length:].astype(np.int64)
+
+
+def _read_ids(sample: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    mask = None
+    if isinstance(sample, Mapping):
+        unknown = sorted(set(sample) - {"input_ids", "attention_mask"})
+        if "input_ids" not in sample or unknown:
+            raise ConversionError(
+                "a text-generation sample is token ids: a [batch, sequence] tensor, or a dict"
+                f" with input_ids (and attention_mask); got keys {sorted(sample)}",
+                converter="torch",
+            )
+        ids, mask = sample["input_ids"], sample.get("attention_mask")
+    elif isinstance(sample, (tuple, list)) and len(sample) in (1, 2):
+        ids = sample[0]
+        mask = sample[1] if len(sample) == 2 else None
+    else:
+        ids = sample
+    ids = torch.as_tensor(np.asarray(ids) if not isinstance(ids, torch.Tensor) else ids)
+    if ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
+        raise ConversionError(
+            f"text-generation needs integer token ids of shape [batch, sequence]; got"
+            f" {ids.dtype} {list(ids.shape)}", converter="torch")
+    if mask is not None:
+        mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    return ids.long(), None if mask is None else mask.long()
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
+    """Export a causal LM with past_key_values.* inputs and present.* outputs."""
+    from onnxbridge.plugins._torch_export import (
+        _WRAPPED,
+        ExportJob,
+        TorchConversionResult,
+        _torch_default_opset,
+        eval_mode,
+        export_dynamo,
+        quiet,
+        tidy_proto,
+    )
+
+    assert _WRAPPED == "model"
+    ids, mask = _read_ids(sample)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    uses_positions = _takes(model, "position_ids")
+    with eval_mode(model):
+        out = model(input_ids=ids[:, :1].to(device), use_cache=True)
+    layers = _cache_layers(_returned_cache(out))
+    n = len(layers)
+    keys = layers[0][0]
+    if keys.ndim != 4:
+        raise ConversionError(f"cache keys of shape {list(keys.shape)} are not [batch, heads,"
+                              " length, head_dim]", converter="torch")
+    dtype = keys.dtype
+    wrapper = DecoderWithPast(model, n, uses_positions)
+
+    # Export sizes: all different, none 0 or 1, so that torch.export keeps each one symbolic.
+    gen = torch.Generator().manual_seed(0)
+    high = max(2, min(vocab or 2, int(ids.max()) + 1 if ids.numel() else 2))
+    b, s, p = 3, 5, 7
+    full = torch.randint(0, high, (b, p + s), generator=gen)
+
+    def feeds_for(input_ids: torch.Tensor, attn: torch.Tensor,
+                  past: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        length = input_ids.shape[1]
+        args = [input_ids, attn]
+        if uses_positions:
+            args.append(torch.from_numpy(position_ids_from_mask(attn.numpy(), length)))
+        return args + list(past)
+
+    def run(args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        with eval_mode(model):
+            return list(wrapper(*[a.to(device) for a in args]))
+
+    def empty_past(batch: int) -> list[torch.Tensor]:
+        return [torch.zeros(batch, layer[i].shape[1], 0, layer[i].shape[3], dtype=dtype)
+                for layer in layers for i in (0, 1)]
+
+    prefix = run(feeds_for(full[:, :p], torch.ones(b, p, dtype=torch.long), empty_past(b)))
+    export_args = feeds_for(full[:, p:], torch.ones(b, p + s, dtype=torch.long),
+                            [t.cpu() for t in prefix[1:]])
+    input_names = ["input_ids", "attention_mask"] + (["position_ids"] if uses_positions else [])
+    input_names += [f"past_key_values.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    output_names = ["logits"] + [f"present.{i}.{kind}" for i in range(n)
+                                 for kind in ("key", "value")]
+    axes = [{0: "batch", 1: "sequence"}, {0: "batch", 1: "total_sequence"}]
+    if uses_positions:
+        axes.append({0: "batch", 1: "sequence"})
+    axes += [{0: "batch", 2: "past_sequence"} for _ in range(2 * n)]
+    job = ExportJob(
+        wrapper=wrapper, args=tuple(a.to(device) for a in export_args),
+        input_names=input_names, output_names=output_names,
+        output_shapes=[tuple(t.shape) for t in run(export_args)], axes=axes,
+        opset=options.target_opset(_torch_default_opset()), custom_ops={},
+    )
+    with eval_mode(model), quiet():
+        try:
+            proto = export_dynamo(job)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            from onnxbridge.plugins._torch_export import describe_failure
+
+            raise ConversionError(
+                "the model could not be exported for text generation with a key/value cache"
+                f" ({describe_failure(exc)}). Pass task='forward' to export the plain forward"
+                " (no cache) instead", converter="torch") from exc
+    proto = tidy_proto(proto, job, list(job.args), options.name or type(model).__name__)
+
+    # Verification: the prompt with an empty cache, then cached steps, then a left-padded batch.
+    prompt_mask = mask if mask is not None else torch.ones_like(ids)
+    checks: list[tuple[str, dict[str, np.ndarray]]] = []
+
+    def as_feeds(args: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+        return {name: _to_numpy(a) for name, a in zip(input_names, args, strict=True)}
+
+    args = feeds_for(ids, prompt_mask, empty_past(ids.shape[0]))
+    checks.append(("the prompt (empty cache)", as_feeds(args)))
+    attn = prompt_mask
+    outs = run(args)
+    for step in range(3):
+        token = outs[0][:, -1].argmax(-1, keepdim=True).cpu()
+        attn = torch.cat([attn, torch.ones_like(token)], dim=1)
+        args = feeds_for(token, attn, [t.cpu() for t in outs[1:]])
+        checks.append((f"cached step {step + 1}", as_feeds(args)))
+        outs = run(args)
+    if ids.shape[1] >= 3:
+        padded = ids[:1].repeat(2, 1)
+        pad_mask = torch.ones_like(padded)
+        pad_mask[1, :2] = 0
+        # Padding positions hold no meaning (their values differ between implementations of
+        # the mask): the check is the next step after a left-padded prompt, whose logits and
+        # new cache entries attend to real tokens only.
+        first = run(feeds_for(padded, pad_mask, empty_past(2)))
+        token = first[0][:, -1].argmax(-1, keepdim=True).cpu()
+        pad_mask = torch.cat([pad_mask, torch.ones_like(token)], dim=1)
+        checks.append(("the step after a left-padded prompt (batch of 2)",
+                       as_feeds(feeds_for(token, pad_mask, [t.cpu() for t in first[1:]]))))
+
+    def reference(x: Any) -> list[np.ndarray]:
+        if not isinstance(x, Mapping):
+            raise ConversionError("a text-generation model is verified on its full feeds",
+                                  converter="torch")
+        got = run([torch.as_tensor(np.asarray(x[name])) for name in input_names])
+        return [_to_numpy(t) for t in got]
+
+    config = model.config
+    generation = getattr(model, "generation_config", None)
+
+    def token_ids(value: Any) -> Any:
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    info = {
+        "layers": n,
+        "position_ids": uses_positions,
+        "eos_token_id": token_ids(getattr(generation, "eos_token_id", None)
+                              if generation is not None else getattr(config, "eos_token_id", None)),
+        "pad_token_id": getattr(generation, "pad_token_id", None) if generation is not None
+        else getattr(config, "pad_token_id", None),
+        "vocab_size": vocab,
+    }
+    notes = ["exported for text generation: one decoder with a key/value cache"
+             f" ({n} layers, past_key_values.* in, present.* out), verified on the prompt,"
+             " 3 cached steps and a left-padded batch"]
+    if not task_given:
+        notes.append(f"task 'text-generation' inferred from {type(model).__name__}; pass"
+                     " task='forward' for the plain forward without a cache")
+    from onnxbridge.generate import GenerativeModel
+
+    return TorchConversionResult(
+        proto=proto,
+        reference=reference,
+        framework="torch",
+        framework_version=torch.__version__,
+        metadata={
+            "onnxbridge.task": "text-generation",
+            "onnxbridge.generation": json.dumps(info),
+            "onnxbridge.torch.exporter": "dynamo",
+            "onnxbridge.torch.model_class":
+                f"{type(model).__module__}.{type(model).__qualname__}",
+        },
+        notes=notes,
+        verify_samples=checks,
+        model_class=GenerativeModel,
+    )

@@ -1,0 +1,138 @@
+"""Text generation: a causal LM exported with a key/value cache, the loop on onnxruntime.
+
+Tiny random-weight configs, token ids only (no tokenizer, nothing downloaded); every result is
+compared with transformers' own ``generate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import onnxbridge  # noqa: E402
+from onnxbridge import ConversionError, InputError  # noqa: E402
+from onnxbridge.generate import GenerativeModel, _filter_logits  # noqa: E402
+
+
+def tiny_llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def reference(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None,
+              n: int) -> np.ndarray:
+    kwargs = {} if mask is None else {"attention_mask": mask}
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=0,
+                             eos_token_id=None, **kwargs)
+    return out.numpy()
+
+
+@pytest.fixture(scope="module")
+def llama() -> tuple[torch.nn.Module, GenerativeModel]:
+    model = tiny_llama()
+    torch.manual_seed(1)
+    m = onnxbridge.to_onnx(model, torch.randint(3, 128, (2, 6)))  # task inferred
+    assert isinstance(m, GenerativeModel)
+    return model, m
+
+
+@pytest.mark.slow
+def test_decoder_signature_and_cached_verification(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    _, m = llama
+    shapes = {s.name: s.shape for s in m.inputs}
+    assert shapes["input_ids"] == ("batch", "sequence")
+    assert shapes["past_key_values.0.key"] == ("batch", 2, "past_sequence", 8)
+    assert m.output_names[0] == "logits"
+    assert m.output_names[1:] == [f"present.{i}.{k}" for i in range(2) for k in ("key", "value")]
+    assert m.parity.passed
+    # prompt + 3 cached steps + the step after a padded prompt, 5 outputs each
+    assert len(m.parity.outputs) == 5 * 5
+    assert m.metadata["onnxbridge.task"] == "text-generation"
+
+
+@pytest.mark.slow
+def test_greedy_matches_transformers_token_for_token_with_padding(
+        llama: tuple[torch.nn.Module, GenerativeModel], tmp_path: Path) -> None:
+    model, m = llama
+    torch.manual_seed(2)
+    ids = torch.randint(3, 128, (3, 7))
+    assert np.array_equal(m.generate(ids, max_new_tokens=16, eos_token_id=None),
+                          reference(model, ids, None, 16))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    mask[2, :1] = 0
+    got = m.generate(ids.numpy(), attention_mask=mask.numpy(), max_new_tokens=16,
+                     eos_token_id=None)
+    assert np.array_equal(got, reference(model, ids, mask, 16))
+    # token ids alone give the prompt's logits, as the plain forward export did
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    got_logits = m.run(input_ids=ids.numpy(), attention_mask=mask.numpy())
+    real = mask.numpy().astype(bool)  # padding positions hold no meaning
+    np.testing.assert_allclose(got_logits[real], logits[real], atol=1e-4, rtol=1e-3)
+    # saved and loaded, it is still a generator
+    path = m.save(tmp_path / "llama.onnx")
+    again = onnxbridge.load(path)
+    assert isinstance(again, GenerativeModel)
+    assert np.array_equal(again.generate(ids, max_new_tokens=4, eos_token_id=None),
+                          reference(model, ids, None, 4))
+
+
+@pytest.mark.slow
+def test_eos_stops_a_row_and_pads_it(llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    model, m = llama
+    ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(3))
+    free = m.generate(ids, max_new_tokens=8, eos_token_id=None)
+    eos = int(free[0, 7])  # the token row 0 emits third
+    got = m.generate(ids, max_new_tokens=8, eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=eos,
+                              pad_token_id=0).numpy()
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.slow
+def test_gpt2_generation_matches(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4,
+                                     n_positions=128, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(3, 128, (2, 5))
+    m = onnxbridge.to_onnx(model, {"input_ids": ids}, task="text-generation")
+    assert np.array_equal(m.generate(ids, max_new_tokens=10, eos_token_id=None),
+                          reference(model, ids, None, 10))
+
+
+def test_sampling_filters_follow_top_k_and_top_p() -> None:
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert np.isfinite(_filter_logits(logits, 2, None)).sum() == 2
+    kept = np.isfinite(_filter_logits(logits, None, 0.7))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 + 0.3 reaches 0.7
+    assert np.isfinite(_filter_logits(logits, None, 0.1)).sum() == 1  # the top token stays
+
+
+def test_task_errors_are_clear() -> None:
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConversionError, match="task='nonsense' is not one of"):
+        onnxbridge.to_onnx(model, torch.randn(1, 2), task="nonsense")
+    with pytest.raises(ConversionError, match="text2text-generation.*not built yet"):
+        onnxbridge.to_onnx(model, torch.randn(1, 2), task="text2text-generation")
+
+
+def test_generate_refuses_bad_ids() -> None:
+    import onnx
+
+    graph = onnx.helper.make_graph([], "g", [], [])
+    m = GenerativeModel(onnx.helper.make_model(graph))
+    with pytest.raises(InputError, match="no text-generation metadata"):
+        m.generate(np.zeros((1, 3), np.int64))
