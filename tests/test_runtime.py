@@ -369,3 +369,25 @@ def test_plugin_providers_start_from_their_discovered_devices(scale_model: onnx.
     runtime.new_session(scale_model.SerializeToString(), ["CPUExecutionProvider"], plain,
                         plugins=set())
     assert not plain.has_providers()
+
+
+def test_version_check_caches_only_onnxruntimes_own_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge.runtime import compat
+
+    versions = {"": 13, "ai.onnx.ml": 2}  # a combination no other test asks about
+    key = (7, tuple(sorted(versions.items())))
+    compat._ACCEPTED.pop(key, None)
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError("no room for a session")
+
+    # A failure that is not onnxruntime refusing the versions: an error, and no answer kept.
+    with monkeypatch.context() as patch:
+        patch.setattr(onnxruntime, "InferenceSession", out_of_memory)
+        with pytest.raises(ProviderError, match="could not check.*MemoryError"):
+            compat._accepts_versions(7, versions)
+    assert key not in compat._ACCEPTED
+    assert compat._accepts_versions(7, versions) is True  # asked again, of the real onnxruntime
+    # onnxruntime's own refusal is an answer, kept for the process.
+    assert compat._accepts_versions(7, {"": 10_000}) is False
+    assert compat._ACCEPTED[(7, (("", 10_000),))] is False

@@ -51,10 +51,29 @@ def test_tolerance_override_forms() -> None:
     assert not compare_outputs(["y"], [exp], [act], tolerance={"other": 1.0})[0].passed
 
 
-def test_default_tolerances_follow_dtype() -> None:
-    assert default_tolerance(np.dtype(np.float64), "value")[0] < default_tolerance(
-        np.dtype(np.float32), "value")[0]
+# The documented defaults (docs/architecture.md, "Verify"): (atol, rtol) by dtype.
+DOCUMENTED = {np.float32: (1e-4, 1e-3), np.float64: (1e-8, 1e-6)}
+
+
+@pytest.mark.parametrize("dtype", list(DOCUMENTED))
+def test_default_tolerances_are_the_documented_values(dtype: type) -> None:
+    atol, rtol, _ = default_tolerance(np.dtype(dtype), "value")
+    assert (atol, rtol) == pytest.approx(DOCUMENTED[dtype], rel=1e-12)
     assert default_tolerance(np.dtype(np.int64), "value")[:2] == (0.0, 0.0)
+    assert default_tolerance(np.dtype(dtype), "label")[:2] == (0.0, 0.0)
+
+
+def test_float32_tolerance_by_value() -> None:
+    """|onnx - source| <= 1e-4 + 1e-3 * |source|, element-wise, checked on both sides."""
+    exp = np.array([0.0, 100.0], np.float64)  # float64 arithmetic, compared as float32 outputs
+    for delta, ok in ((0.9e-4, True), (1.2e-4, False)):  # at 0: atol alone
+        act = exp + np.array([delta, 0.0])
+        assert compare_outputs(["y"], [exp.astype(np.float32)], [act.astype(np.float32)]
+                               )[0].passed is ok, delta
+    for delta, ok in ((0.095, True), (0.11, False)):  # at 100: 1e-4 + 0.1
+        act = exp + np.array([0.0, delta])
+        assert compare_outputs(["y"], [exp.astype(np.float32)], [act.astype(np.float32)]
+                               )[0].passed is ok, delta
 
 
 def test_report_text_and_dict() -> None:
