@@ -85,3 +85,93 @@ def test_report_text_and_dict() -> None:
     assert report.to_dict()["passed"] is False
     assert report.worst is not None and report.worst.name == "y"
     assert ParityReport(verified=False, reason="no reference").summary() == "not verified: no reference"
+
+
+def _report() -> ParityReport:
+    from onnxbridge.verify import OutputParity
+
+    return ParityReport(
+        outputs=[
+            OutputParity("label", "label", 1, (1,), "int64", None, None, 0.0, 0.0, "exact: label",
+                         0, 1.0, True),
+            OutputParity("proba", "value", 1, (1, 3), "float32", 2.5e-7, 1e-6, 1e-4, 1e-3,
+                         "float32 rounding", 0, None, True),
+            OutputParity("proba", "value", 3, (3, 3), "float32", 0.25, 0.5, 1e-4, 1e-3,
+                         "float32 rounding", 2, None, False),
+        ],
+        verified=True, reason=None, notes=["sample had 1 row"], provider="CPUExecutionProvider")
+
+
+def test_report_texts_are_exact() -> None:
+    report = _report()
+    assert report.summary() == "FAILED: 2 outputs on batches [1, 3], max abs 0.25"
+    assert report.outputs[0].line() == "ok   label (batch 1, label, int64), agreement 100.0000%"
+    assert report.outputs[2].line() == (
+        "FAIL proba (batch 3, value, float32), max abs 0.25, max rel 0.5, tol atol=0.0001"
+        " rtol=0.001 (float32 rounding), worst row 2")
+    assert str(report).splitlines()[0] == (
+        "parity FAILED: 2 outputs on batches [1, 3], max abs 0.25 (ONNX side on"
+        " CPUExecutionProvider)")
+    assert str(report).splitlines()[-1] == "  note: sample had 1 row"
+    report.outputs.pop()
+    assert report.summary() == "passed: 2 outputs on batches [1], max abs 2.5e-07"
+    unverified = ParityReport(verified=False, reason="no reference")
+    assert unverified.summary() == "not verified: no reference" and not unverified.passed
+
+
+def test_stored_report_round_trips() -> None:
+    import json
+
+    for report in (_report(), ParityReport(verified=False, reason="verify=False")):
+        data = json.loads(report.to_json())
+        assert data["passed"] is report.passed and data["verified"] is report.verified
+        assert ParityReport.from_dict(data) == report  # every field, shapes as tuples again
+    assert ParityReport.from_dict({}) == ParityReport()  # an empty record: nothing, verified
+
+
+def _op(name: str, **fields: object) -> object:
+    from onnxbridge.verify import OutputParity
+
+    base: dict[str, object] = dict(name=name, kind="value", batch=None, shape=(), dtype="float64",
+                                   max_abs=None, max_rel=None, atol=0.0, rtol=0.0,
+                                   tolerance_reason="", worst_row=None, label_agreement=None,
+                                   passed=True, problem=None)
+    base.update(fields)
+    return OutputParity(**base)  # type: ignore[arg-type]
+
+
+def test_every_field_of_a_comparison_by_hand() -> None:
+    exact = "exact: label values must be equal"
+    (labels,) = compare_outputs(["label"], [np.array([0, 1, 1, 2])], [np.array([0, 1, 2, 2])],
+                                kinds={"label": "label"}, batch=4)
+    assert labels == _op("label", kind="label", batch=4, shape=(4,), dtype="int64", max_abs=1.0,
+                         max_rel=1.0, tolerance_reason=exact, worst_row=2, label_agreement=0.75,
+                         passed=False)
+    # Float labels are still labels: exact, whatever the dtype's rounding would allow.
+    (floats,) = compare_outputs(["label"], [np.array([0.0, 2.0])], [np.array([0.0, 2.0])],
+                                kinds={"label": "label"})
+    assert floats == _op("label", kind="label", shape=(2,), max_abs=0.0, max_rel=0.0,
+                         tolerance_reason=exact, label_agreement=1.0)
+    (text,) = compare_outputs(["name"], [np.array(["a", "b"])], [np.array(["a", "c"], object)])
+    assert text == _op("name", shape=(2,), dtype="object", worst_row=1, label_agreement=0.5,
+                       tolerance_reason="exact: object values must be equal", passed=False)
+    inf, nan = np.inf, np.nan
+    exp = np.array([[0.0, 1.0], [inf, nan], [2.0, 4.0]])
+    given = "given by the caller or converter"
+    # diff 0.5 against atol 0.5 + rtol 0 * 0: on the boundary, which passes (<=).
+    (edge,) = compare_outputs(["y"], [exp], [np.array([[0.5, 1.0], [inf, nan], [2.0, 4.004]])],
+                              tolerance=(0.5, 1e-3), batch=3)
+    assert edge == _op("y", batch=3, shape=(3, 2), max_abs=0.5, max_rel=0.5 / 1e-12, atol=0.5,
+                       rtol=1e-3, tolerance_reason=given, worst_row=0)
+    (far,) = compare_outputs(["y"], [exp], [np.array([[0.0, 1.0], [1e30, nan], [2.0, 5.0]])],
+                             tolerance=(0.5, 1e-3))
+    assert far == _op("y", shape=(3, 2), max_abs=inf, max_rel=inf, atol=0.5, rtol=1e-3,
+                      tolerance_reason=given, worst_row=1, passed=False)
+    (nan_vs_number,) = compare_outputs(["y"], [np.array([nan])], [np.array([1.0])])
+    assert nan_vs_number.max_abs == inf and not nan_vs_number.passed
+    (empty,) = compare_outputs(["y"], [np.zeros((0, 3))], [np.zeros((0, 3))])
+    assert empty == _op("y", shape=(0, 3), max_abs=0.0, max_rel=0.0, atol=1e-8, rtol=1e-6,
+                        tolerance_reason="float64 rounding")
+    (count,) = compare_outputs(["y", "z"], [np.ones(2)], [np.ones(2), np.ones(2)], batch=2)
+    assert count == _op("y, z", batch=2, dtype="?", passed=False,
+                        problem="the ONNX model gives 2 outputs, the source 1")
