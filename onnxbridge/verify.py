@@ -179,7 +179,9 @@ def _compare_one(
         equal = exp == act if numeric or exp.dtype == act.dtype else exp.astype(str) == act.astype(str)
         equal = np.asarray(equal)
         agreement = float(equal.mean()) if equal.size else 1.0
-        rows = equal.reshape(equal.shape[0], -1).all(axis=1) if equal.ndim else equal.reshape(1)
+        # one flag per row; a scalar is one row, and an output with no rows has none
+        rows = (equal.reshape(equal.shape[0], -1).all(axis=1) if equal.ndim and equal.size
+                else equal.reshape(-1)[:1])
         worst = int(np.argmin(rows)) if rows.size and not rows.all() else None
         max_abs = max_rel = None
         if numeric and exp.size:

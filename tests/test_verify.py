@@ -142,11 +142,15 @@ def _op(name: str, **fields: object) -> object:
 
 def test_every_field_of_a_comparison_by_hand() -> None:
     exact = "exact: label values must be equal"
-    (labels,) = compare_outputs(["label"], [np.array([0, 1, 1, 2])], [np.array([0, 1, 2, 2])],
+    (labels,) = compare_outputs(["label"], [np.array([0, 1, 4, 2])], [np.array([1, 1, 2, 2])],
                                 kinds={"label": "label"}, batch=4)
-    assert labels == _op("label", kind="label", batch=4, shape=(4,), dtype="int64", max_abs=1.0,
-                         max_rel=1.0, tolerance_reason=exact, worst_row=2, label_agreement=0.75,
+    # differences [1, 0, 2, 0]; relative to the source's [0, 1, 4, 2]: 1 / (a tiny 1e-300), 0.5
+    assert labels == _op("label", kind="label", batch=4, shape=(4,), dtype="int64", max_abs=2.0,
+                         max_rel=1.0 / 1e-300, tolerance_reason=exact, worst_row=0, label_agreement=0.5,
                          passed=False)
+    (no_rows,) = compare_outputs(["label"], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)],
+                                 kinds={"label": "label"})
+    assert no_rows.passed and no_rows.label_agreement == 1.0
     # Float labels are still labels: exact, whatever the dtype's rounding would allow.
     (floats,) = compare_outputs(["label"], [np.array([0.0, 2.0])], [np.array([0.0, 2.0])],
                                 kinds={"label": "label"})
@@ -167,6 +171,13 @@ def test_every_field_of_a_comparison_by_hand() -> None:
                              tolerance=(0.5, 1e-3))
     assert far == _op("y", shape=(3, 2), max_abs=inf, max_rel=inf, atol=0.5, rtol=1e-3,
                       tolerance_reason=given, worst_row=1, passed=False)
+    # The worst row is the one furthest beyond its tolerance, not the largest difference.
+    (rows,) = compare_outputs(["y"], [np.array([[100.0], [0.0]])], [np.array([[100.5], [0.2]])])
+    assert rows.worst_row == 1 and rows.max_abs == 0.5 and not rows.passed
+    (shape,) = compare_outputs(["y"], [np.ones((2, 3))], [np.ones((3, 2, 2))], batch=2)
+    assert shape == _op("y", batch=2, shape=(3, 2, 2), atol=1e-8, rtol=1e-6,
+                        tolerance_reason="float64 rounding", passed=False,
+                        problem="shape [3, 2, 2] but the source gives [2, 3]")
     (nan_vs_number,) = compare_outputs(["y"], [np.array([nan])], [np.array([1.0])])
     assert nan_vs_number.max_abs == inf and not nan_vs_number.passed
     (empty,) = compare_outputs(["y"], [np.zeros((0, 3))], [np.zeros((0, 3))])
@@ -175,3 +186,31 @@ def test_every_field_of_a_comparison_by_hand() -> None:
     (count,) = compare_outputs(["y", "z"], [np.ones(2)], [np.ones(2), np.ones(2)], batch=2)
     assert count == _op("y, z", batch=2, dtype="?", passed=False,
                         problem="the ONNX model gives 2 outputs, the source 1")
+
+
+def test_converter_tolerances_apply_unless_the_caller_gives_one() -> None:
+    exp, act = np.zeros(2, np.float32), np.full(2, 0.05, np.float32)
+    declared = {"y": (0.1, 0.0)}
+    (r,) = compare_outputs(["y"], [exp], [act], converter_tolerances=declared)
+    assert r.passed and (r.atol, r.rtol) == (0.1, 0.0)
+    assert r.tolerance_reason == "given by the caller or converter"
+    (other,) = compare_outputs(["z"], [exp], [act], converter_tolerances=declared)
+    assert not other.passed and other.atol == 1e-4  # declared for another output
+    (caller,) = compare_outputs(["y"], [exp], [act], tolerance=(0.01, 0.0),
+                                converter_tolerances=declared)
+    assert not caller.passed and caller.atol == 0.01  # the caller's tolerance wins
+
+
+def test_unknown_float_dtypes_get_float32_tolerances() -> None:
+    assert default_tolerance(np.dtype(np.longdouble), "value")[:2] == (1e-4, 1e-3)
+
+
+def test_report_texts_without_errors_or_provider() -> None:
+    from onnxbridge.verify import OutputParity
+
+    label = OutputParity("label", "label", 2, (2,), "str", None, None, 0.0, 0.0, "exact", None,
+                         1.0, True)
+    report = ParityReport(outputs=[label])
+    assert report.summary() == "passed: 1 outputs on batches [2]"
+    assert str(report) == ("parity passed: 1 outputs on batches [2]\n"
+                           "  ok   label (batch 2, label, str), agreement 100.0000%")
