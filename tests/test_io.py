@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import make_scale_model
 from onnx import TensorProto, helper
 
 import onnxbridge
@@ -196,3 +197,64 @@ def test_hot_path_gives_the_same_answers_and_errors(scale_model: onnx.ModelProto
         m.run(np.ones(3, np.float32))
     with pytest.raises(InputError, match="given both by position and by name"):
         m.run(x, x=x)
+
+
+# -- what mutation testing found unchecked (nox -s mutation) ----------------------------------
+def _spec(name: str, dtype: object, shape: tuple[object, ...] | None) -> object:
+    from onnxbridge.signature import TensorSpec
+
+    return TensorSpec(name, None if dtype is None else np.dtype(dtype), shape,  # type: ignore[arg-type]
+                      "tensor(float)")
+
+
+def test_plain_feeds_takes_exact_arrays_and_refuses_the_rest() -> None:
+    from onnxbridge.io import input_checks, plain_feeds
+
+    specs = [_spec("a", np.float32, ("n", 3)), _spec("b", np.int64, None)]
+    checks = input_checks(specs)  # type: ignore[arg-type]
+    assert checks == [("a", np.dtype(np.float32), 2, ((1, 3),)), ("b", np.dtype(np.int64), None, ())]
+    a, b = np.ones((4, 3), np.float32), np.arange(5)
+    assert plain_feeds(checks, (a, b), {}) == {"a": a, "b": b}
+    named = plain_feeds(checks, (), {"b": b, "a": a})
+    assert named is not None and list(named) == ["a", "b"] and named["a"] is a
+    for args, kwargs in [((a,), {}), ((a, b.astype(np.int32)), {}), ((a.astype(np.float64), b), {}),
+                         ((np.ones((4, 2), np.float32), b), {}), ((np.ones(3, np.float32), b), {}),
+                         ((a.tolist(), b), {}), ((a,), {"b": b}), ((), {"a": a}),
+                         ((), {"a": a, "c": b})]:
+        assert plain_feeds(checks, args, kwargs) is None, (args, kwargs)
+
+
+def test_resize_batch_one_row_and_one_axis() -> None:
+    one = np.array([[1.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(resize_batch(one, 3), [[1, 2], [1, 2], [1, 2]])
+    np.testing.assert_array_equal(resize_batch(np.array([5, 6, 7]), 4), [5, 6, 7, 5])
+    pd = pytest.importorskip("pandas")
+    single = resize_batch(pd.DataFrame({"a": [9]}), 2)
+    assert list(single["a"]) == [9, 9] and list(single.columns) == ["a"]
+
+
+def test_one_input_takes_a_dataframe_whole_and_strings_stay_strings() -> None:
+    pd = pytest.importorskip("pandas")
+    m = OnnxModel(make_scale_model())
+    df = pd.DataFrame({"p": [1.0, 2.0], "q": [3.0, 4.0], "r": [5.0, 6.0]})
+    np.testing.assert_array_equal(m.run(df), [[1, 6, 15], [2, 8, 18]])  # x * [1, 2, 3]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"])], "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("t", TensorProto.STRING, ["n"])])
+    text = OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert list(text.run(["a", "bc"])) == ["a", "bc"]
+    assert list(text.run(np.array(["x"]))) == ["x"]
+    with pytest.raises(InputError, match="'s' expects strings, got int64; pass str values"):
+        text.run(np.array([1, 2]))
+    with pytest.raises(InputError, match="expects float32, got strings"):
+        m.run(np.array([["1", "2", "3"]]))
+
+
+def test_rank_hint_only_for_a_missing_batch_axis() -> None:
+    m = OnnxModel(make_scale_model())
+    with pytest.raises(InputError, match=r"add a batch axis \(x\[None\]\)"):
+        m.run(np.ones(3, np.float32))
+    with pytest.raises(InputError) as info:
+        m.run(np.ones((1, 1, 3), np.float32))
+    assert "batch axis" not in str(info.value) and "expects 2 dimensions [batch, 3]" in str(info.value)
