@@ -126,6 +126,9 @@ def test_resize_batch_dataframe_and_tensor_rows() -> None:
     torch = pytest.importorskip("torch")
     t = torch.arange(6).reshape(2, 3)
     assert resize_batch(t, 3).tolist() == [[0, 1, 2], [3, 4, 5], [0, 1, 2]]
+    assert resize_batch(t[:1], 2).tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert resize_batch(torch.arange(3), 4).tolist() == [0, 1, 2, 0]
+    assert resize_batch(torch.tensor(1.0), 2) is None and resize_batch(t[:0], 2) is None
 
 
 BATCH_PLUGIN = """
