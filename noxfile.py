@@ -11,13 +11,31 @@ nox.options.reuse_existing_virtualenvs = True
 EXAMPLE_PLUGIN = "examples/onnxbridge-numpy-poly"
 
 
+# Branch coverage of onnxbridge by the whole suite, rounded down: raise it when coverage rises,
+# never lower it (docs/testing.md).
+COVERAGE_FLOOR = 87  # measured 87.69% (335 tests, 2026-11-28)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install everything the tests need from scratch and run the whole suite (slow tests too)."""
+    """Install everything the tests need from scratch and run the whole suite (slow tests too),
+    with branch coverage that must stay at or above COVERAGE_FLOOR."""
     session.install("-e", ".[test]")
     session.install("-e", EXAMPLE_PLUGIN)
-    args = session.posargs or ["-n", "2", "--durations=15"]
-    session.run("pytest", *args)
+    args = session.posargs or ["-n", "2", "--durations=15", "--cov=onnxbridge", "--cov-branch",
+                               "--cov-report=term", f"--cov-fail-under={COVERAGE_FLOOR}"]
+    # The example plugin is installed just above: its tests must run, and fail if it is missing.
+    session.run("pytest", *args, env={"ONNXBRIDGE_REQUIRE_EXAMPLE_PLUGIN": "1"})
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of _files, io, verify, registry and runtime/ ([tool.mutmut] in
+    pyproject.toml); slow, so not run by .ci/run. Narrow it with mutant names:
+    `nox -s mutation -- "onnxbridge.verify*"`; `mutmut results` lists the survivors."""
+    session.install("-e", ".[test]", "mutmut>=3.3")
+    session.run("mutmut", "run", *session.posargs)
+    session.run("mutmut", "results")
 
 
 # The onnxruntime packages `runtime_installs` moves through (pinned so CI sees the same files).

@@ -6,7 +6,8 @@ DataFrame or a tensor is handled only when the user already has that library loa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -473,8 +474,24 @@ def resize_batch(sample: Any, n: int) -> Any:
         return sample.iloc[idx].reset_index(drop=True)
     if isinstance(sample, Mapping):
         resized = {k: resize_batch(v, n) for k, v in sample.items()}
-        return None if any(v is None for v in resized.values()) else type(sample)(resized)  # type: ignore[call-arg]
+        if any(v is None for v in resized.values()):
+            return None
+        return _same_mapping(sample, resized)
     if isinstance(sample, tuple):
         items = [resize_batch(v, n) for v in sample]
         return None if any(v is None for v in items) else tuple(items)
     return None
+
+
+def _same_mapping(sample: Mapping[Any, Any], values: dict[Any, Any]) -> Mapping[Any, Any]:
+    """``values`` in a mapping of the sample's own kind where one can be made (a copy updated:
+    defaultdict, OrderedDict, BatchEncoding keep their type and extras), else a plain dict."""
+    if isinstance(sample, MutableMapping):
+        try:
+            out = copy.copy(sample)
+            out.clear()
+            out.update(values)
+            return out
+        except Exception:  # a mapping that cannot be copied or changed: a plain dict will do
+            pass
+    return values

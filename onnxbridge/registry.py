@@ -532,9 +532,7 @@ def call_converter(
     before = model_fingerprint(model)
     try:
         out = function(model, sample, options)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
+    except Exception as exc:  # SystemExit and KeyboardInterrupt from a converter call propagate
         raise wrap_converter_failure(spec, exc) from exc
     result = out if isinstance(out, ConversionResult) else ConversionResult(proto=out)
     check_model_proto(result.proto, spec)

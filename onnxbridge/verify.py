@@ -246,7 +246,9 @@ def _compare_one(
         equal = exp == act if numeric or exp.dtype == act.dtype else exp.astype(str) == act.astype(str)
         equal = np.asarray(equal)
         agreement = float(equal.mean()) if equal.size else 1.0
-        rows = equal.reshape(equal.shape[0], -1).all(axis=1) if equal.ndim else equal.reshape(1)
+        # one flag per row; a scalar is one row, and an output with no rows has none
+        rows = (equal.reshape(equal.shape[0], -1).all(axis=1) if equal.ndim and equal.size
+                else equal.reshape(-1)[:1])
         worst = int(np.argmin(rows)) if rows.size and not rows.all() else None
         max_abs = max_rel = None
         if numeric and exp.size:
@@ -258,7 +260,8 @@ def _compare_one(
     e = exp.astype(np.float64)
     a = act.astype(np.float64)
     both_nan = np.isnan(e) & np.isnan(a)
-    diff = np.where(both_nan, 0.0, np.abs(e - a))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN here, and counted just below
+        diff = np.where(both_nan, 0.0, np.abs(e - a))
     diff = np.where(np.isnan(diff), np.inf, diff)
     same_inf = np.isinf(e) & (e == a)
     diff = np.where(same_inf, 0.0, diff)

@@ -56,8 +56,28 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_converters_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["converters"])
-    assert "sklearn [onnxbridge]" in capsys.readouterr().out
+    assert main(["converters"]) == 0
+    out = capsys.readouterr().out
+    assert "sklearn [onnxbridge]" in out
+    # Every plugin onnxbridge itself declares (read from its installed metadata) is listed.
+    import importlib.metadata as md
+
+    declared = {ep.name for ep in md.entry_points(group="onnxbridge.converters")
+                if ep.dist is not None and ep.dist.name == "onnxbridge"}
+    assert declared and all(f"{name} [onnxbridge]" in out for name in declared), (declared, out)
+
+
+def test_converters_exits_1_when_a_plugin_fails(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata as md
+
+    from onnxbridge import OnnxBridgeWarning, registry
+
+    broken = md.EntryPoint("broken", "no_such_module_anywhere:SPECS", "onnxbridge.converters")
+    monkeypatch.setattr(registry, "_default", registry.Registry(entry_points=[broken]))
+    with pytest.warns(OnnxBridgeWarning, match="broken"):
+        assert main(["converters"]) == 1
+    assert "broken" in capsys.readouterr().out
 
 
 # -- convert, check, bench -------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -383,11 +386,35 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_opset_is_the_newest_both_sides_take_unless_given() -> None:
-    from onnxbridge.plugins._torch_export import _torch_default_opset
-    from onnxbridge.runtime import runtime_support
+def _newest_opset_onnxruntime_loads() -> int:
+    """Asked of onnxruntime directly, without onnxbridge: the first opset it refuses, minus 1."""
+    import onnxruntime
+    from onnx import TensorProto, helper
 
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4
+    for opset in range(17, 64):
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["a"], ["b"])], "g",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        proto.ir_version = 8
+        try:
+            onnxruntime.InferenceSession(proto.SerializeToString(), options,
+                                         providers=["CPUExecutionProvider"])
+        except Exception:
+            return opset - 1
+    raise AssertionError("onnxruntime loads every opset up to 63")
+
+
+def test_opset_is_the_newest_both_sides_take_unless_given() -> None:
     net = torch.nn.Linear(3, 2)
+    # What torch itself exports when no opset is given, read from its own output.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, (torch.randn(2, 3),), dynamo=True)
+    torch_default = {o.domain: o.version for o in program.model_proto.opset_import}[""]
     m = onnxbridge.to_onnx(net, torch.randn(2, 3))
-    assert m.opset == min(_torch_default_opset(), runtime_support().opsets[""])
+    assert m.opset == min(torch_default, _newest_opset_onnxruntime_loads())
     assert onnxbridge.to_onnx(net, torch.randn(2, 3), opset=18).opset == 18

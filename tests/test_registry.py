@@ -205,6 +205,30 @@ def test_converter_contract(
         assert info.value.converter == "bad"
 
 
+EXITING = """
+def exits(model, sample, options):
+    raise SystemExit(4)
+
+def interrupted(model, sample, options):
+    raise KeyboardInterrupt
+"""
+
+
+@pytest.mark.parametrize(("function", "error"), [("exits", SystemExit),
+                                                 ("interrupted", KeyboardInterrupt)])
+def test_a_converter_call_lets_exit_and_interrupt_through(
+    fake_env: Path, isolated_registry: Registry, function: str, error: type[BaseException]
+) -> None:
+    """A converter that exits or is interrupted stops the program, as any call would: only
+    Exceptions become ConversionError (a plugin's *import* is the place that catches more)."""
+    import fakefw
+
+    (fake_env / "exiting.py").write_text(EXITING)
+    onnxbridge.register(spec("exiting", "fakefw.Base", converter=f"exiting:{function}"))
+    with pytest.raises(error):
+        onnxbridge.to_onnx(fakefw.Base(3.0), np.ones((2, 4), np.float32))
+
+
 def test_unknown_option_is_an_error(fake_env: Path, isolated_registry: Registry) -> None:
     import fakefw
 

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime
 import pytest
 from conftest import make_scale_model
+from onnx import numpy_helper
 
 import onnxbridge
 from onnxbridge import InputError, OnnxModel, ProviderError, runtime
@@ -164,7 +165,10 @@ def test_concurrent_runs_match_serial_and_share_one_session() -> None:
     for t in threads:
         t.join()
     assert len(sessions) == 1
+    weight = numpy_helper.to_array(m.proto.graph.initializer[0])
     for i, expected in enumerate(serial):
+        by_hand = inputs[i] * weight  # y = x * w, computed without onnxruntime
+        np.testing.assert_allclose(expected, by_hand, rtol=1e-6)
         np.testing.assert_array_equal(results[i], expected)
 
 
@@ -172,8 +176,19 @@ def test_torch_tensors_through_io_binding(scale_model: onnx.ModelProto) -> None:
     torch = pytest.importorskip("torch")
     m = OnnxModel(scale_model)
     x = torch.arange(6, dtype=torch.float64).reshape(2, 3)
-    bound = m.run(x, io_binding=True)
-    np.testing.assert_array_equal(bound, m.run(x.numpy()))
+    by_hand = np.array([[0, 2, 6], [3, 8, 15]], np.float32)  # x * [1, 2, 3]
+    np.testing.assert_array_equal(m.run(x, io_binding=True), by_hand)
+    # The binding itself: the tensor's own memory (float32, contiguous: no copy) is bound.
+    x32 = x.float()
+    session = m.session()
+    bound = bind_torch_inputs(session, m.inputs, [x32], {}, force=True)
+    assert bound is not None, "torch tensors were not bound"
+    binding, kept = bound
+    assert kept[0].data_ptr() == x32.data_ptr()
+    session.run_with_iobinding(binding)
+    np.testing.assert_array_equal(binding.copy_outputs_to_cpu()[0], by_hand)
+    assert bind_torch_inputs(session, m.inputs, [x32], {}) is None  # CPU tensors, not forced
+    assert bind_torch_inputs(session, m.inputs, [x.numpy()], {}, force=True) is None
     with pytest.raises(InputError, match=r"expects shape \[batch, 3\]"):
         m.run(torch.ones(2, 4), io_binding=True)
     with pytest.raises(InputError, match="could lose values"):
@@ -343,7 +358,36 @@ def test_plugin_providers_start_from_their_discovered_devices(scale_model: onnx.
         pytest.skip("onnxruntime before 1.22 has no device discovery")
     assert runtime.plugin_providers() == set()
     x = {"x": np.ones((2, 3), np.float32)}
+    options = onnxruntime.SessionOptions()
     session = runtime.new_session(scale_model.SerializeToString(), ["CPUExecutionProvider"],
-                                  plugins={"CPUExecutionProvider"})
+                                  options, plugins={"CPUExecutionProvider"})
+    # The provider went in through the session options with its discovered devices.
+    assert options.has_providers(), "the plugin EP was not added from its devices"
     assert session.get_providers() == ["CPUExecutionProvider"]
     np.testing.assert_array_equal(session.run(None, x)[0], [[1, 2, 3], [1, 2, 3]])
+    plain = onnxruntime.SessionOptions()  # a provider that is not a plugin goes by name
+    runtime.new_session(scale_model.SerializeToString(), ["CPUExecutionProvider"], plain,
+                        plugins=set())
+    assert not plain.has_providers()
+
+
+def test_version_check_caches_only_onnxruntimes_own_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge.runtime import compat
+
+    versions = {"": 13, "ai.onnx.ml": 2}  # a combination no other test asks about
+    key = (7, tuple(sorted(versions.items())))
+    compat._ACCEPTED.pop(key, None)
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError("no room for a session")
+
+    # A failure that is not onnxruntime refusing the versions: an error, and no answer kept.
+    with monkeypatch.context() as patch:
+        patch.setattr(onnxruntime, "InferenceSession", out_of_memory)
+        with pytest.raises(ProviderError, match="could not check.*MemoryError"):
+            compat._accepts_versions(7, versions)
+    assert key not in compat._ACCEPTED
+    assert compat._accepts_versions(7, versions) is True  # asked again, of the real onnxruntime
+    # onnxruntime's own refusal is an answer, kept for the process.
+    assert compat._accepts_versions(7, {"": 10_000}) is False
+    assert compat._ACCEPTED[(7, (("", 10_000),))] is False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata as md
 import os
 import signal
@@ -16,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_scale_model
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
@@ -180,6 +179,10 @@ def test_broken_graphs_name_the_node(nodes: list[onnx.NodeProto], match: str) ->
 
 
 VALID = make_scale_model().SerializeToString()
+X = np.array([[1.0, -2.0, 0.5]], np.float32)
+X_TIMES_W = np.array([[1.0, -4.0, 1.5]], np.float32)  # y = x * [1, 2, 3], by hand
+# Where the weights [1, 2, 3] sit in the file, and the byte that makes the first one 4.0.
+WEIGHTS_AT = VALID.find(np.arange(1, 4, dtype=np.float32).tobytes())
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,6 +190,9 @@ VALID = make_scale_model().SerializeToString()
     cuts=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8),
     truncate=st.integers(0, len(VALID)),
 )
+@example(cuts=[], truncate=0)  # the file as written: loads, and computes x * w
+@example(cuts=[], truncate=len(VALID))
+@example(cuts=[(WEIGHTS_AT + 3, 0x40)], truncate=0)  # a weight changed: still a valid model
 def test_mutated_bytes_give_only_load_errors(cuts: list[tuple[int, int]], truncate: int) -> None:
     data = bytearray(VALID)
     for index, value in cuts:
@@ -195,10 +201,28 @@ def test_mutated_bytes_give_only_load_errors(cuts: list[tuple[int, int]], trunca
     try:
         m = onnxbridge.load(bytes(data))
     except LoadError:
+        assert bytes(data) != VALID, "the unchanged model was refused"
         return
     # What loads must also run, or fail with our errors, never crash the process.
-    with contextlib.suppress(onnxbridge.OnnxBridgeError):
-        m.run(np.ones((1, 3), np.float32))
+    try:
+        y = m.run(X)
+    except onnxbridge.OnnxBridgeError:
+        assert bytes(data) != VALID, "the unchanged model does not run"
+        return
+    # Whatever ran computed what its own weights say (read by onnx, not by onnxbridge).
+    if [n.op_type for n in onnx.load_from_string(bytes(data)).graph.node] == ["Mul"]:
+        proto = onnx.load_from_string(bytes(data))
+        weights = onnx.numpy_helper.to_array(proto.graph.initializer[0])
+        np.testing.assert_array_equal(y, X * weights)
+    if bytes(data) == VALID:
+        np.testing.assert_array_equal(y, X_TIMES_W)
+
+
+def test_a_changed_weight_loads_and_is_used() -> None:
+    assert WEIGHTS_AT > 0
+    data = bytearray(VALID)
+    data[WEIGHTS_AT + 3] = 0x40  # 1.0f (00 00 80 3f) becomes 4.0f (00 00 80 40)
+    np.testing.assert_array_equal(onnxbridge.load(bytes(data)).run(X), [[4.0, -4.0, 1.5]])
 
 
 # -- crash-safe saving -----------------------------------------------------------------------
@@ -223,6 +247,10 @@ def test_kill_mid_save_keeps_the_previous_file(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", SAVER.format(tests=tests, target=str(target))],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    # Wait for the writer's first whole save, so the kill below lands while it writes again.
+    deadline = time.monotonic() + 120
+    while target.read_bytes() == good and time.monotonic() < deadline:
+        time.sleep(0.02)
     seen_big = False
     for delay in (0.05, 0.11, 0.23, 0.31, 0.47):
         time.sleep(delay)
@@ -232,6 +260,7 @@ def test_kill_mid_save_keeps_the_previous_file(tmp_path: Path) -> None:
         assert content == good or onnxbridge.load(content).inputs[0].shape == ("batch", 4_000_000)
         seen_big = seen_big or content != good
     proc.wait(timeout=30)
+    assert seen_big, "the writer never replaced the file: nothing was checked mid-save"
     m = onnxbridge.load(target)
     assert m.name == "scale"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "m.onnx"]

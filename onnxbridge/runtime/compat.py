@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from onnxbridge.errors import LoadError
+from onnxbridge.errors import LoadError, ProviderError
 from onnxbridge.runtime.install import _SESSION_LOCK, loaded_package, ort
 
 
@@ -53,8 +53,15 @@ def _accepts_versions(ir_version: int, opsets: dict[str, int]) -> bool:
         with _SESSION_LOCK:
             onnxruntime.InferenceSession(model.SerializeToString(), options,
                                          providers=["CPUExecutionProvider"])
-    except Exception:
-        _ACCEPTED[key] = False
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            # Not onnxruntime refusing the versions (out of memory, a broken install): no answer,
+            # so nothing is cached and the next call asks again.
+            raise ProviderError(
+                f"could not check whether onnxruntime loads IR version {ir_version} with opsets"
+                f" {opsets}: {type(exc).__name__}: {exc}"
+            ) from exc
+        _ACCEPTED[key] = False  # onnxruntime's own refusal: the same answer every time
         return False
     _ACCEPTED[key] = True
     return True
