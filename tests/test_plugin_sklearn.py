@@ -173,7 +173,7 @@ def test_unfitted_and_unsupported_models_are_explained() -> None:
     from sklearn.cross_decomposition import CCA
 
     cca = CCA(n_components=1).fit(X, X[:, :2])
-    with pytest.raises(UnsupportedModelError, match="no converter for"):
+    with pytest.raises(UnsupportedModelError, match="CCA cannot be converted: neither skl2onnx"):
         onnxbridge.to_onnx(cca, X)
 
 

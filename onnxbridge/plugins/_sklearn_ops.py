@@ -1,0 +1,347 @@
+"""onnxbridge's own skl2onnx converters, for estimators skl2onnx lacks or gets wrong.
+
+Each is registered with ``skl2onnx.update_registered_converter`` (skl2onnx's public converter
+API) on first use, so it works for a bare estimator and inside a Pipeline alike. The graphs use
+core ONNX operators only and compute in the input's float type (float32 or float64).
+
+Outputs follow the tabular convention: classifiers ``label`` [N] and ``probabilities``
+[N, n_classes]; regressors ``variable`` [N, n_targets]; transformers ``variable`` [N, k].
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["register_own_converters", "OWN_CONVERTERS"]
+
+
+class _Graph:
+    """Adds nodes and constants to a skl2onnx container for one operator."""
+
+    def __init__(self, scope: Any, operator: Any, container: Any) -> None:
+        from onnx import TensorProto
+        from skl2onnx.common.data_types import DoubleTensorType
+
+        self.scope, self.operator, self.container = scope, operator, container
+        double = isinstance(operator.inputs[0].type, DoubleTensorType)
+        self.dtype = np.float64 if double else np.float32
+        self.onnx_float = TensorProto.DOUBLE if double else TensorProto.FLOAT
+
+    def name(self, hint: str) -> str:
+        return str(self.scope.get_unique_variable_name(hint))
+
+    def const(self, value: Any, dtype: Any = None) -> str:
+        from onnx import numpy_helper
+
+        arr = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
+        if arr.dtype.kind in "OUS":
+            arr = arr.astype(object)
+        name = self.name("cst")
+        self.container.add_initializer(name, None, None, numpy_helper.from_array(arr, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], out: str | None = None,
+             domain: str = "", **attrs: Any) -> str:
+        out = out or self.name(op.lower())
+        kwargs: dict[str, Any] = dict(name=self.scope.get_unique_operator_name(op), **attrs)
+        if domain:
+            kwargs["op_domain"] = domain
+            kwargs["op_version"] = 1
+        self.container.add_node(op, inputs, [out], **kwargs)
+        return out
+
+    def x(self) -> str:
+        """The operator's input as a float matrix of the graph's float type."""
+        from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+        var = self.operator.inputs[0]
+        name = str(var.full_name)
+        if isinstance(var.type, (FloatTensorType, DoubleTensorType)):
+            return name
+        return self.node("Cast", [name], to=self.onnx_float)
+
+    def output(self, i: int) -> str:
+        return str(self.operator.outputs[i].full_name)
+
+    def rows(self, x: str, width: int, value: Any) -> str:
+        """A [N, width] matrix filled with the row ``value`` (N read off ``x``)."""
+        value = np.asarray(value).reshape(1, width)
+        shape = self.node("Shape", [x])
+        n = self.node("Slice", [shape, self.const([0], np.int64), self.const([1], np.int64)])
+        dims = self.node("Concat", [n, self.const([width], np.int64)], axis=0)
+        return self.node("Expand", [self.const(value, value.dtype if value.dtype.kind != "f"
+                                               else None), dims])
+
+    # -- arithmetic helpers ----------------------------------------------------------------
+    def sq_distances(self, x: str, points: np.ndarray) -> str:
+        """||x_i - p_j||^2 as [N, len(points)], never below 0."""
+        pts = np.asarray(points, dtype=np.float64)
+        xx = self.node("Mul", [x, x])
+        xx = self.node("MatMul", [xx, self.const(np.ones((pts.shape[1], 1)))])
+        xp = self.node("MatMul", [x, self.const(pts.T)])
+        d = self.node("Sub", [xx, self.node("Mul", [xp, self.const(2.0)])])
+        d = self.node("Add", [d, self.const((pts ** 2).sum(axis=1)[None, :])])
+        return self.node("Max", [d, self.const(0.0)])
+
+    def row_sum(self, m: str, width: int) -> str:
+        return self.node("MatMul", [m, self.const(np.ones((width, 1)))])
+
+    def label_from(self, index: str, classes: np.ndarray, out: str) -> None:
+        """``classes[index]`` as the label output (int64 or string)."""
+        classes = np.asarray(classes)
+        if classes.dtype.kind in "OUS":
+            table = classes.astype(str).astype(object)
+        elif classes.dtype.kind == "b":
+            table = classes.astype(np.int64)
+        else:
+            table = classes.astype(np.int64)
+        self.node("Gather", [self.const(table, table.dtype), index], out=out, axis=0)
+
+    def argmax_label(self, scores: str, classes: np.ndarray, out: str) -> None:
+        idx = self.node("ArgMax", [scores], axis=1, keepdims=0)
+        self.label_from(idx, classes, out)
+
+
+# -- kernels ---------------------------------------------------------------------------------
+def _kernel(g: _Graph, x: str, points: np.ndarray, kernel: str, params: dict[str, Any]) -> str:
+    """scikit-learn's pairwise kernel k(x, points) as [N, len(points)]."""
+    points = np.asarray(points, dtype=np.float64)
+    n_features = points.shape[1]
+    gamma: Any = params.get("gamma")
+    if kernel in {"rbf", "poly", "polynomial", "sigmoid", "laplacian", "chi2"} and gamma is None:
+        gamma = 1.0 / n_features
+    if kernel == "linear":
+        return g.node("MatMul", [x, g.const(points.T)])
+    if kernel == "rbf":
+        d = g.sq_distances(x, points)
+        return g.node("Exp", [g.node("Mul", [d, g.const(-float(gamma))])])
+    if kernel in {"poly", "polynomial", "sigmoid"}:
+        dot = g.node("MatMul", [x, g.const(points.T)])
+        lin = g.node("Add", [g.node("Mul", [dot, g.const(float(gamma))]),
+                             g.const(float(params.get("coef0", 1.0)))])
+        if kernel == "sigmoid":
+            return g.node("Tanh", [lin])
+        return g.node("Pow", [lin, g.const(float(params.get("degree", 3)))])
+    if kernel == "laplacian":
+        # |x - p|_1 summed over features: [N, 1, F] - [1, P, F]
+        x3 = g.node("Unsqueeze", [x, g.const([1], np.int64)])
+        diff = g.node("Abs", [g.node("Sub", [x3, g.const(points[None, :, :])])])
+        l1 = g.node("MatMul", [diff, g.const(np.ones((n_features, 1)))])
+        l1 = g.node("Squeeze", [l1, g.const([2], np.int64)])
+        return g.node("Exp", [g.node("Mul", [l1, g.const(-float(gamma))])])
+    if kernel == "cosine":
+        norms = np.linalg.norm(points, axis=1)
+        unit = points / np.where(norms == 0, 1.0, norms)[:, None]
+        xn = g.node("Sqrt", [g.row_sum(g.node("Mul", [x, x]), n_features)])
+        xn = g.node("Max", [xn, g.const(np.finfo(np.float64).tiny)])
+        return g.node("MatMul", [g.node("Div", [x, xn]), g.const(unit.T)])
+    from onnxbridge.errors import UnsupportedModelError
+
+    raise UnsupportedModelError(
+        f"kernel {kernel!r} has no ONNX form in onnxbridge (linear, rbf, poly, sigmoid,"
+        " laplacian and cosine do); refit with one of those"
+    )
+
+
+# -- converters ------------------------------------------------------------------------------
+def _dummy_classifier(scope: Any, operator: Any, container: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if est.strategy in {"stratified", "uniform"}:
+        raise UnsupportedModelError(
+            f"DummyClassifier(strategy={est.strategy!r}) predicts at random; a graph cannot"
+            " reproduce its draws. Use strategy='prior', 'most_frequent' or 'constant'"
+        )
+    if getattr(est, "n_outputs_", 1) != 1:
+        raise UnsupportedModelError("a multi-output DummyClassifier has no ONNX form here;"
+                                    " fit one DummyClassifier per target")
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    classes = np.asarray(est.classes_)
+    prior = np.asarray(est.class_prior_, dtype=np.float64)
+    if est.strategy == "constant":
+        idx = int(np.flatnonzero(classes == est.constant)[0])
+    else:
+        idx = int(prior.argmax())
+    proba = prior if est.strategy == "prior" else np.eye(len(classes))[idx]
+    k = len(classes)
+    label_value = classes[idx]
+    table = (np.asarray([str(label_value)], dtype=object) if classes.dtype.kind in "OUS"
+             else np.asarray([int(label_value)], dtype=np.int64))
+    lab = g.rows(x, 1, table)
+    g.node("Reshape", [lab, g.const([-1], np.int64)], out=g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Identity", [g.rows(x, k, proba.astype(g.dtype))], out=g.output(1))
+
+
+def _dummy_regressor(scope: Any, operator: Any, container: Any) -> None:
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    const = np.asarray(est.constant_, dtype=g.dtype).reshape(1, -1)
+    g.node("Identity", [g.rows(g.x(), const.shape[1], const)], out=g.output(0))
+
+
+def _kernel_ridge(scope: Any, operator: Any, container: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if callable(est.kernel) or est.kernel == "precomputed":
+        raise UnsupportedModelError(
+            "KernelRidge with a callable or precomputed kernel has no ONNX form; use a named"
+            " kernel (linear, rbf, poly, sigmoid, laplacian, cosine)"
+        )
+    g = _Graph(scope, operator, container)
+    params = dict(gamma=est.gamma, degree=est.degree, coef0=est.coef0)
+    params.update(est.kernel_params or {})
+    k = _kernel(g, g.x(), est.X_fit_, est.kernel, params)
+    dual = np.asarray(est.dual_coef_, dtype=np.float64)
+    dual = dual.reshape(len(dual), -1)
+    g.node("MatMul", [k, g.const(dual)], out=g.output(0))
+
+
+def _nearest_centroid(scope: Any, operator: Any, container: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if est.metric != "euclidean":
+        raise UnsupportedModelError(
+            f"NearestCentroid(metric={est.metric!r}) has no ONNX form here (its probabilities"
+            " exist only for the euclidean metric); refit with metric='euclidean'"
+        )
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    classes = np.asarray(est.classes_)
+    centroids = np.asarray(est.centroids_, dtype=np.float64)
+    std = np.asarray(est.within_class_std_dev_, dtype=np.float64)
+    scale = np.where(std != 0, std, 1.0)
+    xs = g.node("Div", [x, g.const(scale)])
+    d = g.sq_distances(xs, centroids / scale)
+    prior = np.asarray(est.class_prior_, dtype=np.float64)
+    scores = g.node("Add", [g.node("Neg", [d]), g.const(2.0 * np.log(prior)[None, :])])
+    if np.isclose(prior, 1 / len(classes)).all():  # scikit-learn's predict: nearest raw centroid
+        idx = g.node("ArgMin", [g.sq_distances(x, centroids)], axis=1, keepdims=0)
+        g.label_from(idx, classes, g.output(0))
+    else:
+        g.argmax_label(scores, classes, g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Softmax", [scores], out=g.output(1), axis=1)
+
+
+def _label_propagation(scope: Any, operator: Any, container: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    train = np.asarray(est.X_, dtype=np.float64)
+    dist = np.asarray(est.label_distributions_, dtype=np.float64)
+    n_classes = dist.shape[1]
+    if est.kernel == "rbf":
+        d = g.sq_distances(x, train)
+        # exp(-gamma (d - min d)): the same ratios as scikit-learn, without underflow to 0/0
+        nearest = g.name("nearest")
+        container.add_node("TopK", [d, g.const([1], np.int64)], [nearest, g.name("nearest_i")],
+                           name=scope.get_unique_operator_name("TopK"), largest=0, sorted=1)
+        w = g.node("Exp", [g.node("Mul", [g.node("Sub", [d, nearest]),
+                                          g.const(-float(est.gamma))])])
+        mass = g.node("MatMul", [w, g.const(dist)])
+    elif est.kernel == "knn":
+        d = g.sq_distances(x, train)
+        k = int(est.n_neighbors)
+        out_vals, out_idx = g.name("topv"), g.name("topi")
+        container.add_node("TopK", [d, g.const([k], np.int64)], [out_vals, out_idx],
+                           name=scope.get_unique_operator_name("TopK"), largest=0, sorted=1)
+        rows = g.node("Gather", [g.const(dist), out_idx], axis=0)  # [N, k, C]
+        mass = g.node("Squeeze", [g.node("MatMul", [g.node("Transpose", [rows], perm=[0, 2, 1]),
+                                                    g.const(np.ones((k, 1)))]),
+                                  g.const([2], np.int64)])
+    else:
+        raise UnsupportedModelError(f"{type(est).__name__} with a callable kernel has no ONNX"
+                                    " form; use kernel='rbf' or 'knn'")
+    proba = g.node("Div", [mass, g.row_sum(mass, n_classes)])
+    g.argmax_label(proba, est.classes_, g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Identity", [proba], out=g.output(1))
+
+
+def _linear_discriminant(scope: Any, operator: Any, container: Any) -> None:
+    """LDA: scores X @ coef.T + intercept; probabilities as scikit-learn computes them
+    (sigmoid of the score for two classes, softmax otherwise). skl2onnx's binary form is off."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    coef = np.asarray(est.coef_, dtype=np.float64)
+    scores = g.node("Add", [g.node("MatMul", [x, g.const(coef.T)]),
+                            g.const(np.asarray(est.intercept_, dtype=np.float64)[None, :])])
+    classes = np.asarray(est.classes_)
+    if len(classes) == 2:
+        p1 = g.node("Sigmoid", [scores])
+        proba = g.node("Concat", [g.node("Sub", [g.const(1.0), p1]), p1], axis=1)
+    else:
+        proba = g.node("Softmax", [scores], axis=1)
+    g.argmax_label(proba, classes, g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Identity", [proba], out=g.output(1))
+
+
+# -- registration ----------------------------------------------------------------------------
+def _classifier_shapes(operator: Any) -> None:
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    calculate_linear_classifier_output_shapes(operator)
+
+
+def _regressor_shapes(operator: Any) -> None:
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    est = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    width = 1
+    for attr in ("constant_", "dual_coef_"):
+        value = getattr(est, attr, None)
+        if value is not None:
+            arr = np.asarray(value)
+            width = int(arr.shape[1]) if arr.ndim == 2 else 1
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
+        else FloatTensorType
+    operator.outputs[0].type = cls([n, width])
+
+
+# (module, class, alias, kind, converter)
+OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
+    ("sklearn.dummy", "DummyClassifier", "OnnxbridgeDummyClassifier", "classifier",
+     _dummy_classifier),
+    ("sklearn.dummy", "DummyRegressor", "OnnxbridgeDummyRegressor", "regressor",
+     _dummy_regressor),
+    ("sklearn.kernel_ridge", "KernelRidge", "OnnxbridgeKernelRidge", "regressor", _kernel_ridge),
+    ("sklearn.neighbors", "NearestCentroid", "OnnxbridgeNearestCentroid", "classifier",
+     _nearest_centroid),
+    ("sklearn.semi_supervised", "LabelPropagation", "OnnxbridgeLabelPropagation", "classifier",
+     _label_propagation),
+    ("sklearn.semi_supervised", "LabelSpreading", "OnnxbridgeLabelSpreading", "classifier",
+     _label_propagation),
+    ("sklearn.discriminant_analysis", "LinearDiscriminantAnalysis",
+     "OnnxbridgeLinearDiscriminantAnalysis", "classifier", _linear_discriminant),
+]
+
+
+def register_own_converters() -> None:
+    """Register (or re-register) onnxbridge's converters with skl2onnx."""
+    import importlib
+
+    from skl2onnx import update_registered_converter
+
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for module, cls_name, alias, kind, fct in OWN_CONVERTERS:
+        if module not in sys.modules:
+            importlib.import_module(module)
+        cls = getattr(sys.modules[module], cls_name)
+        if kind == "classifier":
+            update_registered_converter(cls, alias, _classifier_shapes, fct, options=options)
+        else:
+            update_registered_converter(cls, alias, _regressor_shapes, fct)
