@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASSIFIER_KINDS",
     "canonical_outputs",
+    "cast_output",
     "categorical_columns",
     "booster_reference",
     "check_sample_matrix",
@@ -216,6 +217,14 @@ def take_column(proto: onnx.ModelProto, name: str, column: int) -> None:
     _add_after_output(graph, name, "Gather", [np.asarray(column, dtype=np.int64)], axis=1)
     out = next(o for o in graph.output if o.name == name)
     _set_shape(out, [None])
+
+
+def cast_output(proto: onnx.ModelProto, name: str, to: int) -> None:
+    """Cast graph output ``name`` to the ONNX element type ``to``, in place."""
+    graph = proto.graph
+    _add_after_output(graph, name, "Cast", [], to=to)
+    out = next(o for o in graph.output if o.name == name)
+    out.type.tensor_type.elem_type = to
 
 
 def frame_metadata(df: Any) -> dict[str, str]:

@@ -574,7 +574,13 @@ def _match_source_shapes(proto: Any, model: Any, sample: Any) -> None:
     """
     from sklearn.base import is_classifier
 
-    from onnxbridge.plugins._tabular import rename_value, reshape_output, run_proto, take_column
+    from onnxbridge.plugins._tabular import (
+        cast_output,
+        rename_value,
+        reshape_output,
+        run_proto,
+        take_column,
+    )
 
     names = [o.name for o in proto.graph.output]
     if is_classifier(model) and "probabilities" in names and \
@@ -592,6 +598,10 @@ def _match_source_shapes(proto: Any, model: Any, sample: Any) -> None:
     n = len(want[0]) if want and want[0].ndim else None
     for name, exp, act in zip(names, want, got, strict=False):
         act = np.asarray(act)
+        if exp.dtype.kind == "b" and act.dtype.kind in "iu":  # boolean classes come back as 0/1
+            import onnx
+
+            cast_output(proto, name, onnx.TensorProto.BOOL)
         if exp.shape == act.shape or n is None:
             continue
         if exp.ndim == 1 and act.ndim == 2 and act.shape[1] == 2 and act.shape[0] == len(exp) \
