@@ -289,6 +289,32 @@ def _linear_discriminant(scope: Any, operator: Any, container: Any) -> None:
         g.node("Identity", [proba], out=g.output(1))
 
 
+def _simple_imputer(original: Callable[..., None]) -> Callable[..., None]:
+    """skl2onnx imputes strings only when the missing value is a string; a string column
+    whose missing values are NaN or None (what pandas gives) is fed to the graph with "" for
+    missing (see onnxbridge._frames), so impute "" there."""
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        import copy
+
+        from skl2onnx.common.data_types import StringTensorType
+
+        est = operator.raw_operator
+        if not (isinstance(operator.inputs[0].type, StringTensorType)
+                and not isinstance(est.missing_values, str)):
+            original(scope, operator, container)
+            return
+        clone = copy.copy(est)
+        clone.missing_values = ""
+        operator.raw_operator = clone
+        try:
+            original(scope, operator, container)
+        finally:
+            operator.raw_operator = est
+
+    return convert
+
+
 # -- registration ----------------------------------------------------------------------------
 def _classifier_shapes(operator: Any) -> None:
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
@@ -335,7 +361,15 @@ def register_own_converters() -> None:
     import importlib
 
     from skl2onnx import update_registered_converter
+    from skl2onnx.common._registration import get_converter, get_shape_calculator
+    from sklearn.impute import SimpleImputer
 
+    original = get_converter("SklearnSimpleImputer")
+    if not getattr(getattr(original, "_fct", original), "_onnxbridge", False):
+        wrapped = _simple_imputer(original)
+        wrapped._onnxbridge = True  # type: ignore[attr-defined]
+        update_registered_converter(SimpleImputer, "SklearnSimpleImputer",
+                                    get_shape_calculator("SklearnSimpleImputer"), wrapped)
     options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     for module, cls_name, alias, kind, fct in OWN_CONVERTERS:
         if module not in sys.modules:

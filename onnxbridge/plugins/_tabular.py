@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASSIFIER_KINDS",
+    "booster_frame_metadata",
     "canonical_outputs",
     "cast_output",
     "categorical_columns",
@@ -239,6 +240,26 @@ def frame_metadata(df: Any) -> dict[str, str]:
         "onnxbridge.columns": json.dumps([str(c) for c in df.columns]),
         "onnxbridge.column_dtypes": json.dumps([str(df[c].dtype) for c in df.columns]),
     }
+
+
+def booster_frame_metadata(sample: Any, trained: Sequence[str] | None) -> dict[str, str]:
+    """``frame_metadata`` for a boosting model's one matrix input ``X``.
+
+    The graph takes the features in the order the model was trained on; when the sample's
+    columns are those features (in any order), that order is the one recorded, so
+    ``m.run(df)`` puts each column where the trees expect it.
+    """
+    import json
+
+    if not is_dataframe(sample):
+        return {}
+    meta = frame_metadata(sample)
+    names = [str(c) for c in sample.columns]
+    if trained and sorted(map(str, trained)) == sorted(names):
+        dtypes = {str(c): str(sample[c].dtype) for c in sample.columns}
+        meta["onnxbridge.columns"] = json.dumps([str(t) for t in trained])
+        meta["onnxbridge.column_dtypes"] = json.dumps([dtypes[str(t)] for t in trained])
+    return meta
 
 
 def split_binary_probabilities(p1: np.ndarray) -> np.ndarray:

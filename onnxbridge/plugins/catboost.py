@@ -103,6 +103,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import ConversionError, InputError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_frame_metadata,
         canonical_outputs,
         check_sample_matrix,
     )
@@ -137,6 +138,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="catboost",
         framework_version=catboost.__version__,
+        metadata=booster_frame_metadata(sample, model.feature_names_),
         notes=["exported with CatBoost's own ONNX export"],
     )
 

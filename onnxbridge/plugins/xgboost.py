@@ -97,6 +97,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import UnsupportedModelError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_frame_metadata,
         booster_reference,
         canonical_outputs,
         check_sample_matrix,
@@ -160,5 +161,6 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="xgboost",
         framework_version=xgboost.__version__,
+        metadata=booster_frame_metadata(sample, booster.feature_names),
         notes=[f"objective {objective}"],
     )
