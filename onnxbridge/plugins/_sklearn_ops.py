@@ -37,11 +37,16 @@ class _Graph:
     def const(self, value: Any, dtype: Any = None) -> str:
         from onnx import numpy_helper
 
+        from onnx import TensorProto, helper
+
         arr = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
-        if arr.dtype.kind in "OUS":
-            arr = arr.astype(object)
         name = self.name("cst")
-        self.container.add_initializer(name, None, None, numpy_helper.from_array(arr, name))
+        if arr.dtype.kind in "OUS":
+            tensor = helper.make_tensor(name, TensorProto.STRING, list(arr.shape),
+                                        [str(v).encode() for v in arr.flat])
+        else:
+            tensor = numpy_helper.from_array(arr, name)
+        self.container.add_initializer(name, None, None, tensor)
         return name
 
     def node(self, op: str, inputs: list[str], out: str | None = None,

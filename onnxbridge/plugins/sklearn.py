@@ -356,6 +356,26 @@ def _register_gbdt_converters() -> None:
         )
 
 
+def _allow_zipmap_option(model: Any, stack: Any) -> None:
+    """skl2onnx's parser asks a Pipeline's final classifier for the zipmap option, then
+    refuses it for converters that do not list it (LinearSVC: "Option 'zipmap' not in ...").
+    Listing it for the duration of the conversion lets such pipelines convert."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import _converter_pool
+    from sklearn.base import is_classifier
+
+    from onnxbridge.plugins._tabular import patched
+
+    for est in _walk(model):
+        if not is_classifier(est):
+            continue
+        conv = _converter_pool.get(sklearn_operator_name_map.get(type(est), ""))
+        allowed = conv.get_allowed_options() if conv is not None else None
+        if isinstance(allowed, dict) and "zipmap" not in allowed:
+            stack.enter_context(patched(conv, "_options",
+                                        {**allowed, "zipmap": [True, False, "columns"]}))
+
+
 def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOptions,
                       classifier: bool, layout: str) -> Any:
     import contextlib
@@ -384,6 +404,7 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
             if hgb is not None:
                 stack.enter_context(patched(hgb, "_fct", functools.partial(hgb._fct,
                                                                            op_version=3)))
+        _allow_zipmap_option(model, stack)
         # onnxmltools would pick ai.onnx.ml 5 inside a pipeline, which skl2onnx refuses.
         # The newest opset both skl2onnx (as tested) and the installed onnxruntime support.
         target = {"": options.target_opset(get_latest_tested_opset_version()), "ai.onnx.ml": 3}
