@@ -35,18 +35,15 @@ class _Graph:
         return str(self.scope.get_unique_variable_name(hint))
 
     def const(self, value: Any, dtype: Any = None) -> str:
-        from onnx import numpy_helper
-
-        from onnx import TensorProto, helper
+        from onnx import TensorProto, numpy_helper
 
         arr = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
         name = self.name("cst")
         if arr.dtype.kind in "OUS":
-            tensor = helper.make_tensor(name, TensorProto.STRING, list(arr.shape),
-                                        [str(v).encode() for v in arr.flat])
+            self.container.add_initializer(name, TensorProto.STRING, list(arr.shape),
+                                           [str(v).encode() for v in arr.flat])
         else:
-            tensor = numpy_helper.from_array(arr, name)
-        self.container.add_initializer(name, None, None, tensor)
+            self.container.add_initializer(name, None, None, numpy_helper.from_array(arr, name))
         return name
 
     def node(self, op: str, inputs: list[str], out: str | None = None,
