@@ -7,21 +7,22 @@ DataFrame or a tensor is handled only when the user already has that library loa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from onnxbridge.errors import InputError
-
-if TYPE_CHECKING:
-    from onnxbridge.model import TensorSpec
+from onnxbridge.signature import TensorSpec, format_shape
 
 __all__ = [
+    "InputCheck",
     "as_array",
     "batch_size",
     "bind_torch_inputs",
     "format_shape",
+    "input_checks",
     "is_dataframe",
+    "plain_feeds",
     "random_inputs",
     "resize_batch",
     "to_feeds",
@@ -69,12 +70,6 @@ def as_array(value: Any, name: str = "input") -> np.ndarray:
     if arr.dtype.kind == "U":
         arr = arr.astype(object)
     return arr
-
-
-def format_shape(shape: Sequence[int | str | None] | None) -> str:
-    if shape is None:
-        return "any shape"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -283,6 +278,46 @@ def random_inputs(
         else:
             value = np.full(shape, "a", dtype=object)
         feeds[spec.name] = value
+    return feeds
+
+
+# What a numpy array must match to be fed as it is: name, exact dtype, rank (None: any), and the
+# fixed dimensions as (axis, size).
+InputCheck = tuple[str, "np.dtype | None", "int | None", tuple[tuple[int, int], ...]]
+
+
+def input_checks(specs: Sequence[TensorSpec]) -> list[InputCheck]:
+    """The checks ``plain_feeds`` makes, worked out once per model from its inputs."""
+    return [
+        (s.name, s.dtype, None if s.shape is None else len(s.shape),
+         tuple((i, d) for i, d in enumerate(s.shape or ()) if isinstance(d, int)))
+        for s in specs
+    ]
+
+
+def plain_feeds(
+    checks: Sequence[InputCheck], args: tuple[Any, ...], inputs: Mapping[str, Any]
+) -> dict[str, np.ndarray] | None:
+    """Feeds for numpy arrays that already have the exact dtype and shape, else None (then
+    ``to_feeds`` does the full work: casts, DataFrames, clear errors). The hot path of run()."""
+    if inputs:
+        if args or len(inputs) != len(checks):
+            return None
+        try:
+            args = tuple(inputs[c[0]] for c in checks)
+        except KeyError:
+            return None
+    elif len(args) != len(checks):
+        return None
+    feeds = {}
+    for (name, dtype, rank, fixed), value in zip(checks, args, strict=True):
+        if type(value) is not np.ndarray or value.dtype != dtype:
+            return None
+        if rank is not None:
+            shape = value.shape
+            if len(shape) != rank or any(shape[i] != d for i, d in fixed):
+                return None
+        feeds[name] = value
     return feeds
 
 

@@ -245,3 +245,14 @@ def compare_outputs(
             override = converter_tolerances[name]
         out.append(_compare_one(name, kinds.get(name, "value"), exp, act, batch, override))
     return out
+
+
+def stored_parity(proto: Any) -> ParityReport | None:
+    """The parity report a conversion wrote into a model's metadata, if any (None if unreadable)."""
+    for entry in proto.metadata_props:
+        if entry.key == "onnxbridge.parity":
+            try:
+                return ParityReport.from_dict(json.loads(entry.value))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+    return None

@@ -310,7 +310,8 @@ assert runtime._SUPPORT is not None
 def test_auto_plan_is_made_once_for_threads_arriving_together(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    monkeypatch.setattr(runtime, "_AUTO_PLAN", None)
+    # auto_plan and its state live in onnxbridge.runtime.plan: patch them there
+    monkeypatch.setattr(runtime.plan, "_AUTO_PLAN", None)
     made = []
     real = runtime.plan_providers
 
@@ -319,7 +320,7 @@ def test_auto_plan_is_made_once_for_threads_arriving_together(monkeypatch: pytes
         time.sleep(0.05)  # a wide window for a second thread to start its own plan
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "plan_providers", slow_plan)
+    monkeypatch.setattr(runtime.plan, "plan_providers", slow_plan)
     barrier = threading.Barrier(6)
     plans = []
 
