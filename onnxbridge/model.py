@@ -240,9 +240,11 @@ class OnnxModel:
                 binding, _tensors = bound  # the tensors stay alive until the run is over
                 session.run_with_iobinding(binding)
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
+        from onnxbridge._frames import frame_columns
         from onnxbridge.io import to_feeds
 
-        return self._pack(session.run(None, to_feeds(specs, args, inputs)), as_dict)
+        feeds = to_feeds(specs, args, inputs, columns=frame_columns(self.metadata))
+        return self._pack(session.run(None, feeds), as_dict)
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.

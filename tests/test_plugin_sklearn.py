@@ -444,3 +444,27 @@ def test_missing_converter_inside_a_pipeline_names_step_reason_and_fix() -> None
     with pytest.raises(UnsupportedModelError, match=r"no predict or transform for new rows.*"
                                                     r"Instead: "):
         onnxbridge.to_onnx(AgglomerativeClustering().fit(X), X)
+
+
+# -- issue 15 / 14 item 7: m.run(df) matches columns by name -----------------------------------
+@pytest.mark.parametrize("per_column", [False, True], ids=["matrix", "per-column"])
+def test_run_matches_dataframe_columns_by_name(per_column: bool) -> None:
+    Xf, y = _bundled("wine")
+    est: object = LogisticRegression(max_iter=3000)
+    if per_column:
+        pre = ColumnTransformer([("s", StandardScaler(), ["alcohol", "od280/od315_of_diluted_wines"])],
+                                remainder="passthrough")
+        est = make_pipeline(pre, LogisticRegression(max_iter=3000))
+    model = est.fit(Xf, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, Xf)
+    shuffled = Xf[list(reversed(Xf.columns))]
+    label, probs = m.run(shuffled)
+    np.testing.assert_array_equal(label, model.predict(Xf))
+    np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
+    with pytest.raises(InputError, match="lacks column.*'alcohol'"):
+        m.run(shuffled.drop(columns=["alcohol"]))
+    with pytest.warns(onnxbridge.OnnxBridgeWarning, match="'extra'.*ignored"):
+        m.run(shuffled.assign(extra=1.0))
+    # The same after a save/load round trip: the names live in the model's metadata.
+    again = onnxbridge.load(m.proto)
+    np.testing.assert_array_equal(again.run(shuffled)[0], label)

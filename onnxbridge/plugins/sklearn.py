@@ -543,7 +543,9 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
     from sklearn.base import is_classifier, is_regressor
 
     if name == "label":
-        return np.asarray(model.predict(x))
+        label = np.asarray(model.predict(x))
+        # one target: [N], whatever the step returns (CatBoost in a Pipeline gives [N, 1])
+        return label.reshape(-1) if label.ndim == 2 and label.shape[1] == 1 else label
     if name == "probabilities":
         if hasattr(model, "predict_proba"):
             return np.asarray(model.predict_proba(x))
