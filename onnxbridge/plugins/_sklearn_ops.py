@@ -123,11 +123,13 @@ def _kernel(g: _Graph, x: str, points: np.ndarray, kernel: str, params: dict[str
         return g.node("Exp", [g.node("Mul", [d, g.const(-float(gamma))])])
     if kernel in {"poly", "polynomial", "sigmoid"}:
         dot = g.node("MatMul", [x, g.const(points.T)])
+        coef0 = params.get("coef0")
         lin = g.node("Add", [g.node("Mul", [dot, g.const(float(gamma))]),
-                             g.const(float(params.get("coef0", 1.0)))])
+                             g.const(1.0 if coef0 is None else float(coef0))])
         if kernel == "sigmoid":
             return g.node("Tanh", [lin])
-        return g.node("Pow", [lin, g.const(float(params.get("degree", 3)))])
+        degree = params.get("degree")
+        return g.node("Pow", [lin, g.const(3.0 if degree is None else float(degree))])
     if kernel == "laplacian":
         # |x - p|_1 summed over features: [N, 1, F] - [1, P, F]
         x3 = g.node("Unsqueeze", [x, g.const([1], np.int64)])
@@ -317,6 +319,191 @@ def _simple_imputer(original: Callable[..., None]) -> Callable[..., None]:
     return convert
 
 
+# -- transformers, covariance, clustering (issue 15's second wave) -----------------------------
+# Transformers whose transform is affine, x -> x @ W + b: W and b are read off the estimator's
+# own transform (of the zero row and the unit rows), in float64.
+AFFINE = ("FactorAnalysis", "FastICA", "SparsePCA", "MiniBatchSparsePCA", "FeatureAgglomeration")
+
+
+def _affine(scope: Any, operator: Any, container: Any) -> None:
+    est = operator.raw_operator
+    n = int(est.n_features_in_)
+    # one batch of n + 2 rows (SparsePCA gives a 1-D result for a single row)
+    probe = np.asarray(est.transform(np.vstack([np.eye(n), np.zeros((2, n))])),
+                       dtype=np.float64)
+    b = probe[n:n + 1]
+    w = probe[:n] - b
+    g = _Graph(scope, operator, container)
+    g.node("Add", [g.node("MatMul", [g.x(), g.const(w)]), g.const(b)], out=g.output(0))
+
+
+def _random_features(scope: Any, operator: Any, container: Any) -> None:
+    """RBFSampler and SkewedChi2Sampler: sqrt(2 / k) cos(f(x) @ W + offset)."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    if type(est).__name__ == "SkewedChi2Sampler":
+        x = g.node("Log", [g.node("Add", [x, g.const(float(est.skewedness))])])
+    proj = g.node("Add", [g.node("MatMul", [x, g.const(est.random_weights_)]),
+                          g.const(np.asarray(est.random_offset_)[None, :])])
+    scale = np.sqrt(2.0 / est.n_components) if type(est).__name__ == "RBFSampler" \
+        else np.sqrt(2.0) / np.sqrt(est.n_components)
+    g.node("Mul", [g.node("Cos", [proj]), g.const(float(scale))], out=g.output(0))
+
+
+def _nystroem(scope: Any, operator: Any, container: Any) -> None:
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if callable(est.kernel) or est.kernel == "precomputed":
+        raise UnsupportedModelError("Nystroem with a callable or precomputed kernel has no ONNX"
+                                    " form; use a named kernel (rbf, poly, sigmoid, ...)")
+    g = _Graph(scope, operator, container)
+    params = dict(gamma=est.gamma, degree=est.degree, coef0=est.coef0)
+    params.update(est.kernel_params or {})
+    k = _kernel(g, g.x(), est.components_, est.kernel, params)
+    g.node("MatMul", [k, g.const(np.asarray(est.normalization_).T)], out=g.output(0))
+
+
+def _rbm(scope: Any, operator: Any, container: Any) -> None:
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    lin = g.node("Add", [g.node("MatMul", [g.x(), g.const(np.asarray(est.components_).T)]),
+                         g.const(np.asarray(est.intercept_hidden_)[None, :])])
+    g.node("Sigmoid", [lin], out=g.output(0))
+
+
+def _mahalanobis(g: _Graph, x: str, est: Any) -> str:
+    """Squared Mahalanobis distance to the estimator's location, [N, 1]."""
+    precision = np.asarray(est.get_precision(), dtype=np.float64)
+    centred = g.node("Sub", [x, g.const(np.asarray(est.location_)[None, :])])
+    t = g.node("MatMul", [centred, g.const(precision)])
+    return g.row_sum(g.node("Mul", [t, centred]), precision.shape[0])
+
+
+def _covariance(scope: Any, operator: Any, container: Any) -> None:
+    """Covariance estimators: ``variable`` [N] = mahalanobis(X)."""
+    g = _Graph(scope, operator, container)
+    m = _mahalanobis(g, g.x(), operator.raw_operator)
+    g.node("Reshape", [m, g.const([-1], np.int64)], out=g.output(0))
+
+
+def _elliptic_envelope(scope: Any, operator: Any, container: Any) -> None:
+    """``label`` (1 inlier, -1 outlier) and ``scores`` = decision_function, both [N]."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    m = _mahalanobis(g, g.x(), est)
+    score = g.node("Sub", [g.node("Neg", [m]), g.const(float(est.offset_))])
+    score = g.node("Reshape", [score, g.const([-1], np.int64)])
+    inlier = g.node("Not", [g.node("Less", [score, g.const(0.0)])])
+    g.node("Where", [inlier, g.const(np.int64(1), np.int64), g.const(np.int64(-1), np.int64)],
+           out=g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Identity", [score], out=g.output(1))
+
+
+def _nearest_center(scope: Any, operator: Any, container: Any) -> None:
+    """MeanShift, AffinityPropagation, Birch: label of the nearest centre; ``scores`` the
+    euclidean distances to the centres (Birch's transform)."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    name = type(est).__name__
+    centers = np.asarray(est.subcluster_centers_ if name == "Birch" else est.cluster_centers_,
+                         dtype=np.float64)
+    if centers.ndim != 2 or not len(centers):
+        raise UnsupportedModelError(f"{name} found no cluster centres (it did not converge), so"
+                                    " it predicts no cluster; refit it (more iterations, other"
+                                    " damping or preference) before converting")
+    labels = np.asarray(est.subcluster_labels_ if name == "Birch" else np.arange(len(centers)))
+    g = _Graph(scope, operator, container)
+    # (x - c) summed squared, per centre: no cancellation, so distances near 0 stay exact
+    x3 = g.node("Unsqueeze", [g.x(), g.const([1], np.int64)])
+    diff = g.node("Sub", [x3, g.const(centers[None, :, :])])
+    d = g.node("MatMul", [g.node("Mul", [diff, diff]), g.const(np.ones((centers.shape[1], 1)))])
+    d = g.node("Squeeze", [d, g.const([2], np.int64)])
+    idx = g.node("ArgMin", [d], axis=1, keepdims=0)
+    g.node("Gather", [g.const(labels.astype(np.int64), np.int64), idx], out=g.output(0), axis=0)
+    if len(operator.outputs) > 1:
+        g.node("Sqrt", [d], out=g.output(1))
+
+
+def _one_hot_float(original: Callable[..., None]) -> Callable[..., None]:
+    """OneHotEncoder over float categories (skl2onnx takes int64 and string ones only)."""
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        from onnxbridge.errors import UnsupportedModelError
+
+        est = operator.raw_operator
+        if not any(np.asarray(c).dtype.kind == "f" for c in est.categories_):
+            original(scope, operator, container)
+            return
+        if getattr(est, "_infrequent_enabled", False):
+            raise UnsupportedModelError("OneHotEncoder with infrequent categories over float"
+                                        " columns has no ONNX form here; set min_frequency and"
+                                        " max_categories to None")
+        g = _Graph(scope, operator, container)
+        x = g.x() if len(operator.inputs) == 1 else g.node(
+            "Concat", [str(v.full_name) for v in operator.inputs], axis=1)
+        drop = getattr(est, "drop_idx_", None)
+        parts = []
+        for i, cats in enumerate(est.categories_):
+            cats = np.asarray(cats, dtype=np.float64)
+            keep = [j for j in range(len(cats)) if drop is None or drop[i] is None
+                    or j != int(drop[i])]
+            if not keep:
+                continue
+            col = g.node("Slice", [x, g.const([i], np.int64), g.const([i + 1], np.int64),
+                                   g.const([1], np.int64)])
+            hits = []
+            for j in keep:
+                if np.isnan(cats[j]):
+                    hits.append(g.node("IsNaN", [col]))
+                else:
+                    hits.append(g.node("Equal", [col, g.const([[cats[j]]])]))
+            hit = hits[0] if len(hits) == 1 else g.node("Concat", hits, axis=1)
+            parts.append(g.node("Cast", [hit], to=g.onnx_float))
+        out = parts[0] if len(parts) == 1 else g.node("Concat", parts, axis=1)
+        g.node("Identity", [out], out=g.output(0))
+
+    return convert
+
+
+class _AsIf:
+    """Run skl2onnx's own shape calculator or converter on a copy of the estimator with
+    ``params`` set: for settings that change only how scikit-learn returns the same values
+    (a sparse matrix, a flattened transform that predict does not use)."""
+
+    def __init__(self, fct: Callable[..., None], params: dict[str, Any]) -> None:
+        self.fct, self.params = fct, params
+
+    def call(self, args: tuple[Any, ...], operator: Any) -> None:
+        import copy
+
+        est = operator.raw_operator
+        clone = copy.copy(est)
+        for key, value in self.params.items():
+            setattr(clone, key, value)
+        operator.raw_operator = clone
+        try:
+            self.fct(*args)
+        finally:
+            operator.raw_operator = est
+
+    def shape(self) -> Callable[[Any], None]:
+        def calculate(operator: Any) -> None:
+            self.call((operator,), operator)
+
+        return calculate
+
+    def converter(self) -> Callable[[Any, Any, Any], None]:
+        def convert(scope: Any, operator: Any, container: Any) -> None:
+            self.call((scope, operator, container), operator)
+
+        convert._onnxbridge = True  # type: ignore[attr-defined]
+        return convert
+
+
 # -- registration ----------------------------------------------------------------------------
 def _classifier_shapes(operator: Any) -> None:
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
@@ -340,6 +527,44 @@ def _regressor_shapes(operator: Any) -> None:
     operator.outputs[0].type = cls([n, width])
 
 
+def _transform_shapes(operator: Any) -> None:
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    est = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    width = int(np.asarray(est.transform(np.zeros((2, est.n_features_in_)))).shape[1])
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
+        else FloatTensorType
+    operator.outputs[0].type = cls([n, width])
+
+
+def _vector_shapes(operator: Any) -> None:
+    """One float output [N] (covariance estimators' mahalanobis)."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    n = operator.inputs[0].get_first_dimension()
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
+        else FloatTensorType
+    operator.outputs[0].type = cls([n])
+
+
+def _label_scores_shapes(operator: Any) -> None:
+    """Clusterers and outlier detectors: ``label`` int64 [N] and float ``scores``."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, Int64TensorType
+
+    est = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
+        else FloatTensorType
+    operator.outputs[0].type = Int64TensorType([n])
+    if len(operator.outputs) > 1:
+        if type(est).__name__ == "EllipticEnvelope":
+            operator.outputs[1].type = cls([n])
+        else:
+            centers = getattr(est, "subcluster_centers_", getattr(est, "cluster_centers_", []))
+            operator.outputs[1].type = cls([n, len(centers)])
+
+
 # (module, class, alias, kind, converter)
 OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
     ("sklearn.dummy", "DummyClassifier", "OnnxbridgeDummyClassifier", "classifier",
@@ -355,7 +580,52 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
      _label_propagation),
     ("sklearn.discriminant_analysis", "LinearDiscriminantAnalysis",
      "OnnxbridgeLinearDiscriminantAnalysis", "classifier", _linear_discriminant),
+    ("sklearn.decomposition", "FactorAnalysis", "OnnxbridgeFactorAnalysis", "transform",
+     _affine),
+    ("sklearn.decomposition", "FastICA", "OnnxbridgeFastICA", "transform", _affine),
+    ("sklearn.decomposition", "SparsePCA", "OnnxbridgeSparsePCA", "transform", _affine),
+    ("sklearn.decomposition", "MiniBatchSparsePCA", "OnnxbridgeMiniBatchSparsePCA", "transform",
+     _affine),
+    ("sklearn.cluster", "FeatureAgglomeration", "OnnxbridgeFeatureAgglomeration", "transform",
+     _affine),
+    ("sklearn.kernel_approximation", "RBFSampler", "OnnxbridgeRBFSampler", "transform",
+     _random_features),
+    ("sklearn.kernel_approximation", "SkewedChi2Sampler", "OnnxbridgeSkewedChi2Sampler",
+     "transform", _random_features),
+    ("sklearn.kernel_approximation", "Nystroem", "OnnxbridgeNystroem", "transform", _nystroem),
+    ("sklearn.neural_network", "BernoulliRBM", "OnnxbridgeBernoulliRBM", "transform", _rbm),
+    *[("sklearn.covariance", name, f"Onnxbridge{name}", "vector", _covariance)
+      for name in ("EmpiricalCovariance", "LedoitWolf", "OAS", "ShrunkCovariance", "MinCovDet",
+                   "GraphicalLasso", "GraphicalLassoCV")],
+    ("sklearn.covariance", "EllipticEnvelope", "OnnxbridgeEllipticEnvelope", "label_scores",
+     _elliptic_envelope),
+    ("sklearn.cluster", "MeanShift", "OnnxbridgeMeanShift", "label_scores", _nearest_center),
+    ("sklearn.cluster", "AffinityPropagation", "OnnxbridgeAffinityPropagation", "label_scores",
+     _nearest_center),
+    ("sklearn.cluster", "Birch", "OnnxbridgeBirch", "label_scores", _nearest_center),
 ]
+
+# skl2onnx's converters run on a copy with these settings (same values, other container).
+AS_IF: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("sklearn.ensemble", "VotingClassifier", "SklearnVotingClassifier",
+     {"flatten_transform": False}),
+    ("sklearn.preprocessing", "KBinsDiscretizer", "SklearnKBinsDiscretizer",
+     {"encode": "onehot-dense"}),
+    ("sklearn.ensemble", "RandomTreesEmbedding", "SklearnRandomTreesEmbedding",
+     {"sparse_output": False}),
+]
+
+
+def _one_output_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+    """Declare a single ``variable`` output (FeatureAgglomeration is a ClusterMixin, which
+    skl2onnx would give a label and scores, but it only transforms)."""
+    from skl2onnx._supported_operators import _get_sklearn_operator_name
+    from skl2onnx.common.data_types import FloatTensorType
+
+    operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+    operator.inputs = inputs
+    operator.outputs.append(scope.declare_local_variable("variable", FloatTensorType()))
+    return operator.outputs
 
 
 def register_own_converters() -> None:
@@ -380,4 +650,24 @@ def register_own_converters() -> None:
         if kind == "classifier":
             update_registered_converter(cls, alias, _classifier_shapes, fct, options=options)
         else:
-            update_registered_converter(cls, alias, _regressor_shapes, fct)
+            shapes = {"transform": _transform_shapes, "vector": _vector_shapes,
+                      "label_scores": _label_scores_shapes}.get(kind, _regressor_shapes)
+            parser = _one_output_parser if cls_name == "FeatureAgglomeration" else None
+            update_registered_converter(cls, alias, shapes, fct, parser=parser)
+    for module, cls_name, alias, params in AS_IF:
+        conv = get_converter(alias)
+        if getattr(getattr(conv, "_fct", conv), "_onnxbridge", False):
+            continue
+        cls = getattr(importlib.import_module(module), cls_name)
+        update_registered_converter(cls, alias, _AsIf(get_shape_calculator(alias), params).shape(),
+                                    _AsIf(conv, params).converter(),
+                                    options=conv.get_allowed_options())
+    onehot = get_converter("SklearnOneHotEncoder")
+    if not getattr(getattr(onehot, "_fct", onehot), "_onnxbridge", False):
+        from sklearn.preprocessing import OneHotEncoder
+
+        wrapped = _one_hot_float(onehot)
+        wrapped._onnxbridge = True  # type: ignore[attr-defined]
+        update_registered_converter(OneHotEncoder, "SklearnOneHotEncoder",
+                                    get_shape_calculator("SklearnOneHotEncoder"), wrapped,
+                                    options=onehot.get_allowed_options())

@@ -561,8 +561,13 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
         pred = np.asarray(model.predict(x))
         # Regressors give [N, n_targets] (the documented tabular convention).
         return pred.reshape(len(pred), -1) if is_regressor(model) and pred.ndim == 1 else pred
+    if not hasattr(model, "transform") and hasattr(model, "mahalanobis"):
+        return np.asarray(model.mahalanobis(x))  # covariance estimators
     y = model.transform(x)
-    return np.asarray(y.toarray() if hasattr(y, "toarray") else y)
+    y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
+    if y.ndim == 1 and len(x) == 1 and y.size > 1:  # SparsePCA drops the batch axis of one row
+        y = y.reshape(1, -1)
+    return y
 
 
 def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[Any]]:
@@ -606,6 +611,16 @@ def _match_source_shapes(proto: Any, model: Any, sample: Any) -> None:
     )
 
     names = [o.name for o in proto.graph.output]
+    if not is_classifier(model) and "scores" in names and not any(
+            hasattr(model, m) for m in ("decision_function", "predict_proba", "transform")):
+        # a clusterer that only predicts (MeanShift): no scores in scikit-learn, none here
+        proto.graph.output.remove(next(o for o in proto.graph.output if o.name == "scores"))
+        names = [o.name for o in proto.graph.output]
+    if is_classifier(model) and "probabilities" in names and _proba_or_scores(model) is None:
+        # hard voting: scikit-learn gives labels only
+        proto.graph.output.remove(next(o for o in proto.graph.output
+                                       if o.name == "probabilities"))
+        names = [o.name for o in proto.graph.output]
     if is_classifier(model) and "probabilities" in names and \
             _proba_or_scores(model) == "scores":
         rename_value(proto.graph, "probabilities", "scores")
