@@ -469,6 +469,72 @@ def _one_hot_float(original: Callable[..., None]) -> Callable[..., None]:
     return convert
 
 
+def _missing_indicator(scope: Any, operator: Any, container: Any) -> None:
+    """MissingIndicator: bool [N, len(features_)], True where the value is missing."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    cols = g.node("Gather", [x, g.const(np.asarray(est.features_, dtype=np.int64), np.int64)],
+                  axis=1)
+    mv = est.missing_values
+    if isinstance(mv, float) and np.isnan(mv):
+        g.node("IsNaN", [cols], out=g.output(0))
+    else:
+        g.node("Equal", [cols, g.const(float(mv))], out=g.output(0))
+
+
+def _transformed_target(scope: Any, operator: Any, container: Any) -> None:
+    """TransformedTargetRegressor: the inner regressor's graph, then the target transformer's
+    inverse (identity or StandardScaler)."""
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxIdentity, OnnxMul
+
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    opv = container.target_opset
+    dtype = _Graph(scope, operator, container).dtype
+    y = OnnxSubEstimator(est.regressor_, operator.inputs[0], op_version=opv)
+    tr = est.transformer_
+    name = type(tr).__name__
+    if name == "FunctionTransformer" and tr.func is None and tr.inverse_func is None:
+        out = OnnxIdentity(y, op_version=opv, output_names=[operator.outputs[0]])
+    elif name == "StandardScaler":
+        scale = np.asarray(tr.scale_ if tr.scale_ is not None else [1.0], dtype=dtype)
+        mean = np.asarray(tr.mean_ if tr.mean_ is not None else [0.0], dtype=dtype)
+        out = OnnxAdd(OnnxMul(y, scale.reshape(1, -1), op_version=opv), mean.reshape(1, -1),
+                      op_version=opv, output_names=[operator.outputs[0]])
+    else:
+        raise UnsupportedModelError(
+            f"TransformedTargetRegressor's target transformer {name} has no ONNX inverse here"
+            " (none and StandardScaler do); convert est.regressor_ and apply the inverse in"
+            " Python"
+        )
+    out.add_to(scope, container)
+
+
+def _selector(scope: Any, operator: Any, container: Any) -> None:
+    """A feature selector: the columns its get_support() keeps."""
+    g = _Graph(scope, operator, container)
+    keep = np.flatnonzero(operator.raw_operator.get_support()).astype(np.int64)
+    g.node("Gather", [str(operator.inputs[0].full_name), g.const(keep, np.int64)],
+           out=g.output(0), axis=1)
+
+
+def _selector_shapes(operator: Any) -> None:
+    keep = int(np.sum(operator.raw_operator.get_support()))
+    cls = type(operator.inputs[0].type)
+    operator.outputs[0].type = cls([operator.inputs[0].get_first_dimension(), keep])
+
+
+def _indicator_shapes(operator: Any) -> None:
+    from skl2onnx.common.data_types import BooleanTensorType
+
+    est = operator.raw_operator
+    operator.outputs[0].type = BooleanTensorType([operator.inputs[0].get_first_dimension(),
+                                                  len(est.features_)])
+
+
 class _AsIf:
     """Run skl2onnx's own shape calculator or converter on a copy of the estimator with
     ``params`` set: for settings that change only how scikit-learn returns the same values
@@ -517,6 +583,9 @@ def _regressor_shapes(operator: Any) -> None:
     est = operator.raw_operator
     n = operator.inputs[0].get_first_dimension()
     width = 1
+    if hasattr(est, "regressor_"):
+        pred = np.asarray(est.regressor_.predict(np.zeros((2, est.n_features_in_))))
+        width = int(pred.shape[1]) if pred.ndim == 2 else 1
     for attr in ("constant_", "dual_coef_"):
         value = getattr(est, attr, None)
         if value is not None:
@@ -603,6 +672,12 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
     ("sklearn.cluster", "AffinityPropagation", "OnnxbridgeAffinityPropagation", "label_scores",
      _nearest_center),
     ("sklearn.cluster", "Birch", "OnnxbridgeBirch", "label_scores", _nearest_center),
+    ("sklearn.impute", "MissingIndicator", "OnnxbridgeMissingIndicator", "indicator",
+     _missing_indicator),
+    ("sklearn.feature_selection", "SequentialFeatureSelector",
+     "OnnxbridgeSequentialFeatureSelector", "selector", _selector),
+    ("sklearn.compose", "TransformedTargetRegressor", "OnnxbridgeTransformedTargetRegressor",
+     "regressor", _transformed_target),
 ]
 
 # skl2onnx's converters run on a copy with these settings (same values, other container).
@@ -651,7 +726,9 @@ def register_own_converters() -> None:
             update_registered_converter(cls, alias, _classifier_shapes, fct, options=options)
         else:
             shapes = {"transform": _transform_shapes, "vector": _vector_shapes,
-                      "label_scores": _label_scores_shapes}.get(kind, _regressor_shapes)
+                      "label_scores": _label_scores_shapes,
+                      "indicator": _indicator_shapes,
+                      "selector": _selector_shapes}.get(kind, _regressor_shapes)
             parser = _one_output_parser if cls_name == "FeatureAgglomeration" else None
             update_registered_converter(cls, alias, shapes, fct, parser=parser)
     for module, cls_name, alias, params in AS_IF:

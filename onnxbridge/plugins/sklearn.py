@@ -528,6 +528,36 @@ def _explain_failure(model: Any, exc: Exception) -> Exception:
     )
 
 
+def _graph_failure(model: Any, exc: Exception) -> Exception:
+    from onnxbridge.errors import ConversionError, OnnxBridgeError
+
+    if isinstance(exc, OnnxBridgeError):
+        return exc
+    detail = " ".join(str(exc).split())[:300]
+    hint = ""
+    if any("RadiusNeighbors" in type(e).__name__ for e in _walk(model)):
+        hint = (" RadiusNeighbors* graphs index -1 when a row has no training point within the"
+                " radius; use KNeighborsClassifier/KNeighborsRegressor instead.")
+    return ConversionError(
+        f"the ONNX graph built for {type(model).__name__} fails in onnxruntime on the sample"
+        f" ({type(exc).__name__}: {detail}).{hint} Replace the step named in the message, or"
+        " report the model to onnxbridge"
+    )
+
+
+def _check_inference(model: Any) -> None:
+    """Refuse, with the reason and the fix, estimators that cannot predict new rows."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    for est in _walk(model):
+        if type(est).__name__ == "LocalOutlierFactor" and not getattr(est, "novelty", True):
+            raise UnsupportedModelError(
+                "LocalOutlierFactor(novelty=False) cannot be converted: it scores only its own"
+                " training rows (fit_predict), not new ones. Refit with novelty=True, which"
+                " gives predict and decision_function for new rows, and convert that"
+            )
+
+
 # -- outputs: scikit-learn's own shapes ----------------------------------------------------------
 def _proba_or_scores(model: Any) -> str | None:
     """Which second output a classifier gives: 'probabilities', 'scores' or None."""
@@ -556,6 +586,10 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
         if hasattr(model, "predict_proba"):
             return np.asarray(model.predict_proba(x))
         return np.asarray(model.transform(x))
+    from sklearn.feature_selection import SelectorMixin
+
+    if isinstance(model, SelectorMixin):  # RFE(LogisticRegression) predicts, but converts as
+        return np.asarray(model.transform(x))  # the feature selection it is
     if hasattr(model, "predict") and (is_regressor(model) or is_classifier(model)
                                       or not hasattr(model, "transform")):
         pred = np.asarray(model.predict(x))
@@ -680,6 +714,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             f"{type(model).__name__} is not fitted; call fit() before to_onnx()"
         ) from exc
     _check_categorical(model)
+    _check_inference(model)
     classifier = is_classifier(model)
     layout = frame_layout(model, sample)
     notes: list[str] = []
@@ -705,7 +740,11 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
 
         probe = _reference_for(copy.deepcopy(model), names)
         expected = probe(sample)
-        mismatch = first_mismatch(names, expected, run_proto(proto, _feeds(proto, sample)), kinds)
+        try:
+            got = run_proto(proto, _feeds(proto, sample))
+        except Exception as exc:
+            raise _graph_failure(model, exc) from exc
+        mismatch = first_mismatch(names, expected, got, kinds)
         if mismatch is not None:
             try:
                 candidate = build(True)
