@@ -468,3 +468,76 @@ def test_run_matches_dataframe_columns_by_name(per_column: bool) -> None:
     # The same after a save/load round trip: the names live in the model's metadata.
     again = onnxbridge.load(m.proto)
     np.testing.assert_array_equal(again.run(shuffled)[0], label)
+
+
+# -- issue 15: the refused list worked through --------------------------------------------------
+def _second_wave() -> list[object]:
+    from sklearn.cluster import AffinityPropagation, Birch, FeatureAgglomeration, MeanShift
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.covariance import EllipticEnvelope, LedoitWolf, MinCovDet
+    from sklearn.decomposition import FactorAnalysis, FastICA, SparsePCA
+    from sklearn.ensemble import RandomTreesEmbedding, VotingClassifier
+    from sklearn.feature_selection import SequentialFeatureSelector
+    from sklearn.kernel_approximation import Nystroem, RBFSampler, SkewedChi2Sampler
+    from sklearn.linear_model import Ridge
+    from sklearn.neural_network import BernoulliRBM
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    return [
+        FactorAnalysis(2, random_state=0), FastICA(2, random_state=0),
+        SparsePCA(2, random_state=0), FeatureAgglomeration(2),
+        RBFSampler(n_components=20, random_state=0),
+        SkewedChi2Sampler(n_components=20, random_state=0),
+        Nystroem(n_components=20, random_state=0), BernoulliRBM(4, random_state=0),
+        LedoitWolf(), MinCovDet(random_state=0), EllipticEnvelope(random_state=0),
+        MeanShift(), AffinityPropagation(random_state=0), Birch(n_clusters=3),
+        VotingClassifier([("a", LogisticRegression()), ("b", GaussianNB())]),
+        KBinsDiscretizer(3, encode="onehot", quantile_method="averaged_inverted_cdf"),
+        RandomTreesEmbedding(n_estimators=3, max_depth=2, random_state=0),
+        SequentialFeatureSelector(LogisticRegression(), n_features_to_select=2),
+        TransformedTargetRegressor(Ridge(), transformer=StandardScaler()),
+    ]
+
+
+@pytest.mark.parametrize("est", _second_wave(), ids=lambda e: type(e).__name__)
+def test_second_wave_converters_match_scikit_learn(est: object) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    Xf, y = _bundled("iris")
+    xs = Xf.to_numpy() / 8.0  # in [0, 1] (BernoulliRBM) and positive (SkewedChi2Sampler)
+    model = est.fit(xs, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, xs[:40])
+    assert m.parity.passed, str(m.parity)
+    out = m.run(xs)
+    first = out[0] if isinstance(out, tuple) else out
+    if is_classifier(model) or hasattr(model, "predict") and not is_regressor(model) \
+            and "label" in m.output_names:
+        np.testing.assert_array_equal(first, model.predict(xs))
+    elif is_regressor(model):
+        np.testing.assert_allclose(first[:, 0], model.predict(xs), rtol=1e-3, atol=1e-3)
+    elif hasattr(model, "transform"):
+        want = model.transform(xs)
+        want = want.toarray() if hasattr(want, "toarray") else want
+        np.testing.assert_allclose(first, want, rtol=1e-3, atol=1e-3)
+    else:
+        np.testing.assert_allclose(first, model.mahalanobis(xs), rtol=1e-3, atol=1e-3)
+
+
+def test_float_one_hot_and_missing_indicator() -> None:
+    from sklearn.impute import MissingIndicator
+
+    rng = np.random.default_rng(0)
+    xs = rng.choice([0.5, 1.5, 2.25, np.nan], size=(60, 3))
+    enc = OneHotEncoder(sparse_output=False).fit(xs)
+    np.testing.assert_array_equal(onnxbridge.to_onnx(enc, xs).run(xs), enc.transform(xs))
+    ind = MissingIndicator().fit(xs)
+    out = onnxbridge.to_onnx(ind, xs).run(xs)
+    assert out.dtype == np.bool_
+    np.testing.assert_array_equal(out, ind.transform(xs))
+
+
+def test_local_outlier_factor_without_novelty_is_refused_with_the_fix() -> None:
+    from sklearn.neighbors import LocalOutlierFactor
+
+    with pytest.raises(UnsupportedModelError, match="novelty=True"):
+        onnxbridge.to_onnx(LocalOutlierFactor().fit(X), X)
