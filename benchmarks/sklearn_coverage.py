@@ -107,7 +107,7 @@ def _first_line(exc: BaseException) -> str:
     cause = exc.__cause__
     if "failed:" in line and cause is not None:
         line = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
-    return line.replace("|", "/")[:160]
+    return line.replace("|", "/")[:400]
 
 
 def run() -> list[tuple[str, str, str]]:
