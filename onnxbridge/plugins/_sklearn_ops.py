@@ -351,6 +351,66 @@ def _random_features(scope: Any, operator: Any, container: Any) -> None:
     g.node("Mul", [g.node("Cos", [proj]), g.const(float(scale))], out=g.output(0))
 
 
+def _additive_chi2(scope: Any, operator: Any, container: Any) -> None:
+    """AdditiveChi2Sampler: sqrt(x h), then sqrt(2 x h / cosh(pi j h)) cos / sin (j h log x)
+    for j = 1 .. steps-1; exactly 0 where x is 0."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    steps = int(est.sample_steps)
+    h = est.sample_interval
+    if h is None:
+        if steps not in (1, 2, 3):
+            raise UnsupportedModelError("AdditiveChi2Sampler with sample_steps > 3 needs"
+                                        " sample_interval; set it and refit")
+        h = {1: 0.8, 2: 0.5, 3: 0.4}[steps]
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    zero = g.node("Equal", [x, g.const(0.0)])
+    safe = g.node("Where", [zero, g.const(1.0), x])  # log(1) = 0 where x is 0
+    blocks = [g.node("Sqrt", [g.node("Mul", [x, g.const(float(h))])])]
+    log_step = g.node("Mul", [g.node("Log", [safe]), g.const(float(h))])
+    for j in range(1, steps):
+        factor = g.node("Sqrt", [g.node("Mul", [x, g.const(float(2 * h / np.cosh(np.pi * j * h)))])])
+        angle = g.node("Mul", [log_step, g.const(float(j))])
+        for op in ("Cos", "Sin"):
+            val = g.node("Mul", [factor, g.node(op, [angle])])
+            blocks.append(g.node("Where", [zero, g.const(0.0), val]))
+    g.node("Concat", blocks, out=g.output(0), axis=1)
+
+
+def _kernel_density(scope: Any, operator: Any, container: Any) -> None:
+    """KernelDensity (gaussian kernel, euclidean, no sample weights): ``variable`` [N] =
+    score_samples(X) = log sum_j exp(-|x - x_j|^2 / 2h^2) - log N - d/2 log(2 pi h^2)."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if est.kernel != "gaussian" or est.metric != "euclidean" or \
+            est.tree_.sample_weight is not None:
+        raise UnsupportedModelError(
+            "KernelDensity converts with kernel='gaussian', metric='euclidean' and no sample"
+            " weights; refit it so, or compute score_samples in Python"
+        )
+    train = np.asarray(est.tree_.data, dtype=np.float64)
+    n, d = train.shape
+    h = float(est.bandwidth_)
+    g = _Graph(scope, operator, container)
+    x3 = g.node("Unsqueeze", [g.x(), g.const([1], np.int64)])
+    diff = g.node("Sub", [x3, g.const(train[None, :, :])])
+    sq = g.node("Squeeze", [g.node("MatMul", [g.node("Mul", [diff, diff]),
+                                              g.const(np.ones((d, 1)))]),
+                            g.const([2], np.int64)])
+    a = g.node("Mul", [sq, g.const(-0.5 / h ** 2)])
+    top = g.name("top")
+    container.add_node("TopK", [a, g.const([1], np.int64)], [top, g.name("top_i")],
+                       name=scope.get_unique_operator_name("TopK"), largest=1, sorted=1)
+    lse = g.node("Add", [g.node("Log", [g.row_sum(g.node("Exp", [g.node("Sub", [a, top])]),
+                                                    n)]), top])
+    norm = -np.log(n) - 0.5 * d * np.log(2 * np.pi * h ** 2)
+    out = g.node("Add", [lse, g.const(float(norm))])
+    g.node("Reshape", [out, g.const([-1], np.int64)], out=g.output(0))
+
+
 def _nystroem(scope: Any, operator: Any, container: Any) -> None:
     from onnxbridge.errors import UnsupportedModelError
 
@@ -662,6 +722,10 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
     ("sklearn.kernel_approximation", "SkewedChi2Sampler", "OnnxbridgeSkewedChi2Sampler",
      "transform", _random_features),
     ("sklearn.kernel_approximation", "Nystroem", "OnnxbridgeNystroem", "transform", _nystroem),
+    ("sklearn.neighbors", "KernelDensity", "OnnxbridgeKernelDensity", "vector",
+     _kernel_density),
+    ("sklearn.kernel_approximation", "AdditiveChi2Sampler", "OnnxbridgeAdditiveChi2Sampler",
+     "transform", _additive_chi2),
     ("sklearn.neural_network", "BernoulliRBM", "OnnxbridgeBernoulliRBM", "transform", _rbm),
     *[("sklearn.covariance", name, f"Onnxbridge{name}", "vector", _covariance)
       for name in ("EmpiricalCovariance", "LedoitWolf", "OAS", "ShrunkCovariance", "MinCovDet",

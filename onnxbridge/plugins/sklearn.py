@@ -597,6 +597,8 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
         return pred.reshape(len(pred), -1) if is_regressor(model) and pred.ndim == 1 else pred
     if not hasattr(model, "transform") and hasattr(model, "mahalanobis"):
         return np.asarray(model.mahalanobis(x))  # covariance estimators
+    if not hasattr(model, "transform") and hasattr(model, "score_samples"):
+        return np.asarray(model.score_samples(x))  # KernelDensity
     y = model.transform(x)
     y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
     if y.ndim == 1 and len(x) == 1 and y.size > 1:  # SparsePCA drops the batch axis of one row
