@@ -472,7 +472,13 @@ def test_run_matches_dataframe_columns_by_name(per_column: bool) -> None:
 
 # -- issue 15: the refused list worked through --------------------------------------------------
 def _second_wave() -> list[object]:
-    from sklearn.cluster import AffinityPropagation, Birch, FeatureAgglomeration, MeanShift
+    from sklearn.cluster import (
+        AffinityPropagation,
+        Birch,
+        BisectingKMeans,
+        FeatureAgglomeration,
+        MeanShift,
+    )
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.covariance import EllipticEnvelope, LedoitWolf, MinCovDet
     from sklearn.decomposition import FactorAnalysis, FastICA, SparsePCA
@@ -503,6 +509,7 @@ def _second_wave() -> list[object]:
         SequentialFeatureSelector(LogisticRegression(), n_features_to_select=2),
         TransformedTargetRegressor(Ridge(), transformer=StandardScaler()),
         AdditiveChi2Sampler(), KernelDensity(bandwidth=0.3),
+        BisectingKMeans(4, random_state=0),
     ]
 
 

@@ -462,6 +462,55 @@ def _elliptic_envelope(scope: Any, operator: Any, container: Any) -> None:
         g.node("Identity", [score], out=g.output(1))
 
 
+def _exact_sq_distances(g: _Graph, x: str, points: np.ndarray) -> str:
+    """sum_k (x_k - p_k)^2 per point, [N, len(points)], without cancellation."""
+    x3 = g.node("Unsqueeze", [x, g.const([1], np.int64)])
+    diff = g.node("Sub", [x3, g.const(np.asarray(points, dtype=np.float64)[None, :, :])])
+    d = g.node("MatMul", [g.node("Mul", [diff, diff]), g.const(np.ones((points.shape[1], 1)))])
+    return g.node("Squeeze", [d, g.const([2], np.int64)])
+
+
+def _bisecting_kmeans(scope: Any, operator: Any, container: Any) -> None:
+    """BisectingKMeans: down its tree of bisections, left where the left centre is nearer
+    (ties go left, as scikit-learn's argmin); ``scores`` the distances to the centres."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    mean = getattr(est, "_X_mean", None)
+    leaves: list[tuple[int, list[tuple[str, bool]]]] = []
+
+    def walk(node: Any, path: list[tuple[str, bool]]) -> None:
+        if node.left is None:
+            leaves.append((int(node.label), path))
+            return
+        centers = np.vstack((node.left.center, node.right.center)).astype(np.float64)
+        if mean is not None:
+            centers = centers + mean
+        d = _exact_sq_distances(g, x, centers)
+        first = g.node("Gather", [d, g.const(np.int64(0), np.int64)], axis=1)
+        second = g.node("Gather", [d, g.const(np.int64(1), np.int64)], axis=1)
+        left = g.node("Not", [g.node("Greater", [first, second])])
+        walk(node.left, [*path, (left, True)])
+        walk(node.right, [*path, (left, False)])
+
+    walk(est._bisecting_tree, [])
+    label = g.node("Reshape", [g.rows(x, 1, np.zeros((1, 1), dtype=np.int64)),
+                               g.const([-1], np.int64)])
+    for value, path in leaves:
+        conds = [c if want else g.node("Not", [c]) for c, want in path]
+        if not conds:  # a tree of one cluster
+            label = g.node("Add", [label, g.const(np.int64(value), np.int64)])
+            continue
+        mask = conds[0]
+        for c in conds[1:]:
+            mask = g.node("And", [mask, c])
+        label = g.node("Where", [mask, g.const(np.int64(value), np.int64), label])
+    g.node("Identity", [label], out=g.output(0))
+    if len(operator.outputs) > 1:
+        g.node("Sqrt", [_exact_sq_distances(g, x, np.asarray(est.cluster_centers_))],
+               out=g.output(1))
+
+
 def _nearest_center(scope: Any, operator: Any, container: Any) -> None:
     """MeanShift, AffinityPropagation, Birch: label of the nearest centre; ``scores`` the
     euclidean distances to the centres (Birch's transform)."""
@@ -736,6 +785,8 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
     ("sklearn.cluster", "AffinityPropagation", "OnnxbridgeAffinityPropagation", "label_scores",
      _nearest_center),
     ("sklearn.cluster", "Birch", "OnnxbridgeBirch", "label_scores", _nearest_center),
+    ("sklearn.cluster", "BisectingKMeans", "OnnxbridgeBisectingKMeans", "label_scores",
+     _bisecting_kmeans),
     ("sklearn.impute", "MissingIndicator", "OnnxbridgeMissingIndicator", "indicator",
      _missing_indicator),
     ("sklearn.feature_selection", "SequentialFeatureSelector",
