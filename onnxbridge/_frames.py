@@ -78,12 +78,18 @@ def frame_feeds(df: Any, inputs: Sequence[Any], columns: Sequence[str] | None) -
     names = [str(s.name) for s in inputs]
     if len(inputs) == 1 and names[0] not in {str(c) for c in df.columns}:
         spec = inputs[0]
-        if columns is None:  # converted from an array: columns are taken in order
-            return {spec.name: df}
-        by_name = _check_names(df, list(columns), "the model was converted with")
-        frame = df[[by_name[c] for c in columns]]
-        if getattr(spec, "dtype", None) == np.dtype(object):
+        frame = df  # no names recorded (converted from an array): columns taken in order
+        if columns is not None:
+            by_name = _check_names(df, list(columns), "the model was converted with")
+            frame = df[[by_name[c] for c in columns]]
+        dtype = getattr(spec, "dtype", None)
+        if dtype == np.dtype(object):
             return {spec.name: _strings(np.asarray(frame.to_numpy()))}
+        if dtype is not None and dtype.kind == "f":  # pandas NA (nullable dtypes) -> NaN
+            try:
+                return {spec.name: frame.to_numpy(dtype=dtype, na_value=np.nan)}
+            except (TypeError, ValueError):  # strings: io's check names the problem
+                return {spec.name: frame}
         return {spec.name: frame}
     by_name = _check_names(df, names, f"the model takes as inputs {names}")
     out: dict[str, Any] = {}

@@ -371,6 +371,19 @@ def test_bare_estimator_on_numeric_frame_gets_one_matrix_input(est: object, data
         np.testing.assert_allclose(first, model.predict(Xf), rtol=1e-3, atol=1e-3)
 
 
+def test_nullable_numeric_frame_is_one_matrix_with_na_as_nan() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    Xf, y = _bundled("diabetes")
+    Xf = Xf.astype("Float64")
+    Xf["k"] = pd.array(np.arange(len(Xf)) % 3, dtype="Int64")
+    Xf.loc[::7, "k"] = pd.NA
+    model = HistGradientBoostingRegressor(max_iter=10).fit(Xf, y)
+    m = onnxbridge.to_onnx(model, Xf)
+    assert m.input_names == ["X"]
+    np.testing.assert_allclose(m.run(Xf)[:, 0], model.predict(Xf), rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("data", ["breast_cancer", "wine"])
 def test_column_names_with_spaces_and_slashes_are_the_input_names(data: str) -> None:
     Xf, y = _bundled(data)

@@ -89,7 +89,7 @@ def _needs_named_columns(model: Any) -> bool:
 def frame_layout(model: Any, sample: Any) -> str:
     """'matrix' (one [N, n_columns] input) or 'columns' (one [N, 1] input per column).
 
-    A DataFrame whose columns are all plain numeric (numpy) dtypes gives one matrix input, unless
+    A DataFrame whose columns are all numeric (numpy or pandas nullable) gives one matrix input, unless
     a ColumnTransformer inside the model selects columns by name; anything else (strings,
     categories, pandas extension dtypes, name-based selection) gives one input per column.
     """
@@ -97,9 +97,18 @@ def frame_layout(model: Any, sample: Any) -> str:
 
     if not is_dataframe(sample):
         return "matrix"
-    numeric = all(isinstance(sample[c].dtype, np.dtype) and sample[c].dtype.kind in "biuf"
+    numeric = all(str(sample[c].dtype) != "category"
+                  and _column_kind(sample[c].dtype) in {"float", "int", "bool"}
                   for c in sample.columns)
     return "matrix" if numeric and not _needs_named_columns(model) else "columns"
+
+
+def _matrix_kind(sample: Any) -> str:
+    """One element kind for a numeric DataFrame (numpy or pandas nullable dtypes)."""
+    kinds = {_column_kind(sample[c].dtype) for c in sample.columns}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "float"
 
 
 def initial_types(sample: Any, double: bool, layout: str = "columns") -> list[tuple[str, Any]]:
@@ -117,8 +126,7 @@ def initial_types(sample: Any, double: bool, layout: str = "columns") -> list[tu
         if not names:
             raise InputError("the DataFrame has no columns; pass the features the model uses")
         if layout == "matrix":
-            dtype = np.result_type(*[sample[c].dtype for c in sample.columns])
-            return [("X", _tensor_type(_column_kind(dtype), double, len(names)))]
+            return [("X", _tensor_type(_matrix_kind(sample), double, len(names)))]
         return [
             (str(col), _tensor_type(_column_kind(sample[col].dtype), double, 1))
             for col in sample.columns
