@@ -49,6 +49,10 @@ def _data() -> dict[str, np.ndarray]:
     return {"X": X, "y": y, "yr": X @ np.array([1.0, -2.0, 0.5, 0.3]) + 0.1 * y}
 
 
+# Feature selectors need an inner estimator with coef_ or feature_importances_.
+_SELECTORS = {"SelectFromModel", "RFE", "RFECV", "SequentialFeatureSelector"}
+
+
 def _build(cls: type) -> Any:
     """An instance with defaults, filling required estimator arguments with small ones."""
     from sklearn.base import ClassifierMixin, RegressorMixin
@@ -57,7 +61,7 @@ def _build(cls: type) -> Any:
 
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
-    if issubclass(cls, ClassifierMixin):
+    if issubclass(cls, ClassifierMixin) or cls.__name__ in _SELECTORS:
         inner: Any = LogisticRegression(max_iter=500)
         pair = [("a", LogisticRegression(max_iter=500)), ("b", LogisticRegression(C=0.1))]
     elif issubclass(cls, RegressorMixin):
@@ -103,7 +107,7 @@ def _first_line(exc: BaseException) -> str:
     cause = exc.__cause__
     if "failed:" in line and cause is not None:
         line = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
-    return line.replace("|", "/")[:160]
+    return line.replace("|", "/")[:400]
 
 
 def run() -> list[tuple[str, str, str]]:
@@ -115,14 +119,14 @@ def run() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for name, cls in all_estimators():
         try:
-            with _time_limit(30), warnings.catch_warnings():
+            with _time_limit(120), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 est = _fit(_build(cls), data)
         except Exception as exc:
             rows.append((name, "not fitted", f"{type(exc).__name__}: {_first_line(exc)}"))
             continue
         try:
-            with _time_limit(60), warnings.catch_warnings():
+            with _time_limit(180), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 m = onnxbridge.to_onnx(est, data["X"][:40])
             note = "; ".join(m.parity.notes) if m.parity and m.parity.notes else ""

@@ -193,41 +193,24 @@ def _prepare(value: Any, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
     return arr
 
 
-def _split_dataframe(df: Any, inputs: Sequence[TensorSpec]) -> dict[str, Any]:
-    names = [s.name for s in inputs]
-    columns = [str(c) for c in df.columns]
-    missing = [n for n in names if n not in columns]
-    if missing:
-        raise InputError(
-            f"the model has {len(names)} inputs {names}, one per column; the DataFrame lacks"
-            f" column(s) {missing} (it has {columns})"
-        )
-    by_name = {str(c): c for c in df.columns}
-    out = {}
-    for spec in inputs:
-        col = df[by_name[spec.name]].to_numpy()
-        rank = len(spec.shape) if spec.shape is not None else 2
-        out[spec.name] = col.reshape(-1, 1) if rank == 2 else col
-    return out
-
-
 def to_feeds(
     inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
-    *, cast: str = "safe",
+    *, cast: str = "safe", columns: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Match positional and keyword inputs to the model's inputs and check dtype and shape.
 
     ``cast`` is one of ``CAST_MODES``: "safe" (default) casts only when every value survives,
     "unsafe" casts as numpy does.
 
-    A single DataFrame feeds a one-input model whole, or a one-input-per-column model by
-    column name; a single dict is read as keyword inputs; a single tuple fills a many-input model.
+    A single DataFrame is matched by column name (``onnxbridge._frames.frame_feeds``; ``columns``
+    are the names recorded at conversion); a single dict is read as keyword inputs; a single
+    tuple fills a many-input model.
     """
     if cast not in CAST_MODES:
         raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
     if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
         only = args[0]
-        if type(only) is not dict and not isinstance(only, Mapping):
+        if type(only) is not dict and not isinstance(only, Mapping) and not is_dataframe(only):
             spec = inputs[0]
             return {spec.name: _prepare(only, spec, cast)}
     names = [s.name for s in inputs]
@@ -236,8 +219,10 @@ def to_feeds(
         only = args[0]
         if isinstance(only, Mapping):
             kwargs, args = only, ()
-        elif is_dataframe(only) and len(inputs) > 1:
-            kwargs, args = _split_dataframe(only, inputs), ()
+        elif is_dataframe(only):
+            from onnxbridge._frames import frame_feeds
+
+            kwargs, args = frame_feeds(only, inputs, columns), ()
         elif isinstance(only, tuple) and len(inputs) > 1:
             args = only
     if len(args) > len(inputs):

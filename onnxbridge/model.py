@@ -290,9 +290,10 @@ class OnnxModel:
                 except Exception as exc:
                     raise _run_failed(self, exc) from exc
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
+        from onnxbridge._frames import frame_columns
         from onnxbridge.io import to_feeds
 
-        feeds = to_feeds(specs, args, inputs, cast=cast)
+        feeds = to_feeds(specs, args, inputs, cast=cast, columns=frame_columns(self.metadata))
         try:
             if run is not None:  # checked and cast by to_feeds: the compiled run, as above
                 return self._pack(run(self._output_names, feeds, None), as_dict)

@@ -223,6 +223,14 @@ def _tolerance_for(name: str, given: Tolerance | None) -> tuple[float, float] | 
     return float(atol), float(rtol)
 
 
+def _dtype_family(dtype: np.dtype) -> str:
+    """'bool', 'integer', 'float', 'complex', 'string' or the dtype itself: widths may differ
+    between source and ONNX (float64 against float32, int32 against int64), families not."""
+    families = {"b": "bool", "i": "integer", "u": "integer", "f": "float", "c": "complex",
+                "O": "string", "U": "string", "S": "string"}
+    return families.get(dtype.kind, str(dtype))
+
+
 def _compare_one(
     name: str, kind: str, expected: Any, actual: Any, batch: int | None,
     override: tuple[float, float] | None,
@@ -235,12 +243,16 @@ def _compare_one(
         atol, rtol, why = override[0], override[1], "given by the caller or converter"
     base: dict[str, Any] = dict(name=name, kind=kind, batch=batch, shape=tuple(act.shape), dtype=str(dtype),
                 atol=atol, rtol=rtol, tolerance_reason=why)
-    if exp.shape != act.shape and exp.size == act.size and exp.size:
-        exp = exp.reshape(act.shape)  # [N] against [N, 1] is the same result
+    # Exact: a [1, N] or [N, 1] label is not an [N] label, even with the same values.
     if exp.shape != act.shape:
         return OutputParity(**base, max_abs=None, max_rel=None, worst_row=None,
                             label_agreement=None, passed=False,
                             problem=f"shape {list(act.shape)} but the source gives {list(exp.shape)}")
+    if _dtype_family(exp.dtype) != _dtype_family(act.dtype):
+        return OutputParity(**base, max_abs=None, max_rel=None, worst_row=None,
+                            label_agreement=None, passed=False,
+                            problem=f"dtype {act.dtype} ({_dtype_family(act.dtype)}) but the"
+                                    f" source gives {exp.dtype} ({_dtype_family(exp.dtype)})")
     numeric = exp.dtype.kind in "biuf" and act.dtype.kind in "biuf"
     if kind == "label" or not numeric:
         equal = exp == act if numeric or exp.dtype == act.dtype else exp.astype(str) == act.astype(str)

@@ -231,3 +231,31 @@ def test_one_dimensional_sample_is_explained() -> None:
     model = xgboost.XGBRegressor(n_estimators=5).fit(X, y)
     with warnings.catch_warnings(), pytest.raises(onnxbridge.ConversionError, match="2-D"):
         onnxbridge.to_onnx(model, X[0])
+
+
+# -- issue 15: boosting models trained on DataFrames ----------------------------------------------
+def _frame_models() -> list[object]:
+    return [
+        xgboost.XGBClassifier(n_estimators=8, max_depth=3),
+        lightgbm.LGBMClassifier(n_estimators=8, verbose=-1),
+        catboost.CatBoostClassifier(iterations=8, depth=3, verbose=False),
+    ]
+
+
+@pytest.mark.parametrize("est", _frame_models(), ids=lambda e: type(e).__name__)
+def test_boosting_on_bundled_frame_matches_columns_by_name(est: object) -> None:
+    import json
+
+    from sklearn.datasets import load_breast_cancer
+
+    Xf, y = load_breast_cancer(return_X_y=True, as_frame=True)  # names with spaces
+    model = est.fit(Xf, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, Xf[:50])
+    assert m.parity is not None and m.parity.passed, str(m.parity)
+    assert json.loads(m.metadata["onnxbridge.columns"]) == list(Xf.columns)
+    shuffled = Xf[list(reversed(Xf.columns))]
+    label, probs = m.run(shuffled)
+    np.testing.assert_array_equal(label, model.predict(Xf).reshape(-1))
+    np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
+    with pytest.raises(InputError, match="lacks column"):
+        m.run(shuffled.iloc[:, 1:])

@@ -173,7 +173,7 @@ def test_unfitted_and_unsupported_models_are_explained() -> None:
     from sklearn.cross_decomposition import CCA
 
     cca = CCA(n_components=1).fit(X, X[:, :2])
-    with pytest.raises(UnsupportedModelError, match="no converter for"):
+    with pytest.raises(UnsupportedModelError, match="CCA cannot be converted: neither skl2onnx"):
         onnxbridge.to_onnx(cca, X)
 
 
@@ -200,3 +200,373 @@ def test_specs_modules_import_no_framework() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- issue 15: classifier outputs as scikit-learn gives them ------------------------------------
+def _bundled(name: str) -> tuple[object, object]:
+    """One of scikit-learn's bundled data sets (no download) as (features frame, target)."""
+    from sklearn import datasets
+
+    frame = getattr(datasets, f"load_{name}")(as_frame=True)
+    return frame.data, frame.target
+
+
+def _score_models() -> list[object]:
+    from sklearn.linear_model import RidgeClassifier, RidgeClassifierCV
+    from sklearn.svm import LinearSVC, NuSVC
+
+    return [SVC(), NuSVC(), LinearSVC(), RidgeClassifier(), RidgeClassifierCV()]
+
+
+@pytest.mark.parametrize("est", _score_models(), ids=lambda e: type(e).__name__)
+def test_binary_classifier_without_proba_gives_label_and_scores(est: object) -> None:
+    Xf, y = _bundled("breast_cancer")
+    model = make_pipeline(StandardScaler(), est).fit(Xf, y)
+    m = onnxbridge.to_onnx(model, Xf[:60])
+    assert m.output_names == ["label", "scores"]
+    assert m.parity.passed, str(m.parity)
+    label, scores = m.run(Xf)
+    assert label.shape == scores.shape == (len(Xf),)  # scikit-learn's own [N] for two classes
+    np.testing.assert_array_equal(label, model.predict(Xf))
+    np.testing.assert_allclose(scores, model.decision_function(Xf), rtol=1e-3, atol=1e-3)
+
+
+def test_multiclass_scores_keep_their_columns() -> None:
+    Xf, y = _bundled("wine")
+    model = make_pipeline(StandardScaler(), SVC()).fit(Xf, y)
+    _, scores = onnxbridge.to_onnx(model, Xf).run(Xf)
+    np.testing.assert_allclose(scores, model.decision_function(Xf), rtol=1e-3, atol=1e-3)
+
+
+def test_qda_label_is_one_dimensional_and_the_check_catches_the_reshape() -> None:
+    from skl2onnx import to_onnx as skl2onnx_to_onnx
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    from onnxbridge.verify import compare_outputs
+
+    Xf, y = _bundled("iris")
+    model = QuadraticDiscriminantAnalysis().fit(Xf.to_numpy(), y)
+    xs = Xf.to_numpy()[:20]
+    m = onnxbridge.to_onnx(model, xs)
+    label, _ = m.run(xs)
+    assert label.shape == (20,)
+    np.testing.assert_array_equal(label, model.predict(xs))
+    # skl2onnx alone gives the same values as [1, N]; the parity check must refuse that shape.
+    raw = onnxbridge.OnnxModel(skl2onnx_to_onnx(model, xs.astype(np.float32),
+                                                options={"zipmap": False}))
+    raw_label = raw.run(xs)[0]
+    assert raw_label.shape == (1, 20)
+    (parity,) = compare_outputs(["label"], [model.predict(xs)], [raw_label],
+                                kinds={"label": "label"})
+    assert not parity.passed and "shape [1, 20]" in (parity.problem or "")
+
+
+def test_lda_probabilities_match_where_skl2onnx_is_off() -> None:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    Xf, y = _bundled("breast_cancer")  # binary: skl2onnx's own converter is off by ~0.15 here
+    xs = Xf.to_numpy()
+    model = LinearDiscriminantAnalysis().fit(xs, y)
+    want = model.predict_proba(xs)
+    m = onnxbridge.to_onnx(model, xs)
+    label, probs = m.run(xs)
+    np.testing.assert_allclose(probs, want, atol=1e-4)
+    np.testing.assert_array_equal(label, model.predict(xs))
+
+
+# -- issue 15: onnxbridge's own converters ------------------------------------------------------
+def _own_cases() -> list[tuple[str, object, str]]:
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.neighbors import NearestCentroid
+    from sklearn.semi_supervised import LabelPropagation, LabelSpreading
+
+    return [
+        ("prior", DummyClassifier(strategy="prior"), "iris"),
+        ("most_frequent", DummyClassifier(strategy="most_frequent"), "wine"),
+        ("constant", DummyClassifier(strategy="constant", constant=1), "breast_cancer"),
+        ("mean", DummyRegressor(), "diabetes"),
+        ("quantile", DummyRegressor(strategy="quantile", quantile=0.3), "diabetes"),
+        ("rbf", KernelRidge(kernel="rbf", alpha=0.5), "diabetes"),
+        ("poly", KernelRidge(kernel="poly", degree=2), "diabetes"),
+        ("laplacian", KernelRidge(kernel="laplacian"), "diabetes"),
+        ("linear", KernelRidge(), "diabetes"),
+        ("centroid", NearestCentroid(), "wine"),
+        ("centroid-shrink", NearestCentroid(shrink_threshold=0.2), "iris"),
+        ("propagation", LabelPropagation(gamma=5), "iris"),
+        ("spreading", LabelSpreading(gamma=5), "wine"),
+    ]
+
+
+@pytest.mark.parametrize("case", _own_cases(), ids=lambda c: f"{type(c[1]).__name__}-{c[0]}")
+def test_own_converters_match_scikit_learn(case: tuple[str, object, str]) -> None:
+    from sklearn.base import is_classifier
+
+    _, est, data = case
+    Xf, y = _bundled(data)
+    xs = StandardScaler().fit_transform(Xf.to_numpy())
+    model = est.fit(xs, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, xs[:50])
+    assert m.parity.passed, str(m.parity)
+    if is_classifier(model):
+        label, probs = m.run(xs)
+        np.testing.assert_array_equal(label, model.predict(xs))
+        np.testing.assert_allclose(probs, model.predict_proba(xs), atol=1e-4)
+    else:
+        np.testing.assert_allclose(m.run(xs)[:, 0], model.predict(xs), rtol=1e-3, atol=1e-3)
+
+
+def test_own_classifier_with_string_classes_and_knn_label_spreading() -> None:
+    from sklearn.dummy import DummyClassifier
+    from sklearn.semi_supervised import LabelSpreading
+
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(120, 4))
+    names = np.array(["low", "mid", "high"])[(xs[:, 0] > 0).astype(int) + (xs[:, 1] > 0)]
+    dummy = DummyClassifier(strategy="constant", constant="mid").fit(xs, names)
+    assert list(onnxbridge.to_onnx(dummy, xs).run(xs[:3])[0]) == ["mid"] * 3
+    spread = LabelSpreading(kernel="knn", n_neighbors=5).fit(xs, names)
+    fresh = rng.normal(size=(40, 4))  # no ties among distances to the training rows
+    label, probs = onnxbridge.to_onnx(spread, fresh).run(fresh)
+    np.testing.assert_array_equal(label, spread.predict(fresh))
+    np.testing.assert_allclose(probs, spread.predict_proba(fresh), atol=1e-5)
+
+
+def test_random_dummy_is_refused_with_the_fix() -> None:
+    from sklearn.dummy import DummyClassifier
+
+    model = DummyClassifier(strategy="uniform").fit(X, Y)
+    with pytest.raises(UnsupportedModelError, match="at random.*strategy='prior'"):
+        onnxbridge.to_onnx(model, X)
+
+
+# -- issue 15: DataFrames as they come ---------------------------------------------------------
+def _bare_estimators() -> list[object]:
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import Ridge
+
+    return [Ridge(), RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0),
+            LogisticRegression(max_iter=2000), HistGradientBoostingClassifier(max_iter=10)]
+
+
+@pytest.mark.parametrize("data", ["breast_cancer", "wine", "diabetes", "iris"])
+@pytest.mark.parametrize("est", _bare_estimators(), ids=lambda e: type(e).__name__)
+def test_bare_estimator_on_numeric_frame_gets_one_matrix_input(est: object, data: str) -> None:
+    from sklearn.base import is_classifier
+
+    Xf, y = _bundled(data)
+    if is_classifier(est) and data == "diabetes":
+        y = (y > y.median()).astype(int)
+    model = est.fit(Xf, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, Xf[:30])
+    assert m.input_names == ["X"] and m.inputs[0].shape == (None, Xf.shape[1])
+    import json
+
+    assert json.loads(m.metadata["onnxbridge.columns"]) == list(Xf.columns)
+    out = m.run(Xf)
+    first = out[0] if isinstance(out, (list, tuple)) else out[:, 0]
+    if is_classifier(model):
+        np.testing.assert_array_equal(first, model.predict(Xf))
+    else:
+        np.testing.assert_allclose(first, model.predict(Xf), rtol=1e-3, atol=1e-3)
+
+
+def test_nullable_numeric_frame_is_one_matrix_with_na_as_nan() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    Xf, y = _bundled("diabetes")
+    Xf = Xf.astype("Float64")
+    Xf["k"] = pd.array(np.arange(len(Xf)) % 3, dtype="Int64")
+    Xf.loc[::7, "k"] = pd.NA
+    model = HistGradientBoostingRegressor(max_iter=10).fit(Xf, y)
+    m = onnxbridge.to_onnx(model, Xf)
+    assert m.input_names == ["X"]
+    np.testing.assert_allclose(m.run(Xf)[:, 0], model.predict(Xf), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("data", ["breast_cancer", "wine"])
+def test_column_names_with_spaces_and_slashes_are_the_input_names(data: str) -> None:
+    Xf, y = _bundled(data)
+    chosen = [c for c in Xf.columns if " " in c or "/" in c][:3] or list(Xf.columns[:3])
+    pre = ColumnTransformer([("scaled", StandardScaler(), chosen)], remainder="passthrough")
+    model = make_pipeline(pre, LogisticRegression(max_iter=3000)).fit(Xf, y)
+    m = onnxbridge.to_onnx(model, Xf)
+    assert m.input_names == list(Xf.columns)
+    assert m.parity.passed
+    label, probs = m.run(Xf)
+    np.testing.assert_array_equal(label, model.predict(Xf))
+    np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
+
+
+def _mixed_frame() -> tuple[object, np.ndarray]:
+    rng = np.random.default_rng(3)
+    n = 150
+    df = pd.DataFrame({
+        "home city": rng.choice(["Oslo", "Lima", "Pune"], n).astype(object),
+        "income/month": rng.normal(50, 10, n),
+        "plan": pd.Categorical(rng.choice(["basic", "pro"], n)),
+        "age": rng.integers(18, 80, n),
+    })
+    df.loc[::9, "home city"] = np.nan
+    df.loc[::11, "income/month"] = np.nan
+    y = ((df["income/month"].fillna(50) > 50) ^ (df["plan"] == "pro")).to_numpy().astype(int)
+    return df, y
+
+
+def test_mixed_frame_with_strings_categories_and_nan() -> None:
+    from sklearn.impute import SimpleImputer
+
+    df, y = _mixed_frame()
+    pre = ColumnTransformer([
+        ("city", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                               OneHotEncoder(handle_unknown="ignore")), ["home city"]),
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["income/month", "age"]),
+        ("plan", OneHotEncoder(), ["plan"]),
+    ])
+    model = make_pipeline(pre, LogisticRegression(max_iter=500)).fit(df, y)
+    m = onnxbridge.to_onnx(model, df)
+    assert m.input_names == list(df.columns)
+    assert m.parity.passed, str(m.parity)
+    label, probs = m.run(df)
+    np.testing.assert_array_equal(label, model.predict(df))
+    np.testing.assert_allclose(probs, model.predict_proba(df), atol=1e-4)
+
+
+# -- issue 15: errors name the step, say why and what to do -------------------------------------
+def test_failure_inside_a_pipeline_names_the_step() -> None:
+    from sklearn.gaussian_process import GaussianProcessClassifier
+
+    pre = ColumnTransformer([("scaled", StandardScaler(), [0, 1, 2])])
+    model = make_pipeline(pre, GaussianProcessClassifier()).fit(X[:60], Y[:60])  # 3 classes
+    with pytest.raises(ConversionError, match=r"step 'gaussianprocessclassifier' "
+                                              r"\(GaussianProcessClassifier\).*Replace or"
+                                              r" re-configure that step") as info:
+        onnxbridge.to_onnx(model, X[:5])
+    assert not str(info.value).startswith(("NotImplementedError", "Only binary"))
+
+
+def test_missing_converter_inside_a_pipeline_names_step_reason_and_fix() -> None:
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.preprocessing import SplineTransformer
+
+    pre = ColumnTransformer([("spline", SplineTransformer(), [0, 1])])
+    model = make_pipeline(pre, LogisticRegression()).fit(X, Y)
+    with pytest.raises(UnsupportedModelError, match=r"step 'columntransformer/spline' "
+                                                    r"\(SplineTransformer\) cannot be converted"):
+        onnxbridge.to_onnx(model, X)
+    with pytest.raises(UnsupportedModelError, match=r"no predict or transform for new rows.*"
+                                                    r"Instead: "):
+        onnxbridge.to_onnx(AgglomerativeClustering().fit(X), X)
+
+
+# -- issue 15 / 14 item 7: m.run(df) matches columns by name -----------------------------------
+@pytest.mark.parametrize("per_column", [False, True], ids=["matrix", "per-column"])
+def test_run_matches_dataframe_columns_by_name(per_column: bool) -> None:
+    Xf, y = _bundled("wine")
+    est: object = LogisticRegression(max_iter=3000)
+    if per_column:
+        pre = ColumnTransformer([("s", StandardScaler(), ["alcohol", "od280/od315_of_diluted_wines"])],
+                                remainder="passthrough")
+        est = make_pipeline(pre, LogisticRegression(max_iter=3000))
+    model = est.fit(Xf, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, Xf)
+    shuffled = Xf[list(reversed(Xf.columns))]
+    label, probs = m.run(shuffled)
+    np.testing.assert_array_equal(label, model.predict(Xf))
+    np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
+    with pytest.raises(InputError, match="lacks column.*'alcohol'"):
+        m.run(shuffled.drop(columns=["alcohol"]))
+    with pytest.warns(onnxbridge.OnnxBridgeWarning, match="'extra'.*ignored"):
+        m.run(shuffled.assign(extra=1.0))
+    # The same after a save/load round trip: the names live in the model's metadata.
+    again = onnxbridge.load(m.proto)
+    np.testing.assert_array_equal(again.run(shuffled)[0], label)
+
+
+# -- issue 15: the refused list worked through --------------------------------------------------
+def _second_wave() -> list[object]:
+    from sklearn.cluster import (
+        AffinityPropagation,
+        Birch,
+        BisectingKMeans,
+        FeatureAgglomeration,
+        MeanShift,
+    )
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.covariance import EllipticEnvelope, LedoitWolf, MinCovDet
+    from sklearn.decomposition import FactorAnalysis, FastICA, SparsePCA
+    from sklearn.ensemble import RandomTreesEmbedding, VotingClassifier
+    from sklearn.feature_selection import SequentialFeatureSelector
+    from sklearn.kernel_approximation import (
+        AdditiveChi2Sampler,
+        Nystroem,
+        RBFSampler,
+        SkewedChi2Sampler,
+    )
+    from sklearn.linear_model import Ridge
+    from sklearn.neighbors import KernelDensity
+    from sklearn.neural_network import BernoulliRBM
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    return [
+        FactorAnalysis(2, random_state=0), FastICA(2, random_state=0),
+        SparsePCA(2, random_state=0), FeatureAgglomeration(2),
+        RBFSampler(n_components=20, random_state=0),
+        SkewedChi2Sampler(n_components=20, random_state=0),
+        Nystroem(n_components=20, random_state=0), BernoulliRBM(4, random_state=0),
+        LedoitWolf(), MinCovDet(random_state=0), EllipticEnvelope(random_state=0),
+        MeanShift(), AffinityPropagation(random_state=0), Birch(n_clusters=3),
+        VotingClassifier([("a", LogisticRegression()), ("b", GaussianNB())]),
+        KBinsDiscretizer(3, encode="onehot", quantile_method="averaged_inverted_cdf"),
+        RandomTreesEmbedding(n_estimators=3, max_depth=2, random_state=0),
+        SequentialFeatureSelector(LogisticRegression(), n_features_to_select=2),
+        TransformedTargetRegressor(Ridge(), transformer=StandardScaler()),
+        AdditiveChi2Sampler(), KernelDensity(bandwidth=0.3),
+        BisectingKMeans(4, random_state=0),
+    ]
+
+
+@pytest.mark.parametrize("est", _second_wave(), ids=lambda e: type(e).__name__)
+def test_second_wave_converters_match_scikit_learn(est: object) -> None:
+    from sklearn.base import is_classifier, is_regressor
+
+    Xf, y = _bundled("iris")
+    xs = Xf.to_numpy() / 8.0  # in [0, 1] (BernoulliRBM) and positive (SkewedChi2Sampler)
+    model = est.fit(xs, y)  # type: ignore[attr-defined]
+    m = onnxbridge.to_onnx(model, xs[:40])
+    assert m.parity.passed, str(m.parity)
+    out = m.run(xs)
+    first = out[0] if isinstance(out, tuple) else out
+    if is_classifier(model) or (hasattr(model, "predict") and not is_regressor(model) \
+            and "label" in m.output_names):
+        np.testing.assert_array_equal(first, model.predict(xs))
+    elif is_regressor(model):
+        np.testing.assert_allclose(first[:, 0], model.predict(xs), rtol=1e-3, atol=1e-3)
+    elif hasattr(model, "transform"):
+        want = model.transform(xs)
+        want = want.toarray() if hasattr(want, "toarray") else want
+        np.testing.assert_allclose(first, want, rtol=1e-3, atol=1e-3)
+    elif hasattr(model, "mahalanobis"):
+        np.testing.assert_allclose(first, model.mahalanobis(xs), rtol=1e-3, atol=1e-3)
+    else:
+        np.testing.assert_allclose(first, model.score_samples(xs), rtol=1e-3, atol=1e-3)
+
+
+def test_float_one_hot_and_missing_indicator() -> None:
+    from sklearn.impute import MissingIndicator
+
+    rng = np.random.default_rng(0)
+    xs = rng.choice([0.5, 1.5, 2.25, np.nan], size=(60, 3))
+    enc = OneHotEncoder(sparse_output=False).fit(xs)
+    np.testing.assert_array_equal(onnxbridge.to_onnx(enc, xs).run(xs), enc.transform(xs))
+    ind = MissingIndicator().fit(xs)
+    out = onnxbridge.to_onnx(ind, xs).run(xs)
+    assert out.dtype == np.bool_
+    np.testing.assert_array_equal(out, ind.transform(xs))
+
+
+def test_local_outlier_factor_without_novelty_is_refused_with_the_fix() -> None:
+    from sklearn.neighbors import LocalOutlierFactor
+
+    with pytest.raises(UnsupportedModelError, match="novelty=True"):
+        onnxbridge.to_onnx(LocalOutlierFactor().fit(X), X)

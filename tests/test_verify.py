@@ -39,8 +39,13 @@ def test_shape_and_count_mismatch() -> None:
     assert not r.passed and "shape" in (r.problem or "")
     (c,) = compare_outputs(["y", "z"], [np.ones(2)], [np.ones(2), np.ones(2)])
     assert not c.passed and "2 outputs" in (c.problem or "")
-    # [N] against [N, 1] is the same result.
-    assert compare_outputs(["y"], [np.ones(4)], [np.ones((4, 1))])[0].passed
+    # Exact: [N] against [N, 1] or [1, N] is a different output, whatever the values.
+    for shape in ((4, 1), (1, 4)):
+        r = compare_outputs(["y"], [np.ones(4)], [np.ones(shape)])[0]
+        assert not r.passed and "shape" in (r.problem or "")
+    # Dtype families must agree too: a float label is not an integer one.
+    r = compare_outputs(["y"], [np.arange(4)], [np.arange(4.0)], kinds={"y": "label"})[0]
+    assert not r.passed and "dtype" in (r.problem or "")
 
 
 def test_tolerance_override_forms() -> None:
@@ -211,6 +216,6 @@ def test_report_texts_without_errors_or_provider() -> None:
     label = OutputParity("label", "label", 2, (2,), "str", None, None, 0.0, 0.0, "exact", None,
                          1.0, True)
     report = ParityReport(outputs=[label])
-    assert report.summary() == "passed: 1 outputs on batches [2]"
+    assert report.summary() == "passed: 1 output on batches [2]"
     assert str(report) == ("parity passed: 1 outputs on batches [2]\n"
                            "  ok   label (batch 2, label, str), agreement 100.0000%")

@@ -27,15 +27,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASSIFIER_KINDS",
+    "booster_frame_metadata",
     "canonical_outputs",
+    "cast_output",
     "categorical_columns",
     "booster_reference",
     "check_sample_matrix",
     "conversion_lock",
     "first_mismatch",
+    "frame_metadata",
     "rename_value",
+    "reshape_output",
     "run_proto",
     "split_binary_probabilities",
+    "take_column",
 ]
 
 CLASSIFIER_KINDS = {"label": "label", "probabilities": "probabilities"}
@@ -178,6 +183,83 @@ def canonical_outputs(
     else:
         _set_shape(outputs["variable"], [None, n_outputs])
     return proto
+
+
+def _add_after_output(graph: onnx.GraphProto, name: str, op: str, extra: list[Any],
+                      **attrs: Any) -> None:
+    """Make output ``name`` go through one more node ``op(name_raw, *extra)``."""
+    import onnx
+    from onnx import numpy_helper
+
+    raw = f"{name}__onnxbridge_raw"
+    rename_value(graph, name, raw)
+    for out in graph.output:  # the graph output keeps its name
+        if out.name == raw:
+            out.name = name
+    inputs = [raw]
+    for i, value in enumerate(extra):
+        cname = f"{name}__onnxbridge_{op.lower()}_{i}"
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), cname))
+        inputs.append(cname)
+    graph.node.append(onnx.helper.make_node(op, inputs, [name], name=f"{name}_{op}", **attrs))
+
+
+def reshape_output(proto: onnx.ModelProto, name: str, shape: Sequence[int]) -> None:
+    """Reshape graph output ``name`` to ``shape`` (-1 for the batch axis), in place."""
+    graph = proto.graph
+    _add_after_output(graph, name, "Reshape", [np.asarray(list(shape), dtype=np.int64)])
+    out = next(o for o in graph.output if o.name == name)
+    _set_shape(out, [None if d == -1 else d for d in shape])
+
+
+def take_column(proto: onnx.ModelProto, name: str, column: int) -> None:
+    """Replace graph output ``name`` [N, k] by its column ``column`` [N], in place."""
+    graph = proto.graph
+    _add_after_output(graph, name, "Gather", [np.asarray(column, dtype=np.int64)], axis=1)
+    out = next(o for o in graph.output if o.name == name)
+    _set_shape(out, [None])
+
+
+def cast_output(proto: onnx.ModelProto, name: str, to: int) -> None:
+    """Cast graph output ``name`` to the ONNX element type ``to``, in place."""
+    graph = proto.graph
+    _add_after_output(graph, name, "Cast", [], to=to)
+    out = next(o for o in graph.output if o.name == name)
+    out.type.tensor_type.elem_type = to
+
+
+def frame_metadata(df: Any) -> dict[str, str]:
+    """The DataFrame's column names, in order, and dtypes, as model metadata.
+
+    ``onnxbridge.columns`` is what ``OnnxModel.run(df)`` uses to match a DataFrame's columns
+    by name, whatever their order.
+    """
+    import json
+
+    return {
+        "onnxbridge.columns": json.dumps([str(c) for c in df.columns]),
+        "onnxbridge.column_dtypes": json.dumps([str(df[c].dtype) for c in df.columns]),
+    }
+
+
+def booster_frame_metadata(sample: Any, trained: Sequence[str] | None) -> dict[str, str]:
+    """``frame_metadata`` for a boosting model's one matrix input ``X``.
+
+    The graph takes the features in the order the model was trained on; when the sample's
+    columns are those features (in any order), that order is the one recorded, so
+    ``m.run(df)`` puts each column where the trees expect it.
+    """
+    import json
+
+    if not is_dataframe(sample):
+        return {}
+    meta = frame_metadata(sample)
+    names = [str(c) for c in sample.columns]
+    if trained and sorted(map(str, trained)) == sorted(names):
+        dtypes = {str(c): str(sample[c].dtype) for c in sample.columns}
+        meta["onnxbridge.columns"] = json.dumps([str(t) for t in trained])
+        meta["onnxbridge.column_dtypes"] = json.dumps([dtypes[str(t)] for t in trained])
+    return meta
 
 
 def split_binary_probabilities(p1: np.ndarray) -> np.ndarray:

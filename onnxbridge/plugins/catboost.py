@@ -103,6 +103,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import ConversionError, InputError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_frame_metadata,
         canonical_outputs,
         check_sample_matrix,
     )
@@ -139,8 +140,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="catboost",
         framework_version=catboost.__version__,
+        metadata={**tree_meta, **booster_frame_metadata(sample, model.feature_names_)},
         notes=["exported with CatBoost's own ONNX export", *tree_notes],
-        metadata=tree_meta,
     )
 
 

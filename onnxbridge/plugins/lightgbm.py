@@ -61,6 +61,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import InputError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_frame_metadata,
         booster_reference,
         canonical_outputs,
         check_sample_matrix,
@@ -103,6 +104,6 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="lightgbm",
         framework_version=lightgbm.__version__,
+        metadata={**tree_meta, **booster_frame_metadata(sample, booster.feature_name())},
         notes=[f"objective {objective}", *tree_notes],
-        metadata=tree_meta,
     )

@@ -72,8 +72,47 @@ def _tensor_type(kind: str, double: bool, width: int | None) -> Any:
     return StringTensorType(shape)
 
 
-def initial_types(sample: Any, double: bool) -> list[tuple[str, Any]]:
-    """skl2onnx input declarations read off the sample: one input per DataFrame column."""
+def _needs_named_columns(model: Any) -> bool:
+    """True when a ColumnTransformer in the model picks columns by name (or by a selector)."""
+    for est in _walk(model):
+        if type(est).__name__ != "ColumnTransformer":
+            continue
+        for item in getattr(est, "transformers", []):
+            cols = item[2] if isinstance(item, tuple) and len(item) >= 3 else None
+            if callable(cols) or isinstance(cols, str):
+                return True
+            if isinstance(cols, (list, tuple)) and any(isinstance(c, str) for c in cols):
+                return True
+    return False
+
+
+def frame_layout(model: Any, sample: Any) -> str:
+    """'matrix' (one [N, n_columns] input) or 'columns' (one [N, 1] input per column).
+
+    A DataFrame whose columns are all numeric (numpy or pandas nullable) gives one matrix input, unless
+    a ColumnTransformer inside the model selects columns by name; anything else (strings,
+    categories, pandas extension dtypes, name-based selection) gives one input per column.
+    """
+    from onnxbridge.io import is_dataframe
+
+    if not is_dataframe(sample):
+        return "matrix"
+    numeric = all(str(sample[c].dtype) != "category"
+                  and _column_kind(sample[c].dtype) in {"float", "int", "bool"}
+                  for c in sample.columns)
+    return "matrix" if numeric and not _needs_named_columns(model) else "columns"
+
+
+def _matrix_kind(sample: Any) -> str:
+    """One element kind for a numeric DataFrame (numpy or pandas nullable dtypes)."""
+    kinds = {_column_kind(sample[c].dtype) for c in sample.columns}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "float"
+
+
+def initial_types(sample: Any, double: bool, layout: str = "columns") -> list[tuple[str, Any]]:
+    """skl2onnx input declarations read off the sample (see ``frame_layout``)."""
     from onnxbridge.errors import InputError
     from onnxbridge.io import as_array, is_dataframe
 
@@ -84,6 +123,10 @@ def initial_types(sample: Any, double: bool) -> list[tuple[str, Any]]:
                 f"the DataFrame has duplicate column names {names}; each column becomes a graph"
                 " input named after it, so rename the duplicates"
             )
+        if not names:
+            raise InputError("the DataFrame has no columns; pass the features the model uses")
+        if layout == "matrix":
+            return [("X", _tensor_type(_matrix_kind(sample), double, len(names)))]
         return [
             (str(col), _tensor_type(_column_kind(sample[col].dtype), double, 1))
             for col in sample.columns
@@ -99,6 +142,21 @@ def initial_types(sample: Any, double: bool) -> list[tuple[str, Any]]:
         raise InputError(f"cannot describe a sample of dtype {arr.dtype} to skl2onnx")
     kind = _column_kind(arr.dtype)
     return [("X", _tensor_type(kind, double, arr.shape[1]))]
+
+
+def _restore_input_names(proto: Any, types: list[tuple[str, Any]]) -> None:
+    """skl2onnx turns a column name such as 'mean radius' into 'mean_radius'; the graph's
+    inputs get the DataFrame's own names back, so ``m.run(df)`` finds them by name."""
+    from onnxbridge.plugins._tabular import rename_value
+
+    graph = proto.graph
+    if len(graph.input) != len(types):
+        return
+    current = [i.name for i in graph.input]
+    for i, name in enumerate(current):
+        rename_value(graph, name, f"__onnxbridge_in_{i}")
+    for i, (name, _) in enumerate(types):
+        rename_value(graph, f"__onnxbridge_in_{i}", name)
 
 
 def _has_float64(sample: Any) -> bool:
@@ -306,8 +364,28 @@ def _register_gbdt_converters() -> None:
         )
 
 
+def _allow_zipmap_option(model: Any, stack: Any) -> None:
+    """skl2onnx's parser asks a Pipeline's final classifier for the zipmap option, then
+    refuses it for converters that do not list it (LinearSVC: "Option 'zipmap' not in ...").
+    Listing it for the duration of the conversion lets such pipelines convert."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from skl2onnx.common._registration import _converter_pool
+    from sklearn.base import is_classifier
+
+    from onnxbridge.plugins._tabular import patched
+
+    for est in _walk(model):
+        if not is_classifier(est):
+            continue
+        conv = _converter_pool.get(sklearn_operator_name_map.get(type(est), ""))
+        allowed = conv.get_allowed_options() if conv is not None else None
+        if isinstance(allowed, dict) and "zipmap" not in allowed:
+            stack.enter_context(patched(conv, "_options",
+                                        {**allowed, "zipmap": [True, False, "columns"]}))
+
+
 def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOptions,
-                      classifier: bool) -> Any:
+                      classifier: bool, layout: str) -> Any:
     import contextlib
     import functools
 
@@ -317,10 +395,12 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
     from skl2onnx.common._container import ModelComponentContainer
     from skl2onnx.common._registration import _converter_pool
 
+    from onnxbridge.plugins._sklearn_ops import register_own_converters
     from onnxbridge.plugins._tabular import conversion_lock, patched
 
     with conversion_lock, contextlib.ExitStack() as stack:
         _register_gbdt_converters()
+        register_own_converters()
         stack.enter_context(
             patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
         )
@@ -332,10 +412,11 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
             if hgb is not None:
                 stack.enter_context(patched(hgb, "_fct", functools.partial(hgb._fct,
                                                                            op_version=3)))
+        _allow_zipmap_option(model, stack)
         # onnxmltools would pick ai.onnx.ml 5 inside a pipeline, which skl2onnx refuses.
         # The newest opset both skl2onnx (as tested) and the installed onnxruntime support.
         target = {"": options.target_opset(get_latest_tested_opset_version()), "ai.onnx.ml": 3}
-        types = initial_types(sample, double)
+        types = initial_types(sample, double, layout)
         try:
             proto = skl_to_onnx(model, initial_types=types, target_opset=target,
                                 options={"zipmap": False} if classifier else None)
@@ -343,70 +424,199 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
             if "zipmap" not in str(exc):
                 raise
             proto = skl_to_onnx(model, initial_types=types, target_opset=target)
+    _restore_input_names(proto, types)
     if double:
         _float_tree_outputs(proto)
     return proto
 
 
+# -- errors --------------------------------------------------------------------------------------
+# Estimators no converter handles: why, and what to do instead.
+_NO_INFERENCE = (
+    "it has no predict or transform for new rows (only fit_predict / fit_transform on its"
+    " training data), so there is no function to put in a graph"
+)
+REFUSALS: dict[str, tuple[str, str]] = {
+    **{name: (_NO_INFERENCE, "fit it, then train a classifier (for instance"
+              " KNeighborsClassifier) on its labels or embedding and convert that")
+       for name in ("AgglomerativeClustering", "DBSCAN", "HDBSCAN", "OPTICS",
+                    "SpectralClustering", "SpectralBiclustering", "SpectralCoclustering",
+                    "SpectralEmbedding", "TSNE", "MDS", "ClassicalMDS", "LocalOutlierFactor")},
+    **{name: ("its transform solves an optimisation problem per row (iterations to"
+              " convergence), which a fixed graph does not reproduce",
+              "use PCA or TruncatedSVD for a linear projection, or compute it outside the graph")
+       for name in ("NMF", "MiniBatchNMF", "LatentDirichletAllocation", "DictionaryLearning",
+                    "MiniBatchDictionaryLearning", "SparseCoder")},
+    **{name: ("it takes text, dicts or images rather than a numeric matrix",
+              "convert the estimator after it (the numeric part) and keep this step in Python")
+       for name in ("HashingVectorizer", "FeatureHasher", "PatchExtractor",
+                    "MultiLabelBinarizer", "DictVectorizer")},
+    "Isomap": ("its transform runs shortest paths over a neighbour graph",
+               "use KernelPCA or PCA"),
+    "LocallyLinearEmbedding": ("its transform solves a small least-squares problem per row",
+                               "use KernelPCA or PCA"),
+    "RadiusNeighborsTransformer": ("it returns a sparse neighbour graph of varying size per row",
+                                   "use KNeighborsTransformer (a fixed number of neighbours)"),
+    "RandomTreesEmbedding": ("it returns a sparse one-hot leaf matrix",
+                             "use the forest's apply() outside the graph, or RandomForest*"),
+}
+
+
+def _named_steps(model: Any) -> dict[int, str]:
+    """id(estimator) -> its path in the model ('columntransformer/cat/simpleimputer')."""
+    paths: dict[int, str] = {}
+
+    def visit(est: Any, path: str) -> None:
+        if id(est) in paths or not hasattr(est, "get_params"):
+            return
+        paths[id(est)] = path
+        for attr in ("steps", "transformer_list", "transformers_", "transformers", "estimators"):
+            for item in getattr(est, attr, None) or []:
+                if isinstance(item, tuple) and len(item) >= 2:
+                    visit(item[1], f"{path}/{item[0]}" if path else str(item[0]))
+        for attr in ("estimators_", ):
+            for i, item in enumerate(getattr(est, attr, None) or []):
+                if not isinstance(item, (list, tuple)):
+                    visit(item, f"{path}/{attr}[{i}]" if path else f"{attr}[{i}]")
+        for attr in ("estimator", "final_estimator_", "regressor_", "estimator_"):
+            child = getattr(est, attr, None)
+            if child is not None:
+                visit(child, f"{path}/{attr}" if path else attr)
+
+    visit(model, "")
+    return paths
+
+
+def _failing_step(model: Any, exc: BaseException) -> Any:
+    """The estimator skl2onnx was converting when ``exc`` was raised, if the traceback says."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        operator = tb.tb_frame.f_locals.get("operator")
+        raw = getattr(operator, "raw_operator", None)
+        if raw is not None and hasattr(raw, "get_params"):
+            found = raw
+        tb = tb.tb_next
+    return found
+
+
 def _explain_failure(model: Any, exc: Exception) -> Exception:
+    """skl2onnx's error as ours: which step, why, and what to do."""
     import re
 
-    from onnxbridge.errors import ConversionError, UnsupportedModelError
+    from onnxbridge.errors import ConversionError, OnnxBridgeError, UnsupportedModelError
 
+    if isinstance(exc, OnnxBridgeError):
+        return exc
     name = type(exc).__name__
-    if name in {"MissingShapeCalculator", "MissingConverter"}:
-        found = re.search(r"<class '([^']+)'>", str(exc))
-        leaf = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
-        return UnsupportedModelError(
-            f"skl2onnx has no converter for {leaf} (inside {type(model).__name__}). Replace that"
-            " step with a supported one, or register a converter with"
-            " skl2onnx.update_registered_converter before calling to_onnx"
-        )
     if name == "NotFittedError":
         return ConversionError(
             f"{type(model).__name__} is not fitted; call fit() before to_onnx()"
         )
-    return exc
+    step = _failing_step(model, exc)
+    if name in {"MissingShapeCalculator", "MissingConverter"}:
+        found = re.search(r"<class '([^']+)'>", str(exc))
+        leaf = found.group(1).rsplit(".", 1)[-1] if found else type(model).__name__
+        step = next((e for e in _walk(model) if type(e).__name__ == leaf), step)
+    else:
+        leaf = type(step).__name__ if step is not None else type(model).__name__
+    path = _named_steps(model).get(id(step), "") if step is not None else ""
+    where = f"step {path!r} ({leaf})" if path else leaf
+    if name in {"MissingShapeCalculator", "MissingConverter"}:
+        why, fix = REFUSALS.get(leaf, (
+            "neither skl2onnx nor onnxbridge has a converter for it",
+            "replace that step with a supported estimator (see docs/coverage.md), or register a"
+            " converter with skl2onnx.update_registered_converter before calling to_onnx"))
+        return UnsupportedModelError(f"{where} cannot be converted: {why}. Instead: {fix}")
+    detail = " ".join(str(exc).split())[:300] or name
+    return ConversionError(
+        f"{where} could not be converted to ONNX: skl2onnx stopped on it ({name}: {detail})."
+        " Replace or re-configure that step (docs/coverage.md lists what converts), convert the"
+        " rest of the model without it, or pass verify=False only if you will check it yourself"
+    )
 
 
-# -- references ----------------------------------------------------------------------------------
-def _scores(est: Any, x: Any) -> np.ndarray:
-    if hasattr(est, "predict_proba"):
-        return np.asarray(est.predict_proba(x))
-    scores = np.asarray(est.decision_function(x))
-    if scores.ndim == 1:  # binary decision function -> skl2onnx's [-d, d] columns
-        scores = np.stack([-scores, scores], axis=1)
-    return scores
+def _graph_failure(model: Any, exc: Exception) -> Exception:
+    from onnxbridge.errors import ConversionError, OnnxBridgeError
+
+    if isinstance(exc, OnnxBridgeError):
+        return exc
+    detail = " ".join(str(exc).split())[:300]
+    hint = ""
+    if any("RadiusNeighbors" in type(e).__name__ for e in _walk(model)):
+        hint = (" RadiusNeighbors* graphs index -1 when a row has no training point within the"
+                " radius; use KNeighborsClassifier/KNeighborsRegressor instead.")
+    return ConversionError(
+        f"the ONNX graph built for {type(model).__name__} fails in onnxruntime on the sample"
+        f" ({type(exc).__name__}: {detail}).{hint} Replace the step named in the message, or"
+        " report the model to onnxbridge"
+    )
+
+
+def _check_inference(model: Any) -> None:
+    """Refuse, with the reason and the fix, estimators that cannot predict new rows."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    for est in _walk(model):
+        if type(est).__name__ == "LocalOutlierFactor" and not getattr(est, "novelty", True):
+            raise UnsupportedModelError(
+                "LocalOutlierFactor(novelty=False) cannot be converted: it scores only its own"
+                " training rows (fit_predict), not new ones. Refit with novelty=True, which"
+                " gives predict and decision_function for new rows, and convert that"
+            )
+
+
+# -- outputs: scikit-learn's own shapes ----------------------------------------------------------
+def _proba_or_scores(model: Any) -> str | None:
+    """Which second output a classifier gives: 'probabilities', 'scores' or None."""
+    if hasattr(model, "predict_proba"):
+        return "probabilities"
+    if hasattr(model, "decision_function"):
+        return "scores"
+    return None
+
+
+def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
+    """What scikit-learn itself gives for one output name, in its own shape."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if name == "label":
+        label = np.asarray(model.predict(x))
+        # one target: [N], whatever the step returns (CatBoost in a Pipeline gives [N, 1])
+        return label.reshape(-1) if label.ndim == 2 and label.shape[1] == 1 else label
+    if name == "probabilities":
+        if hasattr(model, "predict_proba"):
+            return np.asarray(model.predict_proba(x))
+        return np.asarray(model.decision_function(x))
+    if name == "scores":
+        if hasattr(model, "decision_function"):
+            return np.asarray(model.decision_function(x))
+        if hasattr(model, "predict_proba"):
+            return np.asarray(model.predict_proba(x))
+        return np.asarray(model.transform(x))
+    from sklearn.feature_selection import SelectorMixin
+
+    if isinstance(model, SelectorMixin):  # RFE(LogisticRegression) predicts, but converts as
+        return np.asarray(model.transform(x))  # the feature selection it is
+    if hasattr(model, "predict") and (is_regressor(model) or is_classifier(model)
+                                      or not hasattr(model, "transform")):
+        pred = np.asarray(model.predict(x))
+        # Regressors give [N, n_targets] (the documented tabular convention).
+        return pred.reshape(len(pred), -1) if is_regressor(model) and pred.ndim == 1 else pred
+    if not hasattr(model, "transform") and hasattr(model, "mahalanobis"):
+        return np.asarray(model.mahalanobis(x))  # covariance estimators
+    if not hasattr(model, "transform") and hasattr(model, "score_samples"):
+        return np.asarray(model.score_samples(x))  # KernelDensity
+    y = model.transform(x)
+    y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
+    if y.ndim == 1 and len(x) == 1 and y.size > 1:  # SparsePCA drops the batch axis of one row
+        y = y.reshape(1, -1)
+    return y
 
 
 def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[Any]]:
-    from sklearn.base import is_classifier, is_regressor
-
-    classifier = is_classifier(model)
-    regressor = is_regressor(model)
-
     def reference(x: Any) -> list[Any]:
-        out: list[Any] = []
-        for name in output_names:
-            if name == "label":
-                out.append(np.asarray(model.predict(x)))
-            elif name == "probabilities" and classifier:
-                out.append(_scores(model, x))
-            elif name in {"scores", "probabilities"}:
-                if hasattr(model, "decision_function"):
-                    out.append(np.asarray(model.decision_function(x)))
-                elif hasattr(model, "predict_proba"):
-                    out.append(np.asarray(model.predict_proba(x)))
-                else:
-                    out.append(np.asarray(model.transform(x)))
-            elif hasattr(model, "predict") and (regressor or not hasattr(model, "transform")):
-                out.append(np.asarray(model.predict(x)))
-            elif hasattr(model, "transform"):
-                y = model.transform(x)
-                out.append(np.asarray(y.toarray() if hasattr(y, "toarray") else y))
-            else:
-                out.append(np.asarray(model.predict(x)))
-        return out
+        return [_source_output(model, name, x) for name in output_names]
 
     return reference
 
@@ -454,23 +664,88 @@ def _feeds(proto: Any, sample: Any) -> dict[str, np.ndarray]:
     return to_feeds(OnnxModel(proto).inputs, (sample,), {})
 
 
+def _match_source_shapes(proto: Any, model: Any, sample: Any) -> None:
+    """Name and shape the outputs as scikit-learn gives them, in place.
+
+    A classifier without predict_proba gives ``scores`` (its decision_function), not
+    ``probabilities``. skl2onnx's label of some models is [1, N] (QuadraticDiscriminantAnalysis)
+    and its binary scores [N, 1] or [N, 2] where scikit-learn gives [N]; each is reshaped (or
+    the matching column taken) once, here, so the exact check in verification compares like
+    with like.
+    """
+    from sklearn.base import is_classifier
+
+    from onnxbridge.plugins._tabular import (
+        cast_output,
+        rename_value,
+        reshape_output,
+        run_proto,
+        take_column,
+    )
+
+    names = [o.name for o in proto.graph.output]
+    if not is_classifier(model) and "scores" in names and not any(
+            hasattr(model, m) for m in ("decision_function", "predict_proba", "transform")):
+        # a clusterer that only predicts (MeanShift): no scores in scikit-learn, none here
+        proto.graph.output.remove(next(o for o in proto.graph.output if o.name == "scores"))
+        names = [o.name for o in proto.graph.output]
+    if is_classifier(model) and "probabilities" in names and _proba_or_scores(model) is None:
+        # hard voting: scikit-learn gives labels only
+        proto.graph.output.remove(next(o for o in proto.graph.output
+                                       if o.name == "probabilities"))
+        names = [o.name for o in proto.graph.output]
+    if is_classifier(model) and "probabilities" in names and \
+            _proba_or_scores(model) == "scores":
+        rename_value(proto.graph, "probabilities", "scores")
+        names = [o.name for o in proto.graph.output]
+    try:
+        got = run_proto(proto, _feeds(proto, sample))
+        import copy
+
+        import warnings
+
+        probe = copy.deepcopy(model)  # some predict() calls cache state (KNN)
+        with warnings.catch_warnings():  # the sample as the user gave it (see _quiet_feature_names)
+            warnings.filterwarnings("ignore", message=r".*feature names", category=UserWarning)
+            want = [_source_output(probe, name, sample) for name in names]
+    except Exception:  # verification reports what is wrong, with its context
+        return
+    n = len(want[0]) if want and want[0].ndim else None
+    for name, exp, act in zip(names, want, got, strict=False):
+        act = np.asarray(act)
+        if exp.dtype.kind == "b" and act.dtype.kind in "iu":  # boolean classes come back as 0/1
+            import onnx
+
+            cast_output(proto, name, onnx.TensorProto.BOOL)
+        if exp.shape == act.shape or n is None:
+            continue
+        if exp.ndim == 1 and act.ndim == 2 and act.shape[1] == 2 and act.shape[0] == len(exp) \
+                and np.issubdtype(exp.dtype, np.number):
+            # binary decision function: skl2onnx gives [-d, d] or [d, -d]; keep the column
+            # that is scikit-learn's d
+            err = [float(np.abs(act[:, c] - exp).max()) for c in (0, 1)]
+            take_column(proto, name, int(np.argmin(err)))
+        elif exp.size == act.size and [d for d in exp.shape if d != 1] == \
+                [d for d in act.shape if d != 1]:
+            reshape_output(proto, name, [-1 if i == 0 else d for i, d in enumerate(exp.shape)])
+
+
 # -- entry point ---------------------------------------------------------------------------------
 def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
-    """Convert a fitted scikit-learn estimator with skl2onnx.
+    """Convert a fitted scikit-learn estimator with skl2onnx (and onnxbridge's own converters).
 
     Option ``double``: True converts with float64 inputs and thresholds; False keeps float32;
     None (default) tries float32 and switches to float64 when float32 flips a decision on the
     sample (a note in the parity report says so).
     """
-    import copy
-
     import sklearn
     from sklearn.base import is_classifier
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
     from onnxbridge.errors import ConversionError
-    from onnxbridge.plugins._tabular import first_mismatch, run_proto
+    from onnxbridge.io import is_dataframe
+    from onnxbridge.plugins._tabular import first_mismatch, frame_metadata, run_proto
 
     double_opt = options.pop("double", None)
     if double_opt not in (None, True, False):
@@ -483,27 +758,40 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         ) from exc
     _check_categorical(model)
     _check_feature_count(model, sample)
+    _check_inference(model)
     classifier = is_classifier(model)
+    layout = frame_layout(model, sample)
     notes: list[str] = []
     double = bool(double_opt)
-    try:
-        proto = _skl2onnx_convert(model, sample, double, options, classifier)
-    except Exception as exc:
-        better = _explain_failure(model, exc)
-        if better is exc:
-            raise
-        raise better from exc
+
+    def build(double: bool) -> Any:
+        try:
+            proto = _skl2onnx_convert(model, sample, double, options, classifier, layout)
+        except Exception as exc:
+            better = _explain_failure(model, exc)
+            if better is exc:
+                raise
+            raise better from exc
+        _match_source_shapes(proto, model, sample)
+        return proto
+
+    proto = build(double)
     names = [o.name for o in proto.graph.output]
     reference = _quiet_feature_names(_reference_for(model, names))
     kinds = _kinds(names, classifier)
     if double_opt is None and _has_float64(sample):
-        # Some predict() calls cache state (KNN); probe on a copy so the user's model is untouched.
-        probe = _reference_for(copy.deepcopy(model), names)
+        import copy
+
+        probe = _quiet_feature_names(_reference_for(copy.deepcopy(model), names))
         expected = probe(sample)
-        mismatch = first_mismatch(names, expected, run_proto(proto, _feeds(proto, sample)), kinds)
+        try:
+            got = run_proto(proto, _feeds(proto, sample))
+        except Exception as exc:
+            raise _graph_failure(model, exc) from exc
+        mismatch = first_mismatch(names, expected, got, kinds)
         if mismatch is not None:
             try:
-                candidate = _skl2onnx_convert(model, sample, True, options, classifier)
+                candidate = build(True)
                 got = run_proto(candidate, _feeds(candidate, sample))
             except Exception as exc:  # keep the float model; verification reports the mismatch
                 notes.append(f"float32 conversion mismatches ({mismatch}); double precision"
@@ -518,6 +806,9 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
 
     tree_meta, tree_notes = apply_tree_options(proto, options, type(model).__name__)
     notes.extend(tree_notes)
+    metadata = {"onnxbridge.sklearn.double": str(double), **tree_meta}
+    if is_dataframe(sample):
+        metadata.update(frame_metadata(sample))
     return ConversionResult(
         proto=proto,
         reference=reference,
@@ -525,5 +816,5 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         framework="scikit-learn",
         framework_version=sklearn.__version__,
         notes=notes,
-        metadata={"onnxbridge.sklearn.double": str(double), **tree_meta},
+        metadata=metadata,
     )

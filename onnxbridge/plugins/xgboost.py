@@ -89,6 +89,19 @@ def _check_categorical(booster: Any) -> None:
     )
 
 
+def _without_feature_names(source: Any) -> Any:
+    """A copy whose booster has no feature names: onnxmltools reads split features as
+    'f<index>', so a model trained on a DataFrame (named columns) fails there. The graph's
+    input is the matrix in the trained column order; the names go to the model's metadata."""
+    import copy
+
+    clone = copy.deepcopy(source)
+    inner = clone.get_booster() if hasattr(clone, "get_booster") else clone.booster_
+    inner.feature_names = None
+    inner.feature_types = None
+    return clone
+
+
 def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     import xgboost
     from onnxmltools import convert_xgboost
@@ -97,6 +110,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import UnsupportedModelError
     from onnxbridge.plugins._tabular import (
         CLASSIFIER_KINDS,
+        booster_frame_metadata,
         booster_reference,
         canonical_outputs,
         check_sample_matrix,
@@ -133,6 +147,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     # The sklearn classifier converts as itself; anything else through an explicit task.
     native = not raw and classifier and hasattr(model, "classes_")
     source = model if native else _wrapped(booster, task)
+    if booster.feature_names is not None:
+        source = _without_feature_names(source)
     with conversion_lock:
         proto = convert_xgboost(
             source,
@@ -162,6 +178,6 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         output_kinds=CLASSIFIER_KINDS if classifier else {},
         framework="xgboost",
         framework_version=xgboost.__version__,
+        metadata={**tree_meta, **booster_frame_metadata(sample, booster.feature_names)},
         notes=[f"objective {objective}", *tree_notes],
-        metadata=tree_meta,
     )
