@@ -144,7 +144,7 @@ def test_static_program_with_another_batch_size_gets_the_hint(torch_sources: Pat
 
 @pytest.mark.slow
 def test_converting_torchscript_prints_no_torch_deprecation(torch_sources: Path) -> None:
-    proc = _run_cli("convert", str(torch_sources / "traced.pt"), "-s",
+    proc = _run_cli("convert", str(torch_sources / "traced.pt"), "--trust", "-s",
                     str(torch_sources / "x2.npy"), "-o", str(torch_sources / "t.onnx"), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, proc.stderr

@@ -217,5 +217,5 @@ def test_report_texts_without_errors_or_provider() -> None:
                          1.0, True)
     report = ParityReport(outputs=[label])
     assert report.summary() == "passed: 1 output on batches [2]"
-    assert str(report) == ("parity passed: 1 outputs on batches [2]\n"
+    assert str(report) == ("parity passed: 1 output on batches [2]\n"
                            "  ok   label (batch 2, label, str), agreement 100.0000%")

@@ -701,7 +701,6 @@ def _match_source_shapes(proto: Any, model: Any, sample: Any) -> None:
     try:
         got = run_proto(proto, _feeds(proto, sample))
         import copy
-
         import warnings
 
         probe = copy.deepcopy(model)  # some predict() calls cache state (KNN)
