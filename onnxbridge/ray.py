@@ -88,7 +88,8 @@ def cuda_available() -> bool:
 def predict(
     ds: ray.data.Dataset, model: Any, *, columns: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None, prefix: str = "", concurrency: int = 2,
-    batch_size: int | None = 4096, num_gpus: float | None = None, providers: Any = None,
+    batch_size: int | None = 4096, num_cpus: float | None = None, num_gpus: float | None = None,
+    providers: Any = None,
     ship: _scale.Ship = "auto", keep_columns: bool = True,
 ) -> ray.data.Dataset:
     """``ds`` with the model's outputs appended (lazy, like any Dataset transformation).
@@ -96,7 +97,8 @@ def predict(
     The model goes to Ray's object store once (bytes, or its path above 2 GB or with
     ``ship="path"``), and ``concurrency`` actors each load it once. ``num_gpus=None`` gives each
     actor one GPU and runs the model on CUDA when onnxruntime has CUDA and the cluster has GPUs;
-    ``num_gpus=0`` keeps to the CPU.
+    ``num_gpus=0`` keeps to the CPU. ``num_cpus`` is each actor's CPU reservation (Ray's default
+    is 1: leave CPUs for the tasks that read the data, or the actors wait on them forever).
     """
     import ray
 
@@ -110,7 +112,12 @@ def predict(
         "model": ref, "columns": columns, "outputs": outputs, "prefix": prefix,
         "providers": providers, "keep_columns": keep_columns,
     }
+    resources: dict[str, Any] = {}
+    if num_cpus is not None:
+        resources["num_cpus"] = num_cpus
+    if num_gpus:
+        resources["num_gpus"] = num_gpus
     return ds.map_batches(
-        OnnxPredictor, fn_constructor_kwargs=kwargs, batch_format="pyarrow",
-        batch_size=batch_size, concurrency=concurrency, num_gpus=num_gpus or None,
+        OnnxPredictor, fn_constructor_kwargs=kwargs, batch_format="pyarrow", batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=concurrency), **resources,
     )
