@@ -254,7 +254,7 @@ def pandas_kinds(df: pd.DataFrame) -> dict[str, str]:
             kind = "bool"
         elif pd.api.types.is_numeric_dtype(dtype):
             kind = "numeric"
-        elif pd.api.types.is_string_dtype(dtype) or dtype == object:
+        elif pd.api.types.is_string_dtype(dtype) or dtype == np.dtype(object):
             kind = "string"
         else:
             kind = str(dtype)
@@ -323,7 +323,9 @@ def score_pandas(
     """Score one batch through ``m.run(DataFrame)``: output column -> array with one row per row."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise InputError(f"the data lacks column(s) {missing} that feed the model (it has {list(frame.columns)})")
+        raise InputError(
+            f"the data lacks column(s) {missing} that feed the model (it has {list(frame.columns)})"
+        )
     check_column_kinds(m, columns, pandas_kinds(frame[list(columns)]))
     n = len(frame)
     if n == 0:

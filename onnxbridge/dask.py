@@ -98,6 +98,7 @@ def predict_array(
     to the first output (the label of a classifier, the value of a regressor).
     """
     import dask
+    import dask.array
 
     m, payload = _load(model, ship)
     if len(m.inputs) != 1:
@@ -117,10 +118,11 @@ def predict_array(
     x = x.rechunk({1: -1})
     shipped = dask.delayed(payload, pure=True)
     if o.shape == "scalar":
-        return x.map_blocks(_score_block, shipped, o, providers, dtype=dtype, drop_axis=1)
+        return dask.array.map_blocks(_score_block, x, shipped, o, providers, dtype=dtype, drop_axis=1)
     width = spec.shape[1] if spec.shape is not None and isinstance(spec.shape[1], int) else None
     if width is None:
         # The width is known only by running the model: score the first row once here.
         first = np.asarray(m.run(np.asarray(x[:1].compute()), as_dict=True)[o.output])
         width = int(first.reshape(1, -1).shape[1])
-    return x.map_blocks(_score_block, shipped, o, providers, dtype=dtype, chunks=(x.chunks[0], (width,)))
+    return dask.array.map_blocks(_score_block, x, shipped, o, providers, dtype=dtype,
+                                 chunks=(x.chunks[0], (width,)))

@@ -66,7 +66,9 @@ def _spark_type(t: pa.DataType) -> DataType:
     }
     if t in table:
         return table[t]
-    raise InputError(f"a model output of Arrow type {t} has no Spark column type; leave it out with outputs=[...]")
+    raise InputError(
+        f"a model output of Arrow type {t} has no Spark column type; leave it out with outputs=[...]"
+    )
 
 
 def _kind(t: DataType) -> str:
@@ -88,8 +90,9 @@ def scorer(
 ) -> tuple[ArrowScorer, StructType]:
     """The ``mapInArrow`` function and its result schema, for composing your own plan:
     ``df.mapInArrow(*onnxbridge.spark.scorer(df, m))``. Arguments as for ``predict``."""
-    import onnxbridge
     from pyspark.sql import types as T
+
+    import onnxbridge
 
     m = model if isinstance(model, onnxbridge.OnnxModel) else onnxbridge.load(model)
     payload = _scale.make_payload(model, ship)
@@ -97,7 +100,9 @@ def scorer(
     by_name = {f.name: f for f in df.schema.fields}
     missing = [c for c in cols if c not in by_name]
     if missing:
-        raise InputError(f"the DataFrame lacks column(s) {missing} that feed the model (it has {list(by_name)})")
+        raise InputError(
+            f"the DataFrame lacks column(s) {missing} that feed the model (it has {list(by_name)})"
+        )
     _scale.check_column_kinds(m, cols, {c: _kind(by_name[c].dataType) for c in cols})
     outs = _scale.output_columns(m, outputs, prefix)
     if keep_columns:

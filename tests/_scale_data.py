@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,7 @@ def rows(n: int = 400, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@functools.cache  # one conversion per test process; the tests only read the model
 def classifier() -> OnnxModel:
     """Imputer + logistic regression with string labels: one input per column (a, b, e), outputs
     a string `label` [N] and float `probabilities` [N, 3]."""
@@ -32,6 +35,7 @@ def classifier() -> OnnxModel:
     return onnxbridge.to_onnx(model, x[:5])
 
 
+@functools.cache
 def regressor() -> OnnxModel:
     """A small LightGBM regressor (it takes NaN natively) with one matrix input X [N, 3]."""
     import lightgbm

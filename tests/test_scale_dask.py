@@ -32,6 +32,7 @@ def test_dataframe_equals_run_with_nan_and_string_labels() -> None:
     assert np.isnan(frame["b"]).any()
 
 
+@pytest.mark.slow  # starts two worker processes
 def test_dataframe_by_path_in_worker_processes(tmp_path: Path) -> None:
     """The processes scheduler: the model travels by path and loads in each worker process."""
     import onnxbridge.dask

@@ -44,9 +44,9 @@ def test_map_batches_equals_run_and_loads_once_per_actor(local_ray: None) -> Non
         def __call__(self, batch: Any) -> Any:
             import os
 
-            from onnxbridge import _scale
-
             import pyarrow as pa
+
+            from onnxbridge import _scale
 
             out = super().__call__(batch)
             loads = sum(_scale.worker_stats()["loads"].values())

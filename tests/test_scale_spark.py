@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyspark")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Spark needs a Java runtime (java on PATH or JAVA_HOME)", allow_module_level=True)
 pa = pytest.importorskip("pyarrow")
 
 import _scale_data as data  # noqa: E402
 
-import onnxbridge  # noqa: E402
 from onnxbridge import InputError, _scale  # noqa: E402
 
 pytestmark = [
@@ -48,9 +50,10 @@ def spark() -> Iterator[Any]:
 
 
 def test_classifier_scores_equal_run_with_nan_null_and_string_labels(spark: Any) -> None:
-    import onnxbridge.spark
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
+
+    import onnxbridge.spark
 
     m = data.classifier()
     frame = data.rows(400)
@@ -72,8 +75,9 @@ def test_classifier_scores_equal_run_with_nan_null_and_string_labels(spark: Any)
 
 
 def test_matrix_model_by_path_with_columns(spark: Any, tmp_path: Path) -> None:
-    import onnxbridge.spark
     from pyspark.sql import types as T
+
+    import onnxbridge.spark
 
     m = data.regressor()
     path = m.save(tmp_path / "reg.onnx")
@@ -93,6 +97,7 @@ def test_one_model_load_per_worker_process(spark: Any) -> None:
     """Many Arrow batches, two workers: each Python worker loads the model (and builds its
     session) once, and the broadcast function itself carries no model bytes."""
     import cloudpickle
+
     import onnxbridge.spark
 
     m = data.regressor()
@@ -119,8 +124,9 @@ def test_one_model_load_per_worker_process(spark: Any) -> None:
 
 
 def test_bad_column_type_is_named_before_scoring(spark: Any) -> None:
-    import onnxbridge.spark
     from pyspark.sql import functions as F
+
+    import onnxbridge.spark
 
     m = data.classifier()
     sdf = spark.createDataFrame(data.rows(20)).withColumn("b", F.col("id"))
