@@ -370,8 +370,9 @@ def to_arrow_array(o: OutputColumn, arr: np.ndarray) -> pa.Array:
 
 
 def to_pandas_column(o: OutputColumn, arr: np.ndarray) -> Any:
-    """A column of scores for pandas: numpy for one value per row, Arrow lists for arrays."""
-    if o.shape == "scalar":
+    """A column of scores for pandas: numpy for numbers, Arrow for strings and lists (their
+    types then survive ``to_parquet``, which cannot type an object column of unknown contents)."""
+    if o.shape == "scalar" and o.dtype != np.dtype(object):
         return arr
     import pandas as pd
 
@@ -381,7 +382,7 @@ def to_pandas_column(o: OutputColumn, arr: np.ndarray) -> Any:
 def pandas_meta_dtype(o: OutputColumn) -> Any:
     import pandas as pd
 
-    if o.shape == "array":
+    if o.shape == "array" or o.dtype == np.dtype(object):
         return pd.ArrowDtype(o.arrow_type())
     return o.dtype
 

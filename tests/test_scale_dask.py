@@ -16,7 +16,7 @@ import _scale_data as data  # noqa: E402
 from onnxbridge import InputError  # noqa: E402
 
 
-def test_dataframe_equals_run_with_nan_and_string_labels() -> None:
+def test_dataframe_equals_run_with_nan_and_string_labels(tmp_path: Path) -> None:
     import onnxbridge.dask
 
     m = data.classifier()
@@ -30,6 +30,11 @@ def test_dataframe_equals_run_with_nan_and_string_labels() -> None:
     np.testing.assert_allclose(np.stack(got["probabilities"].to_numpy()), proba, rtol=1e-6, atol=1e-7)
     pd.testing.assert_frame_equal(got[frame.columns], frame, check_dtype=False)  # dask: arrow strings
     assert np.isnan(frame["b"]).any()
+    # The typed columns survive Parquet (an object column of unknown contents would not).
+    scored.to_parquet(tmp_path / "scored")
+    back = pd.read_parquet(tmp_path / "scored", dtype_backend="pyarrow").set_index("id").loc[frame["id"]]
+    np.testing.assert_array_equal(back["label"].to_numpy(), label)
+    np.testing.assert_allclose(np.stack(back["probabilities"].to_numpy()), proba, rtol=1e-6)
 
 
 @pytest.mark.slow  # starts two worker processes
