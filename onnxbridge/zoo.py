@@ -16,6 +16,7 @@ Examples:
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import hashlib
 import json
@@ -294,9 +295,9 @@ class Zoo:
         return self.get(name, version)
 
     # -- reading ------------------------------------------------------------------------------
-    def list(self) -> list[ZooEntry]:
+    def list(self) -> builtins.list[ZooEntry]:
         """Every entry, converted or not, by name then version."""
-        entries = []
+        entries: builtins.list[ZooEntry] = []
         if not self.root.is_dir():
             return entries
         for manifest in self.root.glob(f"*/*/{MANIFEST}"):
@@ -313,7 +314,7 @@ class Zoo:
     def search(
         self, text: str | None = None, *, tag: str | None = None, framework: str | None = None,
         input: str | None = None, status: str | None = None,
-    ) -> list[ZooEntry]:
+    ) -> builtins.list[ZooEntry]:
         """Entries whose name or description contains ``text``, with ``tag``, from ``framework``,
         with an input whose name or type contains ``input`` (``"float"``, ``"X"``), in ``status``."""
         found = []
@@ -345,7 +346,7 @@ class Zoo:
             raise ZooError(f"{want} is not in the zoo at {str(self.root)!r} (it has {known})")
         return entries[-1]
 
-    def check(self, entry: ZooEntry) -> list[str]:
+    def check(self, entry: ZooEntry) -> builtins.list[str]:
         """Every problem with an entry's files: changed, missing or unlisted (empty when intact)."""
         problems = []
         listed = entry.manifest.get("files", {})
@@ -361,7 +362,7 @@ class Zoo:
                 problems.append(f"{rel}: not listed in the manifest")
         return problems
 
-    def verify(self, name: str | None = None, version: str | None = None) -> dict[str, list[str]]:
+    def verify(self, name: str | None = None, version: str | None = None) -> dict[str, builtins.list[str]]:
         """``"name:version" -> problems`` for every entry (or one); all empty when intact."""
         entries = [self.get(name, version)] if name else self.list()
         return {f"{e.name}:{e.version}": self.check(e) for e in entries}
