@@ -127,3 +127,32 @@ def test_import_stays_light() -> None:
             "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli(tmp_path: Path, scale_model: onnxbridge.OnnxModel, capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxbridge.cli import main
+
+    path = scale_model.save(tmp_path / "scale.onnx")
+    root = str(tmp_path / "zoo")
+    assert main(["zoo", "--root", root, "add", "scale", str(path), "--tag", "toy"]) == 0
+    assert main(["zoo", "--root", root, "add", "scale", str(path), "--version", "1"]) == 1
+    assert "already in the zoo" in capsys.readouterr().err
+    assert main(["zoo", "--root", root, "add", "lstm", "--reason", "loops", "--fallback", "torch"]) == 0
+    capsys.readouterr()
+    assert main(["zoo", "--root", root, "ls"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("lstm:1") and "NOT CONVERTED (loops)" in out[0]
+    assert out[1].startswith("scale:1 [toy]")
+    assert main(["zoo", "--root", root, "show", "scale:1"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["files"]["model.onnx"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert main(["zoo", "--root", root, "verify"]) == 0
+    capsys.readouterr()
+    (tmp_path / "zoo" / "scale" / "1" / "model.onnx").write_bytes(b"tampered")
+    assert main(["zoo", "--root", root, "verify", "scale"]) == 1
+    assert "model.onnx: sha256 differs" in capsys.readouterr().out
+    assert main(["zoo", "--root", root, "export", "lstm:1", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert main(["zoo", "--root", root, "rm", "scale"]) == 1
+    assert main(["zoo", "--root", root, "rm", "scale:1"]) == 0
+    assert not (tmp_path / "zoo" / "scale").exists()
