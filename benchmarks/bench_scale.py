@@ -129,6 +129,14 @@ def _counting_partition(part: Any, counter: Counter) -> Any:
     return part
 
 
+def _overhead(runs: list[tuple[float, int]]) -> dict[str, float]:
+    """From two pass-through runs over the same rows with few and with many batches: the cost of
+    one more batch (the slope) and of starting the job (what remains at zero batches)."""
+    (t1, n1), (t2, n2) = runs
+    per_batch = (t2 - t1) / (n2 - n1) if n2 != n1 else float("nan")
+    return {"overhead": per_batch, "job": t1 - per_batch * n1, "batches": float(n2)}
+
+
 def _run_spark(df: Any) -> None:
     """Run the whole plan and drop the result (Spark's no-op sink: nothing is collected)."""
     df.write.format("noop").mode("overwrite").save()
@@ -156,9 +164,12 @@ def bench_spark(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], 
             fn = NativeArrow(native, cols)
             plan = df.mapInArrow(fn, "y double")
             out[f"{name}|native"] = rows / _timed(lambda p=plan: _run_spark(p))
-        counter = CountingIdentity(os.path.join(tmp, "spark-batches"))
-        t = _timed(lambda: _run_spark(df.mapInArrow(counter, df.schema)))
-        out["overhead"] = t / max(counter.count(), 1)
+        runs = []
+        for size in (BATCH, BATCH // 10):
+            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(size))
+            counter = CountingIdentity(os.path.join(tmp, f"spark-batches-{size}"))
+            runs.append((_timed(lambda c=counter: _run_spark(df.mapInArrow(c, df.schema))), counter.count()))
+        out.update(_overhead(runs))
     finally:
         spark.stop()
     return out
@@ -183,11 +194,13 @@ def bench_ray(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], tm
             plan = ds.map_batches(NativeRay, fn_constructor_args=(native, cols), batch_format="pyarrow",
                                   batch_size=BATCH, compute=pool, num_cpus=0.5)
             out[f"{name}|native"] = rows / _timed(plan.materialize)
-        counter_path = os.path.join(tmp, "ray-batches")
-        plan = ds.map_batches(CountingIdentityRay, fn_constructor_args=(counter_path,),
-                              batch_format="pyarrow", batch_size=BATCH, compute=pool, num_cpus=0.5)
-        t = _timed(plan.materialize)
-        out["overhead"] = t / max(Counter(counter_path).count(), 1)
+        runs = []
+        for size in (BATCH, BATCH // 10):
+            counter_path = os.path.join(tmp, f"ray-batches-{size}")
+            plan = ds.map_batches(CountingIdentityRay, fn_constructor_args=(counter_path,),
+                                  batch_format="pyarrow", batch_size=size, compute=pool, num_cpus=0.5)
+            runs.append((_timed(plan.materialize), Counter(counter_path).count()))
+        out.update(_overhead(runs))
     finally:
         ray.shutdown()
     return out
@@ -211,9 +224,14 @@ def bench_dask(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], t
             model_d = dask.delayed(native, pure=True)
             plan = ddf.map_partitions(_native_partition, model_d, cols, meta=meta)
             out[f"{name}|native"] = rows / _timed(plan.compute)
-        counter = Counter(os.path.join(tmp, "dask-batches"))
-        t = _timed(ddf.map_partitions(_counting_partition, counter, meta=ddf._meta).compute)
-        out["overhead"] = t / max(counter.count(), 1)
+        runs = []
+        for size in (BATCH, BATCH // 10):
+            parts = ddf if size == BATCH else ddf.repartition(npartitions=ddf.npartitions * 10)
+            parts = parts.persist(scheduler="sync")
+            counter = Counter(os.path.join(tmp, f"dask-batches-{size}"))
+            runs.append((_timed(parts.map_partitions(_counting_partition, counter, meta=ddf._meta).compute),
+                         counter.count()))
+        out.update(_overhead(runs))
     return out
 
 
@@ -269,10 +287,15 @@ def main() -> None:
                 continue
             lines.append(f"| {name} | {engine} | {onnx_rate:,.0f} | {onnx_rate / base[f'{name}|onnx']:.2f} |"
                          f" {native_rate:,.0f} | {onnx_rate / native_rate:.2f} |")
-    lines += ["", "| engine | per-batch overhead (pass-through UDF, ms per batch) |", "|---|---:|"]
+    lines += ["", "Per-batch overhead: a pass-through UDF over the same rows in batches of"
+              f" {BATCH:,} and of {BATCH // 10:,}; the extra time per extra batch, and the fixed"
+              " cost of one job that remains.", "",
+              "| engine | ms per batch | fixed ms per job | batches in the small-batch run |",
+              "|---|---:|---:|---:|"]
     for engine, res in results.items():
         if "overhead" in res:
-            lines.append(f"| {engine} | {res['overhead'] * 1000:.1f} |")
+            lines.append(f"| {engine} | {res['overhead'] * 1000:.2f} | {res['job'] * 1000:.0f} |"
+                         f" {res['batches']:.0f} |")
     report("\n".join(lines) + "\n", args.out)
 
 
