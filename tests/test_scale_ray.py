@@ -14,7 +14,8 @@ import _scale_data as data  # noqa: E402
 
 from onnxbridge import InputError  # noqa: E402
 
-pytestmark = pytest.mark.slow  # a local Ray takes several seconds to start
+# A local Ray takes several seconds to start; with --dist loadgroup one xdist worker starts it.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from onnxbridge import InputError, _scale  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,  # starting the JVM alone takes ~10 s
+    pytest.mark.xdist_group("spark"),  # with --dist loadgroup: one JVM, not one per xdist worker
     # pyspark 4.x warns that it does not fully support pandas 3; what these tests use works.
     pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
