@@ -365,7 +365,8 @@ def to_arrow_array(o: OutputColumn, arr: np.ndarray) -> pa.Array:
         return pa.array(arr, type=value_type)
     n, k = arr.shape
     values = pa.array(np.ascontiguousarray(arr).reshape(-1), type=value_type)
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32), type=pa.int32())
+    steps = np.arange(n + 1, dtype=np.int64) * k  # row i's list starts at i * k
+    offsets = pa.array(steps.astype(np.int32), type=pa.int32())
     return pa.ListArray.from_arrays(offsets, values, type=pa.list_(value_type))
 
 

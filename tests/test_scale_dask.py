@@ -80,3 +80,17 @@ def test_bad_type_names_the_column() -> None:
         lambda p: p.assign(a=p["id"]), meta=frame.iloc[:0])
     with pytest.raises(InputError, match=r"column 'a' holds string values"):
         onnxbridge.dask.predict(bad, m).compute(scheduler="sync")
+
+
+def test_empty_batch_keeps_the_schema() -> None:
+    import pyarrow as pa
+
+    from onnxbridge import _scale
+
+    m = data.classifier()
+    outs = _scale.output_columns(m)
+    empty = pa.Table.from_pandas(data.rows(0), preserve_index=False)
+    out = _scale.score_arrow(m, empty, ["a", "b", "e"], outs)
+    assert out.num_rows == 0
+    assert out.schema.field("label").type == pa.string()
+    assert out.schema.field("probabilities").type == pa.list_(pa.float32())
