@@ -83,5 +83,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark under benchmarks/ (each prints ratios measured side by side)."""
-    session.install("-e", ".[all,cpu]")
+    session.install("-e", ".[all,cpu,spark,ray,dask]")  # spark/ray/dask: bench_scale.py
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -37,6 +37,7 @@ from onnxbridge.model import OnnxModel, TensorSpec
 from onnxbridge.registry import ConversionResult, ConverterInfo, ConverterSpec, ConvertOptions
 from onnxbridge.runtime import set_default_providers
 from onnxbridge.verify import OutputParity, ParityReport
+from onnxbridge.zoo import Zoo
 
 __all__ = [
     "AmbiguousConverterError",
@@ -60,6 +61,7 @@ __all__ = [
     "TensorSpec",
     "UnsupportedModelError",
     "UnsupportedOperatorError",
+    "Zoo",
     "__version__",
     "converters",
     "load",

@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from onnxbridge._version import __version__
@@ -520,8 +520,14 @@ def load(
     base_dir: str | os.PathLike[str] | None = None,
     max_bytes: int | None = None,
     check_runtime: bool = True,
+    sha256: str | Mapping[str, str] | None = None,
+    trust: bool = False,
 ) -> OnnxModel:
     """Load an ONNX model from a path, bytes, a binary file object or an ``onnx.ModelProto``.
+
+    An ``https://`` URL or ``hf://org/repo/file.onnx`` is downloaded to a local cache first: it
+    needs ``sha256=`` (the file's hash, or a dict of file name -> hash covering external data
+    files) unless ``trust=True`` (docs/guide-model-zoo.md).
 
     External weights are found in the model's folder (or ``base_dir`` for bytes and streams),
     checked, and read in when they total at most 256 MiB; larger ones stay in their files and
@@ -534,6 +540,11 @@ def load(
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
+    if isinstance(source, str) and source.startswith(("https://", "http://", "hf://")):
+        from onnxbridge._remote import load_remote
+
+        return load_remote(source, sha256=sha256, trust=trust, max_bytes=max_bytes,
+                           check_runtime=check_runtime)
     from onnxbridge._files import checker_findings, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 

@@ -703,6 +703,10 @@ def _parser() -> argparse.ArgumentParser:
     conv = add("converters", "list installed converters and plugins that failed to load",
                "onnxbridge converters")
     conv.set_defaults(func=_cmd_converters)
+
+    from onnxbridge._zoo_cli import add_zoo_parser
+
+    add_zoo_parser(add)
     return p
 
 

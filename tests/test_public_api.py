@@ -18,6 +18,7 @@ PUBLIC = {
     "ParityReport", "PluginLoadError", "ProviderError", "RunError", "TensorSpec", "UnsupportedModelError",
     "UnsupportedOperatorError", "__version__", "converters", "load", "register",
     "set_default_providers", "to_onnx",
+    "Zoo",
 }
 
 HEAVY = ["torch", "sklearn", "skl2onnx", "xgboost", "lightgbm", "catboost", "onnxmltools",
