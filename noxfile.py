@@ -22,8 +22,10 @@ def tests(session: nox.Session) -> None:
     with branch coverage that must stay at or above COVERAGE_FLOOR."""
     session.install("-e", ".[test]")
     session.install("-e", EXAMPLE_PLUGIN)
-    args = session.posargs or ["-n", "2", "--durations=15", "--cov=onnxbridge", "--cov-branch",
-                               "--cov-report=term", f"--cov-fail-under={COVERAGE_FLOOR}"]
+    # --dist loadgroup: the tests marked xdist_group("spark"/"ray") share one engine start.
+    args = session.posargs or ["-n", "2", "--dist", "loadgroup", "--durations=15",
+                               "--cov=onnxbridge", "--cov-branch", "--cov-report=term",
+                               f"--cov-fail-under={COVERAGE_FLOOR}"]
     # The example plugin is installed just above: its tests must run, and fail if it is missing.
     session.run("pytest", *args, env={"ONNXBRIDGE_REQUIRE_EXAMPLE_PLUGIN": "1"})
 
