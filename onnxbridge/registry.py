@@ -59,6 +59,10 @@ EXTRA_FOR_PACKAGE = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "catboost": "catboost",
+    "keras": "keras",
+    "jax": "jax",
+    "jaxlib": "jax",
+    "flax": "jax",
 }
 
 _CONVERTER_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
