@@ -148,9 +148,21 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
                 operators=ops, framework="keras",
             ) from exc
         raise ConversionError(f"tf2onnx failed to convert the Keras model: {exc}") from exc
+    # tf2onnx keeps a TensorFlow op it cannot convert as a node of that name (and logs it).
+    missing = _non_onnx_ops(proto)
+    if missing:
+        raise UnsupportedOperatorError(
+            f"the Keras model uses TensorFlow operation(s) {', '.join(missing)} that tf2onnx"
+            f" cannot convert to ONNX (opset {opset}). Replace the layer or operation that uses"
+            " them with standard ones, or try a newer opset=",
+            operators=missing, framework="keras",
+        )
     _rename_outputs(proto, output_names)
     if options.dynamic_batch:
         _name_batch_axis(proto)
+    _stable_names(proto)
+    # tf2onnx's doc string names the traced function, whose number changes with every trace.
+    proto.graph.doc_string = f"converted from a Keras model with tf2onnx {tf2onnx.__version__}"
     if options.name:
         proto.graph.name = options.name
 
@@ -202,3 +214,74 @@ def _name_batch_axis(proto: Any) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in olds:
                 dim.dim_param = "batch"
+
+
+def _non_onnx_ops(proto: Any) -> list[str]:
+    """Default-domain node types that no ONNX opset defines (TensorFlow ops left in place)."""
+    import onnx
+
+    types = {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx")}
+    for function in proto.functions:
+        types |= {n.op_type for n in function.node if n.domain in ("", "ai.onnx")}
+    return sorted(t for t in types if not onnx.defs.has(t))
+
+
+
+def _stable_names(proto: Any) -> None:
+    """Renumber tf2onnx's ``name__N`` suffixes in graph order and sort the initializers.
+
+    tf2onnx numbers the names it makes from a process-wide counter and keeps an arbitrary one of
+    two equal constants, so converting the same model twice gave different names; numbered by
+    first use instead, the same model gives the same bytes.
+    """
+    import re
+
+    from onnx import AttributeProto
+
+    suffix = re.compile(r"__(\d+)")
+    numbers: dict[str, int] = {}
+    # Constants tf2onnx made (``const_axes__18``): their prefix too depends on which of two equal
+    # constants it kept, so they are renamed outright, by first use.
+    made = {t.name for g in _graphs(proto.graph) for t in g.initializer if suffix.search(t.name)}
+    constants: dict[str, str] = {}
+
+    def renum(name: str) -> str:
+        if name in made:
+            return constants.setdefault(name, f"onnxbridge_const_{len(constants) + 1}")
+        return suffix.sub(lambda m: f"__{numbers.setdefault(m.group(1), len(numbers) + 1)}", name)
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                node.input[i] = renum(name)
+            for i, name in enumerate(node.output):
+                node.output[i] = renum(name)
+            node.name = renum(node.name)
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+        for values in (graph.input, graph.output, graph.value_info, graph.initializer):
+            for value in values:
+                value.name = renum(value.name)
+        for values in (graph.initializer, graph.value_info):
+            ordered = []
+            for value in sorted(values, key=lambda v: v.name):
+                copy = type(value)()
+                copy.CopyFrom(value)  # a copy: deleting the field's items below frees them
+                ordered.append(copy)
+            del values[:]
+            values.extend(ordered)
+
+    walk(proto.graph)
+
+
+def _graphs(graph: Any) -> list[Any]:
+    """``graph`` and every subgraph in its nodes' attributes."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found += _graphs(sub)
+    return found
