@@ -1,5 +1,5 @@
-"""Developer tasks: `nox -s tests`, `nox -s runtime_installs`, `nox -s lint`, `nox -s typecheck`,
-`nox -s bench`, `nox -s docs`."""
+"""Developer tasks: `nox -s tests`, `nox -s frameworks`, `nox -s runtime_installs`, `nox -s lint`,
+`nox -s typecheck`, `nox -s bench`, `nox -s docs`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def runtime_installs(session: nox.Session) -> None:
     session.run(*test, env={"ONNXBRIDGE_INSTALL_STATE": "clash"})
     session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "onnxruntime")
     session.run(*test, env={"ONNXBRIDGE_INSTALL_STATE": "broken"})
+
+
+@nox.session
+def frameworks(session: nox.Session) -> None:
+    """The Keras (TensorFlow backend) and JAX plugins with their frameworks installed: too heavy
+    for every `tests` run, so they get their own session; a missing framework fails it."""
+    session.install("-e", ".[test,keras,jax]")
+    args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_jax.py"]
+    session.run("pytest", "-p", "no:cacheprovider", *args,
+                env={"ONNXBRIDGE_REQUIRE_FRAMEWORKS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                     "TF_NUM_INTEROP_THREADS": "1", "KERAS_BACKEND": "tensorflow"})
 
 
 @nox.session

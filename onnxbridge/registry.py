@@ -59,6 +59,10 @@ EXTRA_FOR_PACKAGE = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "catboost": "catboost",
+    "keras": "keras",
+    "jax": "jax",
+    "jaxlib": "jax",
+    "flax": "jax",
 }
 
 _CONVERTER_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -460,7 +464,8 @@ def model_fingerprint(model: object) -> str | None:
     at most 1 MiB and its autograd version counter (bumped by every in-place operation) when
     larger; plus the train/eval flags. What it can miss: a large tensor written without
     bumping the counter (through ``.data``, ``.numpy()`` or a raw pointer), and plain Python
-    attributes of modules. Anything else is pickled straight into a streaming hash (no copy of
+    attributes of modules. Keras models: their weights (a pickled Keras model holds the time
+    it was saved). Anything else is pickled straight into a streaming hash (no copy of
     the pickle is held); objects that cannot be pickled are not checked.
     """
     digest = hashlib.blake2b(digest_size=16)
@@ -484,6 +489,18 @@ def model_fingerprint(model: object) -> str | None:
                     flat = tensor.cpu().contiguous().view(-1)
                     digest.update(flat.view(dtype=torch.uint8).numpy().tobytes())
             digest.update(bytes(int(bool(m.training)) for m in modules()))
+            return digest.hexdigest()
+        except Exception:
+            return None
+    if any(p.startswith("keras.") for p in mro_paths(model)):
+        # A pickled Keras model holds the time it was saved: hash its weights instead. One not
+        # built yet gets its weights from the converter's first call, which is not a change.
+        try:
+            if not getattr(model, "built", True):
+                return None
+            for weight in model.weights:  # type: ignore[attr-defined]
+                digest.update(weight.path.encode())
+                digest.update(memoryview(weight.numpy()).cast("B"))
             return digest.hexdigest()
         except Exception:
             return None

@@ -1,0 +1,287 @@
+"""Keras 3 models (Sequential, functional, subclassed) on the TensorFlow backend, through tf2onnx.
+
+This module is what the entry point loads at discovery, so it stays light: keras, tensorflow and
+tf2onnx are imported only when a model is converted. The model is traced as a ``tf.function``
+over an input signature built from the sample, with the batch axis left dynamic
+(``dynamic_batch=True``), and converted with ``tf2onnx.convert.from_function`` (the same
+converter Keras's own ``model.export(format="onnx")`` calls on this backend). The sample is a
+numpy array (one input), a tuple of arrays (several inputs, in the model's order) or a dict of
+arrays keyed by input name. Outputs are named ``output`` (one), ``output_0``, ``output_1``, ...
+(a list) or by their keys (a dict, in sorted key order).
+See docs/guide-keras.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
+
+SPECS = [
+    ConverterSpec(
+        name="keras",
+        classes=("keras.src.models.model.Model",),
+        converter="onnxbridge.plugins.keras:convert",
+        framework="keras",
+        extra="keras",
+        description="Keras 3 models (Sequential, functional, subclassed) on the TensorFlow"
+        " backend, through tf2onnx",
+    )
+]
+
+# tf2onnx's newest well-tested default-domain opset (tf2onnx 1.17 tests up to 18).
+_NEWEST_OPSET = 18
+
+
+def _inputs(model: Any, sample: Any) -> tuple[list[str], list[Any], str]:
+    """Input names, numpy arrays and the sample's form ("single", "tuple" or "dict")."""
+    import numpy as np
+
+    from onnxbridge.errors import ConversionError
+
+    def array(x: Any, what: str) -> Any:
+        if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+            x = x.numpy()  # a tf.Tensor or a backend tensor
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf" or x.ndim == 0:
+            raise ConversionError(
+                f"the Keras converter takes numpy arrays with a batch axis; {what} is a"
+                f" {type(x).__name__}. Pass the sample you would give model.predict: an array,"
+                " a tuple of arrays (several inputs) or a dict of arrays keyed by input name"
+            )
+        return x
+
+    if isinstance(sample, Mapping):
+        names = [str(k) for k in sample]
+        return names, [array(v, f"input {k!r}") for k, v in sample.items()], "dict"
+    if isinstance(sample, (tuple, list)):
+        arrays = [array(v, f"input {i}") for i, v in enumerate(sample)]
+        declared = [getattr(t, "name", None) for t in (getattr(model, "inputs", None) or [])]
+        if len(declared) == len(arrays) and all(declared) and len(set(declared)) == len(declared):
+            names = [str(n) for n in declared]
+        else:
+            names = [f"input_{i}" for i in range(len(arrays))]
+        return names, arrays, "tuple"
+    return ["input"], [array(sample, "the sample")], "single"
+
+
+def _call_arg(arrays: list[Any], names: list[str], form: str) -> Any:
+    if form == "dict":
+        return dict(zip(names, arrays, strict=True))
+    if form == "tuple":
+        return list(arrays)
+    return arrays[0]
+
+
+def _output_names(outputs: Any) -> list[str]:
+    if isinstance(outputs, Mapping):
+        return [str(k) for k in sorted(outputs)]  # tf.nest flattens dicts in sorted key order
+    if isinstance(outputs, (list, tuple)):
+        return [f"output_{i}" for i in range(len(outputs))]
+    return ["output"]
+
+
+def _unsupported(exc: BaseException) -> list[str] | None:
+    """Operator names from tf2onnx's "unsupported op" failure, or None for another failure."""
+    import re
+
+    text = str(exc)
+    found = re.findall(r"[Uu]nsupported ops?:? ?(?:Counter\(\{)?'?([A-Za-z0-9_]+)'?", text)
+    found += re.findall(r"Tensorflow op \[[^\]]*: ([A-Za-z0-9_]+)\] is not supported", text)
+    return sorted(set(found)) or None
+
+
+def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    """Convert a Keras 3 model on ``sample`` (see the module docstring for the sample forms)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from onnxbridge.errors import ConversionError, UnsupportedModelError, UnsupportedOperatorError
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise UnsupportedModelError(
+            f"the Keras converter supports the TensorFlow backend; this process runs Keras on"
+            f" {backend!r}. Set KERAS_BACKEND=tensorflow before importing keras to convert it"
+        )
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+
+    names, arrays, form = _inputs(model, sample)
+    call_arg = _call_arg(arrays, names, form)
+    # Keras builds a model's weights on its first call; the sample is that call.
+    try:
+        first = model(call_arg, training=False)
+    except Exception as exc:
+        raise ConversionError(
+            f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
+            " Pass the sample you would give model.predict"
+        ) from exc
+    output_names = _output_names(first)
+
+    def shape(a: Any) -> tuple[int | None, ...]:
+        return (None, *a.shape[1:]) if options.dynamic_batch else tuple(a.shape)
+
+    signature = [tf.TensorSpec(shape(a), tf.as_dtype(a.dtype), name=n)
+                 for a, n in zip(arrays, names, strict=True)]
+
+    def forward(*xs: Any) -> Any:
+        out = model(_call_arg(list(xs), names, form), training=False)
+        return tf.nest.flatten(out)
+
+    function = tf.function(forward, input_signature=signature, autograph=False)
+    opset = options.target_opset(_NEWEST_OPSET)
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=signature, opset=opset, output_path=None,
+        )
+    except Exception as exc:
+        ops = _unsupported(exc)
+        if ops:
+            raise UnsupportedOperatorError(
+                f"the Keras model uses TensorFlow operation(s) {', '.join(ops)} that tf2onnx"
+                f" cannot convert at opset {opset}: {exc}. Replace that layer or operation with"
+                " standard ones, or try a newer opset=",
+                operators=ops, framework="keras",
+            ) from exc
+        raise ConversionError(f"tf2onnx failed to convert the Keras model: {exc}") from exc
+    # tf2onnx keeps a TensorFlow op it cannot convert as a node of that name (and logs it).
+    missing = _non_onnx_ops(proto)
+    if missing:
+        raise UnsupportedOperatorError(
+            f"the Keras model uses TensorFlow operation(s) {', '.join(missing)} that tf2onnx"
+            f" cannot convert to ONNX (opset {opset}). Replace the layer or operation that uses"
+            " them with standard ones, or try a newer opset=",
+            operators=missing, framework="keras",
+        )
+    _rename_outputs(proto, output_names)
+    if options.dynamic_batch:
+        _name_batch_axis(proto)
+    _stable_names(proto)
+    # tf2onnx's doc string names the traced function, whose number changes with every trace.
+    proto.graph.doc_string = f"converted from a Keras model with tf2onnx {tf2onnx.__version__}"
+    if options.name:
+        proto.graph.name = options.name
+
+    def reference(s: Any) -> list[Any]:
+        ref_names, ref_arrays, ref_form = _inputs(model, s)
+        out = model(_call_arg(ref_arrays, ref_names, ref_form), training=False)
+        return [np.asarray(t) for t in tf.nest.flatten(out)]
+
+    return ConversionResult(
+        proto=proto,
+        reference=reference,
+        framework="keras",
+        framework_version=f"keras {keras.__version__}, tensorflow {tf.__version__}",
+        notes=[f"converted with tf2onnx {tf2onnx.__version__} on the TensorFlow backend"],
+    )
+
+
+def _rename_outputs(proto: Any, names: list[str]) -> None:
+    """Give the graph outputs readable names (tf2onnx names them after TF tensors)."""
+    graph = proto.graph
+    if len(graph.output) != len(names):
+        return
+    mapping = {o.name: n for o, n in zip(graph.output, names, strict=True)}
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out in mapping:
+                node.output[i] = mapping[out]
+        for i, inp in enumerate(node.input):
+            if inp in mapping:
+                node.input[i] = mapping[inp]
+    for out in graph.output:
+        out.name = mapping[out.name]
+
+
+def _name_batch_axis(proto: Any) -> None:
+    """Call the symbolic first axis ``batch`` (tf2onnx names it ``unk__N``, one per input).
+
+    Keras models keep the batch axis first in every input and output, so the outputs' unnamed
+    first axes are the batch axis too.
+    """
+    graph = proto.graph
+    olds = {v.type.tensor_type.shape.dim[0].dim_param for v in graph.input
+            if v.type.tensor_type.shape.dim}
+    olds |= {v.type.tensor_type.shape.dim[0].dim_param for v in graph.output
+             if v.type.tensor_type.shape.dim
+             and v.type.tensor_type.shape.dim[0].dim_param.startswith("unk__")}
+    olds.discard("")
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in olds:
+                dim.dim_param = "batch"
+
+
+def _non_onnx_ops(proto: Any) -> list[str]:
+    """Default-domain node types that no ONNX opset defines (TensorFlow ops left in place)."""
+    import onnx
+
+    types = {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx")}
+    for function in proto.functions:
+        types |= {n.op_type for n in function.node if n.domain in ("", "ai.onnx")}
+    return sorted(t for t in types if not onnx.defs.has(t))
+
+
+
+def _stable_names(proto: Any) -> None:
+    """Renumber tf2onnx's ``name__N`` suffixes in graph order and sort the initializers.
+
+    tf2onnx numbers the names it makes from a process-wide counter and keeps an arbitrary one of
+    two equal constants, so converting the same model twice gave different names; numbered by
+    first use instead, the same model gives the same bytes.
+    """
+    import re
+
+    from onnx import AttributeProto
+
+    suffix = re.compile(r"__(\d+)")
+    numbers: dict[str, int] = {}
+    # Constants tf2onnx made (``const_axes__18``): their prefix too depends on which of two equal
+    # constants it kept, so they are renamed outright, by first use.
+    made = {t.name for g in _graphs(proto.graph) for t in g.initializer if suffix.search(t.name)}
+    constants: dict[str, str] = {}
+
+    def renum(name: str) -> str:
+        if name in made:
+            return constants.setdefault(name, f"onnxbridge_const_{len(constants) + 1}")
+        return suffix.sub(lambda m: f"__{numbers.setdefault(m.group(1), len(numbers) + 1)}", name)
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                node.input[i] = renum(name)
+            for i, name in enumerate(node.output):
+                node.output[i] = renum(name)
+            node.name = renum(node.name)
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+        for values in (graph.input, graph.output, graph.value_info, graph.initializer):
+            for value in values:
+                value.name = renum(value.name)
+        for values in (graph.initializer, graph.value_info):
+            ordered = []
+            for value in sorted(values, key=lambda v: v.name):
+                copy = type(value)()
+                copy.CopyFrom(value)  # a copy: deleting the field's items below frees them
+                ordered.append(copy)
+            del values[:]
+            values.extend(ordered)
+
+    walk(proto.graph)
+
+
+def _graphs(graph: Any) -> list[Any]:
+    """``graph`` and every subgraph in its nodes' attributes."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found += _graphs(sub)
+    return found
