@@ -66,7 +66,8 @@ def runtime_installs(session: nox.Session) -> None:
 def frameworks(session: nox.Session) -> None:
     """The Keras (TensorFlow backend) and JAX plugins with their frameworks installed: too heavy
     for every `tests` run, so they get their own session; a missing framework fails it."""
-    session.install("-e", ".[test,keras,jax]")
+    # Not the whole test extra: TensorFlow and torch in one process crash (docs/guide-keras.md).
+    session.install("-e", ".[cpu,keras,jax]", "pytest>=8", "hypothesis>=6.100")
     args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_jax.py"]
     session.run("pytest", "-p", "no:cacheprovider", *args,
                 env={"ONNXBRIDGE_REQUIRE_FRAMEWORKS": "1", "TF_NUM_INTRAOP_THREADS": "1",
