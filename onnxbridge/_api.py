@@ -541,10 +541,9 @@ def load(
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
     if isinstance(source, str) and source.startswith(("https://", "http://", "hf://")):
-        from onnxbridge._remote import load_remote
+        from onnxbridge._remote import fetch_remote
 
-        return load_remote(source, sha256=sha256, trust=trust, max_bytes=max_bytes,
-                           check_runtime=check_runtime)
+        source = fetch_remote(source, sha256=sha256, trust=trust, max_bytes=max_bytes)
     from onnxbridge._files import checker_findings, load_proto
     from onnxbridge.runtime import check_compatible, runtime_installed
 

@@ -26,9 +26,8 @@ from onnxbridge.errors import LoadError
 if TYPE_CHECKING:
     import onnx
 
-    from onnxbridge.model import OnnxModel
 
-__all__ = ["ENV_CACHE", "ENV_HF_ENDPOINT", "is_remote", "load_remote", "resolve_url"]
+__all__ = ["ENV_CACHE", "ENV_HF_ENDPOINT", "fetch_remote", "is_remote", "resolve_url"]
 
 ENV_CACHE = "ONNXBRIDGE_CACHE"
 ENV_HF_ENDPOINT = "ONNXBRIDGE_HF_ENDPOINT"  # the Hugging Face Hub's base URL (a mirror, a test server)
@@ -237,17 +236,16 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "onnxbridge" / "remote"
 
 
-def load_remote(
+def fetch_remote(
     source: str, *, sha256: str | Mapping[str, str] | None = None, trust: bool = False,
-    max_bytes: int | None = None, check_runtime: bool = True, timeout: float = 60.0,
-) -> OnnxModel:
-    """Download (or reuse from the cache) and load a model from an https or hf:// URL.
+    max_bytes: int | None = None, timeout: float = 60.0,
+) -> Path:
+    """Download (or reuse from the cache) a model and its external data from an https or hf://
+    URL; returns the local model path, which ``onnxbridge.load`` then reads like any other.
 
     ``sha256`` is the model file's hash, or a mapping of file name -> hash that also covers its
     external data files. Without it the download is refused unless ``trust=True``.
     """
-    import onnxbridge
-
     url = resolve_url(source)
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     if not _safe_relative(name):
@@ -286,4 +284,4 @@ def load_remote(
         target.parent.mkdir(parents=True, exist_ok=True)
         data_url = urllib.parse.urljoin(url, urllib.parse.quote(location))
         _download(data_url, target, sha256=hashes.get(location), max_bytes=cap, timeout=timeout)
-    return onnxbridge.load(model_path, max_bytes=max_bytes, check_runtime=check_runtime)
+    return model_path

@@ -208,13 +208,13 @@ class Zoo:
         is recorded as an unconverted entry (the error as its reason) instead of raising.
         ``version=None`` takes the next number.
         """
-        import onnxbridge
+        from onnxbridge import _api
 
         version, target = self._target(name, version, overwrite)
-        if isinstance(model, onnxbridge.OnnxModel):
+        if isinstance(model, _api.OnnxModel):
             m = model
         elif isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
-            m = onnxbridge.load(model)
+            m = _api.load(model)
         else:
             if sample is None:
                 raise ZooError(
@@ -222,7 +222,7 @@ class Zoo:
                     " and verified, or convert it first with onnxbridge.to_onnx"
                 )
             try:
-                m = onnxbridge.to_onnx(model, sample, **to_onnx_options)
+                m = _api.to_onnx(model, sample, **to_onnx_options)
             except OnnxBridgeError as exc:
                 if fallback is None:
                     raise
@@ -369,7 +369,7 @@ class Zoo:
 
     def load(self, name: str, version: str | None = None) -> OnnxModel:
         """The model ``name:version`` after checking every file against the manifest."""
-        import onnxbridge
+        from onnxbridge import _api
 
         entry = self.get(name, version)
         if entry.status != "converted" or entry.model_path is None:
@@ -383,7 +383,7 @@ class Zoo:
                 f"zoo entry {entry.name}:{entry.version} refused, its files do not match the manifest: "
                 + "; ".join(problems), source=str(entry.path),
             )
-        return onnxbridge.load(entry.model_path)
+        return _api.load(entry.model_path)
 
     # -- removing and exporting -------------------------------------------------------------------
     def remove(self, name: str, version: str) -> None:

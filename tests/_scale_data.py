@@ -22,8 +22,9 @@ def rows(n: int = 400, seed: int = 0) -> pd.DataFrame:
 
 @functools.cache  # one conversion per test process; the tests only read the model
 def classifier() -> OnnxModel:
-    """Imputer + logistic regression with string labels: one input per column (a, b, e), outputs
-    a string `label` [N] and float `probabilities` [N, 3]."""
+    """Imputer + logistic regression with string labels, converted from a numeric frame: one
+    matrix input whose columns (a, b, e) are recorded; outputs a string `label` [N] and float
+    `probabilities` [N, 3]."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

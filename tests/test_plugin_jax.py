@@ -174,7 +174,12 @@ def test_without_the_plugin_the_error_names_the_extra() -> None:
         Registry(discover=False).resolve(mlp)
 
 
-@parametrize_with_checks("jax", [Case(mlp, _x(1, 8), id="mlp"),
-                                 Case(two_inputs_dict_output, (_x(2, 4), _x(2, 4)), id="two")])
+@parametrize_with_checks(
+    "jax", [Case(mlp, _x(1, 8), id="mlp"),
+            Case(two_inputs_dict_output, (_x(2, 4), _x(2, 4)), id="two")],
+    # A jitted function holds no state of its own for a converter to change, and it does not
+    # pickle, so the mutation check has nothing to compare.
+    expected_failed_checks={"check_model_not_mutated": "a jitted function has no state to change"},
+)
 def test_jax_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
     check()

@@ -13,7 +13,7 @@ da = pytest.importorskip("dask.array")
 
 import _scale_data as data  # noqa: E402
 
-from onnxbridge import InputError  # noqa: E402
+from onnxbridge import InputError, OnnxModel  # noqa: E402
 
 
 def test_dataframe_equals_run_with_nan_and_string_labels(tmp_path: Path) -> None:
@@ -64,8 +64,19 @@ def test_array_helper() -> None:
     y = onnxbridge.dask.predict_array(arr, reg)
     assert y.shape == (300,)
     np.testing.assert_allclose(y.compute(), reg.run(x).reshape(-1), rtol=1e-6)
+    np.testing.assert_array_equal(onnxbridge.dask.predict_array(arr, clf).compute(),
+                                  clf.run(x)[0])
     with pytest.raises(InputError, match="one-input model"):
-        onnxbridge.dask.predict_array(arr, clf)
+        onnxbridge.dask.predict_array(arr, _two_input_model())
+
+
+def _two_input_model() -> OnnxModel:
+    from onnx import TensorProto, helper
+
+    a, b = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 1]) for n in "ab")
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", [a, b], [out])
+    return OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
 def test_bad_type_names_the_column() -> None:
@@ -73,7 +84,7 @@ def test_bad_type_names_the_column() -> None:
 
     m = data.classifier()
     frame = data.rows(40)
-    with pytest.raises(InputError, match=r"column 'e' holds string values.*input 'e'"):
+    with pytest.raises(InputError, match=r"column 'e' holds string values.*model input"):
         onnxbridge.dask.predict(dd.from_pandas(frame.assign(e=frame["id"]), npartitions=2), m)
     # A partition whose values disagree with the declared dtypes fails by name, not with nulls.
     bad = dd.from_pandas(frame, npartitions=2).map_partitions(
