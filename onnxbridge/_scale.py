@@ -9,7 +9,6 @@ Only the public API of onnxbridge is used (``load``, ``OnnxModel.run``, ``inputs
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections import Counter
@@ -155,22 +154,11 @@ def worker_stats() -> dict[str, Any]:
 
 
 # -- columns ---------------------------------------------------------------------------------------
-COLUMNS_KEY = "onnxbridge.columns"  # the DataFrame columns recorded at conversion (a JSON list)
-
-
 def _recorded_columns(m: OnnxModel) -> list[str] | None:
-    raw = m.metadata.get(COLUMNS_KEY)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(value, list):
-        names = [v.get("name") if isinstance(v, dict) else v for v in value]
-        if all(isinstance(n, str) for n in names):
-            return [str(n) for n in names]
-    return None
+    """The DataFrame columns recorded at conversion (the same reader m.run(df) uses)."""
+    from onnxbridge._frames import frame_columns
+
+    return frame_columns(m.metadata)
 
 
 def _is_per_column(m: OnnxModel) -> bool:
