@@ -68,7 +68,8 @@ def frameworks(session: nox.Session) -> None:
     for every `tests` run, so they get their own session; a missing framework fails it."""
     # Not the whole test extra: TensorFlow and torch in one process crash (docs/guide-keras.md).
     session.install("-e", ".[cpu,keras,jax]", "pytest>=8", "hypothesis>=6.100")
-    args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_jax.py"]
+    args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_jax.py",
+                               "tests/test_docs.py::test_framework_pages_run"]
     session.run("pytest", "-p", "no:cacheprovider", *args,
                 env={"ONNXBRIDGE_REQUIRE_FRAMEWORKS": "1", "TF_NUM_INTRAOP_THREADS": "1",
                      "TF_NUM_INTEROP_THREADS": "1", "KERAS_BACKEND": "tensorflow"})

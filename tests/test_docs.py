@@ -62,11 +62,16 @@ def _pages_with_code() -> list[object]:
     return params
 
 
-def _program(page: Path) -> str:
+# Blocks marked with this in their reason need TensorFlow or JAX: `nox -s frameworks` runs them
+# (test_framework_pages_run), the main suite cannot (TensorFlow and torch crash in one process).
+FRAMEWORKS_SESSION = "nox -s frameworks"
+
+
+def _program(page: Path, *, framework_blocks: bool = False) -> str:
     """One script running the page's blocks in order in one namespace, naming the failing one."""
     parts = ["import sys, traceback", "namespace = {'__name__': '__main__'}"]
     for line, code, reason in python_blocks(page.read_text(encoding="utf-8")):
-        if reason is not None:
+        if reason is not None and not (framework_blocks and FRAMEWORKS_SESSION in reason):
             continue
         label = f"{page.name}:{line}"
         parts.append(
@@ -92,13 +97,34 @@ def test_skipped_blocks_are_rare() -> None:
                for line, _, reason in python_blocks(page.read_text(encoding="utf-8"))
                if reason is not None]
     assert all(reason for _, _, reason in reasons), f"a skip marker without a reason: {reasons}"
-    assert len(reasons) <= 3, f"too many code blocks not run: {reasons}"
+    not_run = [r for r in reasons if FRAMEWORKS_SESSION not in r[2]]
+    assert len(not_run) <= 3, f"too many code blocks not run: {not_run}"
 
 
 @pytest.mark.parametrize("page", _pages_with_code())
 def test_page_code_runs(page: Path, tmp_path: Path) -> None:
+    _run_page(page, tmp_path, framework_blocks=False)
+
+
+def _framework_pages() -> list[object]:
+    return [pytest.param(page, id=page.name) for page in PAGES
+            if any(reason and FRAMEWORKS_SESSION in reason
+                   for _, _, reason in python_blocks(page.read_text(encoding="utf-8")))]
+
+
+@pytest.mark.parametrize("page", _framework_pages())
+def test_framework_pages_run(page: Path, tmp_path: Path) -> None:
+    """The pages whose blocks need TensorFlow or JAX, whole, in `nox -s frameworks`."""
+    import os
+
+    if os.environ.get("ONNXBRIDGE_REQUIRE_FRAMEWORKS") != "1":
+        pytest.skip(f"needs TensorFlow/JAX in their own process: {FRAMEWORKS_SESSION}")
+    _run_page(page, tmp_path, framework_blocks=True)
+
+
+def _run_page(page: Path, tmp_path: Path, *, framework_blocks: bool) -> None:
     script = tmp_path / "page.py"
-    script.write_text(_program(page), encoding="utf-8")
+    script.write_text(_program(page, framework_blocks=framework_blocks), encoding="utf-8")
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
