@@ -17,7 +17,7 @@ import socket
 import stat
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -405,7 +405,8 @@ def _weightless_copy(proto: onnx.ModelProto, stub_location: str) -> onnx.ModelPr
     for field, value in proto.ListFields():
         if field.name != "graph":
             _copy_field(out, field, value)
-    _copy_graph_weightless(proto.graph, out.graph, stub_location)
+    copy_graph_mapped(proto.graph, out.graph,
+                      lambda src, dst: _stub_tensor(src, dst, stub_location))
     return out
 
 
@@ -434,40 +435,57 @@ def _stub_tensor(src: onnx.TensorProto, dst: onnx.TensorProto, location: str) ->
         entry.key, entry.value = key, value
 
 
-def _copy_graph_weightless(src: onnx.GraphProto, dst: onnx.GraphProto, location: str) -> None:
+TensorCopy = Callable[[Any, Any], None]
+
+
+def copy_graph_mapped(src: onnx.GraphProto, dst: onnx.GraphProto, tensor: TensorCopy,
+                      sparse: TensorCopy | None = None) -> None:
+    """Copy a graph field by field, with every tensor (initializers, node attributes, subgraphs)
+    written by ``tensor(src, dst)`` and every sparse tensor by ``sparse`` (plain copy if None)."""
     for field, value in src.ListFields():
         if field.name == "initializer":
             for t in value:
-                _stub_tensor(t, dst.initializer.add(), location)
+                tensor(t, dst.initializer.add())
+        elif field.name == "sparse_initializer" and sparse is not None:
+            for t in value:
+                sparse(t, dst.sparse_initializer.add())
         elif field.name == "node":
             for node in value:
-                _copy_node_weightless(node, dst.node.add(), location)
+                copy_node_mapped(node, dst.node.add(), tensor, sparse)
         else:
             _copy_field(dst, field, value)
 
 
-def _copy_node_weightless(src: onnx.NodeProto, dst: onnx.NodeProto, location: str) -> None:
-    from onnx import AttributeProto
+def copy_node_mapped(src: onnx.NodeProto, dst: onnx.NodeProto, tensor: TensorCopy,
+                     sparse: TensorCopy | None = None) -> None:
+    """One node of :func:`copy_graph_mapped`."""
+    from onnx import AttributeProto as A
 
     for field, value in src.ListFields():
         if field.name != "attribute":
             _copy_field(dst, field, value)
+    mapped = {"t", "tensors", "g", "graphs"} | ({"sparse_tensor", "sparse_tensors"}
+                                                 if sparse is not None else set())
     for attr in src.attribute:
         new = dst.attribute.add()
         for field, value in attr.ListFields():
-            if field.name in ("t", "tensors", "g", "graphs"):
-                continue
-            _copy_field(new, field, value)
-        if attr.type == AttributeProto.TENSOR:
-            _stub_tensor(attr.t, new.t, location)
-        elif attr.type == AttributeProto.TENSORS:
+            if field.name not in mapped:
+                _copy_field(new, field, value)
+        if attr.type == A.TENSOR:
+            tensor(attr.t, new.t)
+        elif attr.type == A.TENSORS:
             for t in attr.tensors:
-                _stub_tensor(t, new.tensors.add(), location)
-        elif attr.type == AttributeProto.GRAPH:
-            _copy_graph_weightless(attr.g, new.g, location)
-        elif attr.type == AttributeProto.GRAPHS:
+                tensor(t, new.tensors.add())
+        elif attr.type == A.SPARSE_TENSOR and sparse is not None:
+            sparse(attr.sparse_tensor, new.sparse_tensor)
+        elif attr.type == A.SPARSE_TENSORS and sparse is not None:
+            for t in attr.sparse_tensors:
+                sparse(t, new.sparse_tensors.add())
+        elif attr.type == A.GRAPH:
+            copy_graph_mapped(attr.g, new.g, tensor, sparse)
+        elif attr.type == A.GRAPHS:
             for g in attr.graphs:
-                _copy_graph_weightless(g, new.graphs.add(), location)
+                copy_graph_mapped(g, new.graphs.add(), tensor, sparse)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -987,20 +1005,6 @@ def _externalized_copy(
             entry = dst.external_data.add()
             entry.key, entry.value = key, value
 
-    def graph(src: onnx.GraphProto, dst: onnx.GraphProto) -> None:
-        for field, value in src.ListFields():
-            if field.name == "initializer":
-                for t in value:
-                    place(t, dst.initializer.add())
-            elif field.name == "node":
-                for n in value:
-                    node(n, dst.node.add())
-            elif field.name == "sparse_initializer":
-                for s in value:
-                    sparse(s, dst.sparse_initializer.add())
-            else:
-                _copy_field(dst, field, value)
-
     def sparse(src: onnx.SparseTensorProto, dst: onnx.SparseTensorProto) -> None:
         dst.dims.extend(src.dims)
         for part in ("values", "indices"):
@@ -1013,37 +1017,10 @@ def _externalized_copy(
             else:
                 getattr(dst, part).CopyFrom(tensor)
 
-    def node(src: onnx.NodeProto, dst: onnx.NodeProto) -> None:
-        A = onnx.AttributeProto
-        for field, value in src.ListFields():
-            if field.name != "attribute":
-                _copy_field(dst, field, value)
-        for attr in src.attribute:
-            new = dst.attribute.add()
-            for field, value in attr.ListFields():
-                if field.name not in ("t", "tensors", "g", "graphs", "sparse_tensor",
-                                      "sparse_tensors"):
-                    _copy_field(new, field, value)
-            if attr.type == A.TENSOR:
-                place(attr.t, new.t)
-            elif attr.type == A.TENSORS:
-                for t in attr.tensors:
-                    place(t, new.tensors.add())
-            elif attr.type == A.SPARSE_TENSOR:
-                sparse(attr.sparse_tensor, new.sparse_tensor)
-            elif attr.type == A.SPARSE_TENSORS:
-                for s in attr.sparse_tensors:
-                    sparse(s, new.sparse_tensors.add())
-            elif attr.type == A.GRAPH:
-                graph(attr.g, new.g)
-            elif attr.type == A.GRAPHS:
-                for g in attr.graphs:
-                    graph(g, new.graphs.add())
-
     out = onnx.ModelProto()
     for field, value in proto.ListFields():
         if field.name == "graph":
-            graph(value, out.graph)
+            copy_graph_mapped(value, out.graph, place, sparse)
         elif field.name == "functions":
             for fn in value:
                 new_fn = out.functions.add()
@@ -1051,7 +1028,7 @@ def _externalized_copy(
                     if f2.name != "node":
                         _copy_field(new_fn, f2, v2)
                 for n in fn.node:
-                    node(n, new_fn.node.add())
+                    copy_node_mapped(n, new_fn.node.add(), place, sparse)
         else:
             _copy_field(out, field, value)
     return out
