@@ -82,13 +82,12 @@ class GenerativeModel(OnnxModel):
 
     def prompt_feeds(self, input_ids: Any, attention_mask: Any = None) -> dict[str, np.ndarray]:
         """The full feeds for a prompt: mask, position ids and an empty cache filled in."""
-        ids = np.asarray(input_ids.detach().cpu() if hasattr(input_ids, "detach") else input_ids)
+        ids = _host_array(input_ids)
         ids = ids.astype(np.int64)
         if attention_mask is None:
             mask = np.ones_like(ids)
         else:
-            mask = np.asarray(attention_mask.detach().cpu() if hasattr(attention_mask, "detach")
-                              else attention_mask).astype(np.int64)
+            mask = _host_array(attention_mask).astype(np.int64)
         feeds: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
         for spec in self.inputs:
             if spec.name == "position_ids":
@@ -125,7 +124,7 @@ class GenerativeModel(OnnxModel):
         stops when every row has stopped or after ``max_new_tokens``.
         """
         info = self.generation_info
-        ids = np.asarray(input_ids.detach().cpu() if hasattr(input_ids, "detach") else input_ids)
+        ids = _host_array(input_ids)
         if ids.ndim == 1:
             ids = ids[None]
         if ids.ndim != 2 or ids.dtype.kind not in "iu" or ids.shape[1] == 0:
@@ -135,8 +134,7 @@ class GenerativeModel(OnnxModel):
         if attention_mask is None:
             mask = np.ones_like(ids)
         else:
-            mask = np.asarray(attention_mask.detach().cpu() if hasattr(attention_mask, "detach")
-                              else attention_mask).astype(np.int64)
+            mask = _host_array(attention_mask).astype(np.int64)
             if mask.shape != ids.shape:
                 raise InputError(f"attention_mask {list(mask.shape)} must have input_ids' shape"
                                  f" {list(ids.shape)}")
@@ -208,3 +206,8 @@ class GenerativeModel(OnnxModel):
             step_ids = nxt[:, None]
             mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
         return out
+
+
+def _host_array(value: Any) -> np.ndarray:
+    """A numpy array from token ids or a mask given as numpy, a list or a torch tensor."""
+    return np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
