@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime
 import hashlib
 import json
@@ -25,7 +26,7 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,9 +167,18 @@ class Zoo:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
-    def _staging(self) -> Path:
+    @contextlib.contextmanager
+    def _staged(self, target: Path) -> Iterator[Path]:
+        """A staging folder in the zoo that becomes ``target`` when the block ends without an
+        error, and is removed when it does not (a failed add leaves nothing behind)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            yield staging
+            self._commit(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _files(self, folder: Path) -> dict[str, dict[str, Any]]:
         files = {}
@@ -231,8 +241,7 @@ class Zoo:
                     version=version, tags=tags, source=source, description=description,
                     framework=type(model).__module__.split(".")[0], overwrite=overwrite,
                 )
-        staging = self._staging()
-        try:
+        with self._staged(target) as staging:
             m.save(staging / MODEL_FILE, external_data=external_data)
             source_rel = self._copy_source(source, staging)
             files = self._files(staging)
@@ -260,10 +269,6 @@ class Zoo:
                 "versions": _versions(),
             }
             self._write_manifest(staging, manifest)
-            self._commit(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return self.get(name, version)
 
     def record_unconverted(
@@ -276,8 +281,7 @@ class Zoo:
         if not reason or not fallback:
             raise ZooError("an unconverted model needs both reason= and fallback=")
         version, target = self._target(name, version, overwrite)
-        staging = self._staging()
-        try:
+        with self._staged(target) as staging:
             source_rel = self._copy_source(source, staging)
             files = self._files(staging)
             manifest = {
@@ -288,10 +292,6 @@ class Zoo:
                 "reason": reason, "fallback": fallback, "versions": _versions(),
             }
             self._write_manifest(staging, manifest)
-            self._commit(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return self.get(name, version)
 
     # -- reading ------------------------------------------------------------------------------
