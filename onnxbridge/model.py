@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import onnx
     import onnxruntime
 
+    from onnxbridge._to_torch import OnnxTorchModule
     from onnxbridge.runtime import ProviderRequest
     from onnxbridge.verify import ParityReport
     from onnxbridge.viz import GraphView
@@ -354,6 +355,24 @@ class OnnxModel:
         from onnxbridge.viz import GraphView, to_svg
 
         return GraphView(to_svg(self.proto, **kwargs))
+
+    def to_torch(self, sample: Any = None, *, verify: bool = True,
+                 tolerance: Any = None) -> OnnxTorchModule:
+        """A ``torch.nn.Module`` computing this model's outputs, its weights trainable parameters.
+
+        Checked against onnxruntime on ``sample`` (the inputs by position or a dict by name),
+        or on random inputs at batches 1 and 3; ParityError when it differs, the report in
+        ``.parity``. Needs torch (``onnxbridge[torch]``); see docs/guide-pytorch.md#back-to-pytorch.
+        """
+        try:
+            from onnxbridge._to_torch import to_torch
+        except ModuleNotFoundError as exc:
+            if exc.name != "torch":
+                raise
+            from onnxbridge.errors import ConversionError
+
+            raise ConversionError("to_torch() needs PyTorch: pip install 'onnxbridge[torch]'") from exc
+        return to_torch(self, sample, verify=verify, tolerance=tolerance)
 
 
 def _run_failed(model: OnnxModel, exc: Exception) -> Exception:

@@ -1,0 +1,909 @@
+"""Back from ONNX to PyTorch: ``OnnxModel.to_torch()`` (imported only when called; needs torch).
+
+An ``OnnxTorchModule`` runs the ONNX graph node by node with torch operations, in eager mode.
+Floating-point initializers with at least one axis become ``nn.Parameter``s (trainable), the
+coefficients of the ONNX-ML linear operators too; scalars, integer tensors, BatchNormalization's
+running statistics and Scaler/Normalizer constants are buffers. The operators covered are those
+onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models); any other
+operator is named in an ``UnsupportedOperatorError`` before anything runs.
+
+Why our own: onnx2torch 1.5 (its last release, 2024) stops at opset-19 Reshape and Cast 21,
+which torch 2.14's exporter emits; onnx2pytorch 0.6 converts the PyTorch graphs but keeps
+MatMul weights as plain tensors (not trainable) and has no ONNX-ML operators.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from onnxbridge.errors import ConversionError, ParityError, UnsupportedOperatorError
+
+if TYPE_CHECKING:
+    from onnxbridge.model import OnnxModel
+    from onnxbridge.verify import ParityReport
+
+__all__ = ["OnnxTorchModule", "SUPPORTED_OPERATORS", "to_torch"]
+
+Tensor = torch.Tensor
+Attrs = dict[str, Any]
+Op = Callable[["_Ctx", list[Any], Attrs], Any]
+
+_ML = "ai.onnx.ml"
+
+
+class _Ctx:
+    """What an operator may need besides its inputs: the module (ML-op parameters), the opset."""
+
+    def __init__(self, module: OnnxTorchModule, node_key: str, opset: int) -> None:
+        self.module = module
+        self.node_key = node_key
+        self.opset = opset
+
+    def param(self, what: str) -> Tensor:
+        return self.module.get_tensor(f"{self.node_key}.{what}")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _ints(t: Any) -> list[int]:
+    if t is None:
+        return []
+    if isinstance(t, torch.Tensor):
+        return [int(v) for v in t.reshape(-1).tolist()]
+    return [int(v) for v in t]
+
+
+def _torch_dtype(onnx_type: int) -> torch.dtype:
+    np_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
+    if np_dtype == np.bool_:
+        return torch.bool
+    return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
+
+
+def _axes(x: Tensor, axes: Sequence[int]) -> list[int]:
+    return [a + x.dim() if a < 0 else a for a in axes]
+
+
+def _pads(pads: Sequence[int], nd: int) -> list[int]:
+    """ONNX pads [b1, b2, ..., e1, e2, ...] -> F.pad's [e_last, b_last, ..., b1, e1] order."""
+    if not pads:
+        return []
+    out: list[int] = []
+    for i in reversed(range(nd)):
+        out += [int(pads[i]), int(pads[i + nd])]
+    return out
+
+
+def _reduce_axes(ctx: _Ctx, ins: list[Any], a: Attrs, since: int) -> list[int] | None:
+    axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(a.get("axes", []))
+    if not axes:
+        return None
+    return axes
+
+
+def _reduce(fn: Callable[..., Tensor], since: int = 18) -> Op:
+    def op(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+        x = ins[0]
+        axes = _reduce_axes(ctx, ins, a, since)
+        keep = bool(a.get("keepdims", 1))
+        if axes is None:
+            if a.get("noop_with_empty_axes", 0):
+                return x
+            axes = list(range(x.dim()))
+        return fn(x, dim=tuple(_axes(x, axes)), keepdim=keep)
+    return op
+
+
+def _amax(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.amax(x, dim=dim, keepdim=keepdim)
+
+
+def _amin(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.amin(x, dim=dim, keepdim=keepdim)
+
+
+def _prod(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    for d in sorted(dim, reverse=True):
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+def _l2(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim))
+
+
+def _div(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, y = ins
+    if not x.is_floating_point() and not y.is_floating_point():
+        return torch.div(x, y, rounding_mode="trunc")
+    return x / y
+
+
+def _softmax(log: bool) -> Op:
+    def op(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+        x = ins[0]
+        fn = torch.log_softmax if log else torch.softmax
+        if ctx.opset >= 13:
+            return fn(x, dim=int(a.get("axis", -1)))
+        axis = _axes(x, [int(a.get("axis", 1))])[0]  # before 13: over the flattened tail
+        shape = x.shape
+        return fn(x.reshape(*shape[:axis], -1), dim=-1).reshape(shape)
+    return op
+
+
+def _gemm(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, w = ins[0], ins[1]
+    if a.get("transA", 0):
+        x = x.t()
+    if a.get("transB", 0):
+        w = w.t()
+    y = float(a.get("alpha", 1.0)) * (x @ w)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + float(a.get("beta", 1.0)) * ins[2]
+    return y
+
+
+def _conv(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    nd = x.dim() - 2
+    strides = list(a.get("strides", [1] * nd))
+    dilations = list(a.get("dilations", [1] * nd))
+    pads = list(a.get("pads", [0] * 2 * nd))
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(nd):
+            size = x.shape[2 + i]
+            out = -(-size // strides[i])
+            total = max(0, (out - 1) * strides[i] + (w.shape[2 + i] - 1) * dilations[i] + 1 - size)
+            small = total // 2
+            begins.append(total - small if auto == "SAME_LOWER" else small)
+            ends.append(total - begins[-1])
+        pads = begins + ends
+    elif auto == "VALID":
+        pads = [0] * 2 * nd
+    group = int(a.get("group", 1))
+    fn = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
+          3: torch.nn.functional.conv3d}[nd]
+    if pads[:nd] == pads[nd:]:
+        return fn(x, w, b, stride=strides, padding=pads[:nd], dilation=dilations, groups=group)
+    x = torch.nn.functional.pad(x, _pads(pads, nd))
+    return fn(x, w, b, stride=strides, padding=0, dilation=dilations, groups=group)
+
+
+def _conv_transpose(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    nd = x.dim() - 2
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or "output_shape" in a:
+        raise ConversionError("ConvTranspose with auto_pad SAME or output_shape is not supported")
+    pads = list(a.get("pads", [0] * 2 * nd))
+    if pads[:nd] != pads[nd:]:
+        raise ConversionError("ConvTranspose with asymmetric pads is not supported")
+    fn = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+          3: torch.nn.functional.conv_transpose3d}[nd]
+    return fn(x, w, b, stride=list(a.get("strides", [1] * nd)), padding=pads[:nd],
+              output_padding=list(a.get("output_padding", [0] * nd)),
+              groups=int(a.get("group", 1)), dilation=list(a.get("dilations", [1] * nd)))
+
+
+def _pool(kind: str) -> Op:
+    def op(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+        x = ins[0]
+        nd = x.dim() - 2
+        kernel = list(a["kernel_shape"])
+        strides = list(a.get("strides", [1] * nd))
+        pads = list(a.get("pads", [0] * 2 * nd))
+        if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise ConversionError(f"{kind}Pool with auto_pad={a['auto_pad']} is not supported")
+        ceil = bool(a.get("ceil_mode", 0))
+        padding: Any = pads[:nd]
+        if pads[:nd] != pads[nd:]:
+            fill = -math.inf if kind == "Max" else 0.0
+            x = torch.nn.functional.pad(x, _pads(pads, nd), value=fill)
+            padding = 0
+        if kind == "Max":
+            mx: Any = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d,
+                       3: torch.nn.functional.max_pool3d}[nd]
+            return mx(x, kernel, strides, padding, list(a.get("dilations", [1] * nd)), ceil)
+        avg: Any = {1: torch.nn.functional.avg_pool1d, 2: torch.nn.functional.avg_pool2d,
+                    3: torch.nn.functional.avg_pool3d}[nd]
+        return avg(x, kernel, strides, padding, ceil, bool(a.get("count_include_pad", 0)))
+    return op
+
+
+def _batch_norm(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, scale, bias, mean, var = ins[:5]
+    return torch.nn.functional.batch_norm(x, mean, var, scale, bias, training=False,
+                                          eps=float(a.get("epsilon", 1e-5)))
+
+
+def _layer_norm(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, scale = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    axis = _axes(x, [int(a.get("axis", -1))])[0]
+    shape = tuple(x.shape[axis:])
+    return torch.nn.functional.layer_norm(x, shape, scale.expand(shape),
+                                          None if bias is None else bias.expand(shape),
+                                          eps=float(a.get("epsilon", 1e-5)))
+
+
+def _instance_norm(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    return torch.nn.functional.instance_norm(ins[0], weight=ins[1], bias=ins[2],
+                                             eps=float(a.get("epsilon", 1e-5)))
+
+
+def _reshape(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    shape = _ints(ins[1])
+    if not a.get("allowzero", 0):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _flatten(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    axis = _axes(x, [int(a.get("axis", 1))])[0] if x.dim() else 0
+    lead = int(np.prod(x.shape[:axis])) if axis else 1
+    return x.reshape(lead, -1)
+
+
+def _squeeze(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(a.get("axes", []))
+    if not axes:
+        return x.squeeze()
+    for d in sorted(_axes(x, axes), reverse=True):
+        x = x.squeeze(d)
+    return x
+
+
+def _unsqueeze(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(a["axes"])
+    rank = x.dim() + len(axes)
+    for d in sorted(a_ + rank if a_ < 0 else a_ for a_ in axes):
+        x = x.unsqueeze(d)
+    return x
+
+
+def _split(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    x = ins[0]
+    axis = int(a.get("axis", 0))
+    sizes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(a.get("split", []))
+    if not sizes:
+        n = int(a.get("num_outputs", ctx.module._n_outputs[ctx.node_key]))
+        chunk = -(-x.shape[axis] // n)
+        sizes = [min(chunk, x.shape[axis] - i * chunk) for i in range(n)]
+    return tuple(torch.split(x, sizes, dim=axis))
+
+
+def _slice(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    if len(ins) == 1:  # before opset 10: attributes
+        starts, ends, axes, steps = list(a["starts"]), list(a["ends"]), list(a.get("axes", [])), []
+    else:
+        starts, ends = _ints(ins[1]), _ints(ins[2])
+        axes = _ints(ins[3]) if len(ins) > 3 and ins[3] is not None else []
+        steps = _ints(ins[4]) if len(ins) > 4 and ins[4] is not None else []
+    axes = _axes(x, axes or list(range(len(starts))))
+    steps = steps or [1] * len(starts)
+    index: list[Any] = [slice(None)] * x.dim()
+    flips = []
+    for ax, s, e, st in zip(axes, starts, ends, steps, strict=True):
+        size = x.shape[ax]
+        if st > 0:
+            s = max(0, min(size, s + size if s < 0 else s))
+            e = max(0, min(size, e + size if e < 0 else e))
+            index[ax] = slice(s, e, st)
+        else:  # negative step: torch has none, so slice then flip
+            s = max(-1, min(size - 1, s + size if s < 0 else s))
+            e = max(-1, min(size - 1, e + size if e < 0 else e))
+            if s <= e:
+                index[ax] = slice(0, 0)
+                continue
+            index[ax] = slice(e + 1, s + 1)
+            flips.append((ax, -st))
+    y = x[tuple(index)]
+    for ax, st in flips:
+        y = torch.flip(y, dims=[ax])
+        if st != 1:
+            y = y.narrow(ax, 0, y.shape[ax]).index_select(
+                ax, torch.arange(0, y.shape[ax], st, device=y.device))
+    return y
+
+
+def _gather(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, idx = ins
+    axis = _axes(x, [int(a.get("axis", 0))])[0]
+    idx = idx.long()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)
+    out = torch.index_select(x, axis, idx.reshape(-1))
+    return out.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))
+
+
+def _gather_elements(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, idx = ins
+    axis = _axes(x, [int(a.get("axis", 0))])[0]
+    idx = idx.long()
+    return torch.gather(x, axis, torch.where(idx < 0, idx + x.shape[axis], idx))
+
+
+def _shape(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    dims = list(ins[0].shape)
+    start = a.get("start", 0)
+    end = a.get("end", len(dims))
+    return torch.tensor(dims[start:end], dtype=torch.int64)
+
+
+def _constant(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    return ctx.param("value")
+
+
+def _constant_of_shape(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    value = a.get("value")
+    fill = (torch.from_numpy(numpy_helper.to_array(value).copy()).reshape(-1)
+            if value is not None else torch.zeros(1, dtype=torch.float32))
+    return fill.expand(_ints(ins[0])).clone() if _ints(ins[0]) else fill.reshape(())
+
+
+def _cast(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    return ins[0].to(_torch_dtype(int(a["to"])))
+
+
+def _expand(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    shape = _ints(ins[1])
+    rank = max(x.dim(), len(shape))
+    target = [1] * (rank - len(shape)) + shape
+    current = [1] * (rank - x.dim()) + list(x.shape)
+    full = [c if t == 1 else t for t, c in zip(target, current, strict=True)]
+    return x.reshape(current).expand(full)
+
+
+def _range(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    start, limit, delta = ins
+    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+
+
+def _where(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    return torch.where(ins[0].bool(), ins[1], ins[2])
+
+
+def _pad(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    pads = _ints(ins[1]) if len(ins) > 1 else list(a["pads"])
+    value = ins[2].item() if len(ins) > 2 and ins[2] is not None and ins[2].numel() else \
+        float(a.get("value", 0.0))
+    axes = _axes(x, _ints(ins[3])) if len(ins) > 3 and ins[3] is not None else list(range(x.dim()))
+    full = [0] * 2 * x.dim()
+    for i, ax in enumerate(axes):
+        full[ax], full[ax + x.dim()] = pads[i], pads[i + len(axes)]
+    given = str(a.get("mode", "constant"))
+    mode = {"edge": "replicate"}.get(given, given)
+    if mode == "constant":
+        return torch.nn.functional.pad(x, _pads(full, x.dim()), value=value)
+    nd = x.dim()
+    # reflect/replicate pads only the trailing axes in torch
+    lead = next((i for i in range(nd) if full[i] or full[i + nd]), nd)
+    trailing = nd - lead
+    return torch.nn.functional.pad(x, _pads(full[lead:nd] + full[nd + lead:], trailing), mode=mode)
+
+
+def _arg(fn: Callable[..., Tensor]) -> Op:
+    def op(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+        x = ins[0]
+        axis = int(a.get("axis", 0))
+        keep = bool(a.get("keepdims", 1))
+        if a.get("select_last_index", 0):
+            flipped = torch.flip(x, dims=[axis])
+            out = x.shape[axis] - 1 - fn(flipped, dim=axis, keepdim=keep)
+        else:
+            out = fn(x, dim=axis, keepdim=keep)
+        return out.to(torch.int64)
+    return op
+
+
+def _clip(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    low = ins[1] if len(ins) > 1 and ins[1] is not None else a.get("min")
+    high = ins[2] if len(ins) > 2 and ins[2] is not None else a.get("max")
+    if isinstance(low, torch.Tensor):
+        low = low.item()
+    if isinstance(high, torch.Tensor):
+        high = high.item()
+    return torch.clamp(x, low, high)
+
+
+def _variadic(fn: Callable[[Tensor, Tensor], Tensor]) -> Op:
+    def op(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+        out = ins[0]
+        for t in ins[1:]:
+            out = fn(out, t)
+        return out
+    return op
+
+
+def _mean(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    out = ins[0]
+    for t in ins[1:]:
+        out = out + t
+    return out / len(ins)
+
+
+def _trilu(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    k = int(ins[1].item()) if len(ins) > 1 and ins[1] is not None else 0
+    return torch.triu(ins[0], k) if a.get("upper", 1) else torch.tril(ins[0], k)
+
+
+def _gelu(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    return torch.nn.functional.gelu(ins[0], approximate=a.get("approximate", "none"))
+
+
+def _dropout(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    x = ins[0]
+    if ctx.module._n_outputs[ctx.node_key] > 1:
+        return x, torch.ones_like(x, dtype=torch.bool)
+    return x
+
+
+def _cumsum(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    axis = int(ins[1].item())
+    if a.get("reverse", 0):
+        x = torch.flip(x, [axis])
+    out = torch.cumsum(x, axis)
+    if a.get("exclusive", 0):
+        out = out - x
+    return torch.flip(out, [axis]) if a.get("reverse", 0) else out
+
+
+def _gru(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """ONNX GRU, forward or bidirectional, default activations (sigmoid, tanh)."""
+    x, w, r = ins[0], ins[1], ins[2]
+    b = ins[3] if len(ins) > 3 else None
+    if len(ins) > 4 and ins[4] is not None:
+        raise ConversionError("GRU with sequence_lens is not supported")
+    h0 = ins[5] if len(ins) > 5 else None
+    if a.get("layout", 0):
+        x = x.transpose(0, 1)
+    if [s.lower() for s in a.get("activations", ["Sigmoid", "Tanh"] * 2)][:2] != ["sigmoid", "tanh"]:
+        raise ConversionError("GRU with activations other than Sigmoid, Tanh is not supported")
+    hidden = int(a["hidden_size"])
+    dirs = 2 if a.get("direction", "forward") == "bidirectional" else 1
+    reverse_only = a.get("direction", "forward") == "reverse"
+    before = bool(a.get("linear_before_reset", 0))
+    ys, hs = [], []
+    for d in range(dirs):
+        wz, wr, wh = w[d].split(hidden)
+        rz, rr, rh = r[d].split(hidden)
+        if b is not None:
+            wbz, wbr, wbh, rbz, rbr, rbh = b[d].split(hidden)
+        else:
+            wbz = wbr = wbh = rbz = rbr = rbh = x.new_zeros(hidden)
+        h = h0[d] if h0 is not None else x.new_zeros(x.shape[1], hidden)
+        steps = range(x.shape[0] - 1, -1, -1) if (d == 1 or reverse_only) else range(x.shape[0])
+        out: list[Any] = [None] * x.shape[0]
+        for t in steps:
+            xt = x[t]
+            z = torch.sigmoid(xt @ wz.t() + h @ rz.t() + wbz + rbz)
+            rt = torch.sigmoid(xt @ wr.t() + h @ rr.t() + wbr + rbr)
+            if before:
+                n = torch.tanh(xt @ wh.t() + rt * (h @ rh.t() + rbh) + wbh)
+            else:
+                n = torch.tanh(xt @ wh.t() + (rt * h) @ rh.t() + rbh + wbh)
+            h = (1 - z) * n + z * h
+            out[t] = h
+        ys.append(torch.stack(out))  # [seq, batch, hidden]
+        hs.append(h)
+    y = torch.stack(ys, dim=1)  # [seq, dirs, batch, hidden]
+    y_h = torch.stack(hs)
+    if a.get("layout", 0):
+        y, y_h = y.permute(2, 0, 1, 3), y_h.transpose(0, 1)
+    return y, y_h
+
+
+def _lstm(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """ONNX LSTM, forward or bidirectional, default activations, no peepholes."""
+    x, w, r = ins[0], ins[1], ins[2]
+    b = ins[3] if len(ins) > 3 else None
+    if (len(ins) > 4 and ins[4] is not None) or (len(ins) > 7 and ins[7] is not None):
+        raise ConversionError("LSTM with sequence_lens or peepholes is not supported")
+    h0 = ins[5] if len(ins) > 5 else None
+    c0 = ins[6] if len(ins) > 6 else None
+    if a.get("layout", 0):
+        x = x.transpose(0, 1)
+    acts = [s.lower() for s in a.get("activations", ["Sigmoid", "Tanh", "Tanh"] * 2)][:3]
+    if acts != ["sigmoid", "tanh", "tanh"] or a.get("input_forget", 0):
+        raise ConversionError("LSTM with other activations or input_forget is not supported")
+    hidden = int(a["hidden_size"])
+    dirs = 2 if a.get("direction", "forward") == "bidirectional" else 1
+    reverse_only = a.get("direction", "forward") == "reverse"
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        bias = (b[d][: 4 * hidden] + b[d][4 * hidden:]) if b is not None else x.new_zeros(4 * hidden)
+        h = h0[d] if h0 is not None else x.new_zeros(x.shape[1], hidden)
+        c = c0[d] if c0 is not None else x.new_zeros(x.shape[1], hidden)
+        steps = range(x.shape[0] - 1, -1, -1) if (d == 1 or reverse_only) else range(x.shape[0])
+        out: list[Any] = [None] * x.shape[0]
+        for t in steps:
+            gates = x[t] @ w[d].t() + h @ r[d].t() + bias
+            i, o, f, g = gates.split(hidden, dim=-1)  # ONNX order: input, output, forget, cell
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+        cs.append(c)
+    y, y_h, y_c = torch.stack(ys, dim=1), torch.stack(hs), torch.stack(cs)
+    if a.get("layout", 0):
+        y, y_h, y_c = y.permute(2, 0, 1, 3), y_h.transpose(0, 1), y_c.transpose(0, 1)
+    return y, y_h, y_c
+
+
+# -- ONNX-ML ---------------------------------------------------------------------------------------
+def _post_transform(scores: Tensor, how: str) -> Tensor:
+    if how == "NONE":
+        return scores
+    if how == "LOGISTIC":
+        return torch.sigmoid(scores)
+    if how == "SOFTMAX":
+        return torch.softmax(scores, dim=-1)
+    if how == "SOFTMAX_ZERO":
+        e = torch.where(scores == 0, torch.zeros_like(scores),
+                        torch.exp(scores - scores.max(dim=-1, keepdim=True).values))
+        return e / e.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    if how == "PROBIT":
+        return math.sqrt(2.0) * torch.erfinv(2 * scores - 1)
+    raise ConversionError(f"post_transform {how!r} is not supported")
+
+
+def _linear_regressor(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0].to(torch.float32) if not ins[0].is_floating_point() else ins[0]
+    coef = ctx.param("coefficients")
+    targets = int(a.get("targets", 1))
+    y = x @ coef.reshape(targets, -1).t().to(x.dtype)
+    if ctx.module.has_tensor(f"{ctx.node_key}.intercepts"):
+        y = y + ctx.param("intercepts").to(x.dtype)
+    return _post_transform(y, a.get("post_transform", "NONE"))
+
+
+def _linear_classifier(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    x = ins[0].to(torch.float32) if not ins[0].is_floating_point() else ins[0]
+    labels = ctx.param("classlabels")
+    coef = ctx.param("coefficients")
+    n_classes = labels.shape[0]
+    rows = coef.numel() // x.shape[-1]
+    scores = x @ coef.reshape(rows, -1).t().to(x.dtype)
+    if ctx.module.has_tensor(f"{ctx.node_key}.intercepts"):
+        scores = scores + ctx.param("intercepts").to(x.dtype)
+    how = a.get("post_transform", "NONE")
+    if rows == 1 and n_classes == 2:  # one score for the positive class (onnxruntime's layout)
+        s = scores[:, 0]
+        if how == "NONE":
+            label = labels[(s > 0).long()]
+            out = torch.stack([-s, s], dim=1)
+        else:
+            p = _post_transform(s, how)
+            label = labels[(p > 0.5).long()]
+            out = torch.stack([1 - p, p], dim=1)
+        return label, out
+    out = _post_transform(scores, how)
+    return labels[torch.argmax(scores, dim=1)], out
+
+
+def _scaler(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0].to(torch.float32) if not ins[0].is_floating_point() else ins[0]
+    return (x - ctx.param("offset").to(x.dtype)) * ctx.param("scale").to(x.dtype)
+
+
+def _normalizer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0].to(torch.float32) if not ins[0].is_floating_point() else ins[0]
+    norm = a.get("norm", "MAX")
+    if norm == "MAX":
+        d = x.abs().amax(dim=1, keepdim=True)
+    elif norm == "L1":
+        d = x.abs().sum(dim=1, keepdim=True)
+    else:
+        d = torch.sqrt((x * x).sum(dim=1, keepdim=True))
+    return x / torch.where(d == 0, torch.ones_like(d), d)
+
+
+def _array_feature_extractor(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, idx = ins
+    return torch.index_select(x, x.dim() - 1, idx.reshape(-1).long())
+
+
+def _binarizer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    return (x > float(a.get("threshold", 0.0))).to(x.dtype)
+
+
+def _unary(fn: Callable[[Tensor], Tensor]) -> Op:
+    return lambda ctx, ins, a: fn(ins[0])
+
+
+def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Op:
+    return lambda ctx, ins, a: fn(ins[0], ins[1])
+
+
+F = torch.nn.functional
+_OPS: dict[tuple[str, str], Op] = {
+    ("", "Add"): _binary(torch.add), ("", "Sub"): _binary(torch.sub),
+    ("", "Mul"): _binary(torch.mul), ("", "Div"): _div, ("", "Pow"): _binary(torch.pow),
+    ("", "Equal"): _binary(torch.eq), ("", "Less"): _binary(torch.lt),
+    ("", "Greater"): _binary(torch.gt), ("", "LessOrEqual"): _binary(torch.le),
+    ("", "GreaterOrEqual"): _binary(torch.ge), ("", "And"): _binary(torch.logical_and),
+    ("", "Or"): _binary(torch.logical_or), ("", "Xor"): _binary(torch.logical_xor),
+    ("", "Not"): _unary(torch.logical_not), ("", "Max"): _variadic(torch.maximum),
+    ("", "Min"): _variadic(torch.minimum), ("", "Sum"): _variadic(torch.add), ("", "Mean"): _mean,
+    ("", "Relu"): _unary(torch.relu), ("", "Sigmoid"): _unary(torch.sigmoid),
+    ("", "Tanh"): _unary(torch.tanh), ("", "Exp"): _unary(torch.exp), ("", "Log"): _unary(torch.log),
+    ("", "Sqrt"): _unary(torch.sqrt), ("", "Reciprocal"): _unary(torch.reciprocal),
+    ("", "Neg"): _unary(torch.neg), ("", "Abs"): _unary(torch.abs), ("", "Erf"): _unary(torch.erf),
+    ("", "Floor"): _unary(torch.floor), ("", "Ceil"): _unary(torch.ceil),
+    ("", "Round"): _unary(torch.round), ("", "Sign"): _unary(torch.sign),
+    ("", "Sin"): _unary(torch.sin), ("", "Cos"): _unary(torch.cos),
+    ("", "Softplus"): _unary(F.softplus), ("", "Softsign"): _unary(F.softsign),
+    ("", "IsNaN"): _unary(torch.isnan), ("", "Identity"): _unary(lambda x: x),
+    ("", "HardSwish"): _unary(F.hardswish), ("", "Mish"): _unary(F.mish),
+    ("", "Selu"): _unary(F.selu),
+    ("", "LeakyRelu"): lambda ctx, ins, a: F.leaky_relu(ins[0], float(a.get("alpha", 0.01))),
+    ("", "Elu"): lambda ctx, ins, a: F.elu(ins[0], float(a.get("alpha", 1.0))),
+    ("", "HardSigmoid"): lambda ctx, ins, a: torch.clamp(
+        float(a.get("alpha", 0.2)) * ins[0] + float(a.get("beta", 0.5)), 0, 1),
+    ("", "PRelu"): lambda ctx, ins, a: torch.where(ins[0] >= 0, ins[0], ins[0] * ins[1]),
+    ("", "Gelu"): _gelu, ("", "Clip"): _clip, ("", "Dropout"): _dropout,
+    ("", "Softmax"): _softmax(False), ("", "LogSoftmax"): _softmax(True),
+    ("", "MatMul"): _binary(torch.matmul), ("", "Gemm"): _gemm,
+    ("", "Einsum"): lambda ctx, ins, a: torch.einsum(a["equation"], *ins),
+    ("", "Conv"): _conv, ("", "ConvTranspose"): _conv_transpose,
+    ("", "MaxPool"): _pool("Max"), ("", "AveragePool"): _pool("Average"),
+    ("", "GlobalAveragePool"): lambda ctx, ins, a: ins[0].mean(
+        dim=tuple(range(2, ins[0].dim())), keepdim=True),
+    ("", "GlobalMaxPool"): lambda ctx, ins, a: ins[0].amax(
+        dim=tuple(range(2, ins[0].dim())), keepdim=True),
+    ("", "BatchNormalization"): _batch_norm, ("", "LayerNormalization"): _layer_norm,
+    ("", "InstanceNormalization"): _instance_norm,
+    ("", "Reshape"): _reshape, ("", "Flatten"): _flatten,
+    ("", "Transpose"): lambda ctx, ins, a: ins[0].permute(
+        list(a.get("perm", reversed(range(ins[0].dim()))))),
+    ("", "Squeeze"): _squeeze, ("", "Unsqueeze"): _unsqueeze,
+    ("", "Concat"): lambda ctx, ins, a: torch.cat(
+        [t for t in ins if t is not None], dim=int(a["axis"])),
+    ("", "Split"): _split, ("", "Slice"): _slice, ("", "Gather"): _gather,
+    ("", "GatherElements"): _gather_elements, ("", "Shape"): _shape,
+    ("", "Size"): lambda ctx, ins, a: torch.tensor(ins[0].numel(), dtype=torch.int64),
+    ("", "Constant"): _constant, ("", "ConstantOfShape"): _constant_of_shape,
+    ("", "Cast"): _cast, ("", "CastLike"): lambda ctx, ins, a: ins[0].to(ins[1].dtype),
+    ("", "Expand"): _expand, ("", "Tile"): lambda ctx, ins, a: ins[0].repeat(_ints(ins[1])),
+    ("", "Range"): _range, ("", "Where"): _where, ("", "Pad"): _pad,
+    ("", "ReduceMean"): _reduce(torch.mean), ("", "ReduceSum"): _reduce(torch.sum, 13),
+    ("", "ReduceMax"): _reduce(_amax), ("", "ReduceMin"): _reduce(_amin),
+    ("", "ReduceProd"): _reduce(_prod), ("", "ReduceL2"): _reduce(_l2),
+    ("", "ArgMax"): _arg(torch.argmax), ("", "ArgMin"): _arg(torch.argmin),
+    ("", "CumSum"): _cumsum, ("", "Trilu"): _trilu, ("", "GRU"): _gru, ("", "LSTM"): _lstm,
+    (_ML, "LinearRegressor"): _linear_regressor, (_ML, "LinearClassifier"): _linear_classifier,
+    (_ML, "Scaler"): _scaler, (_ML, "Normalizer"): _normalizer,
+    (_ML, "ArrayFeatureExtractor"): _array_feature_extractor, (_ML, "Binarizer"): _binarizer,
+}
+
+#: Operators ``to_torch`` runs, as ``"Op"`` (default ONNX domain) or ``"ai.onnx.ml::Op"``.
+SUPPORTED_OPERATORS = sorted(op if dom == "" else f"{dom}::{op}" for dom, op in _OPS)
+
+# Inputs that hold running statistics, not weights: kept as buffers.
+_STAT_INPUTS = {"BatchNormalization": (3, 4)}
+
+
+def _domain(node: onnx.NodeProto) -> str:
+    return "" if node.domain in ("", "ai.onnx") else node.domain
+
+
+class OnnxTorchModule(torch.nn.Module):
+    """An ONNX graph run node by node with torch operations; its weights are parameters.
+
+    ``forward`` takes the graph inputs by position (graph order) or by name, as torch tensors
+    (numpy arrays are converted), and returns one tensor for a one-output graph, else a tuple
+    in graph output order (``output_names``). ``parity`` is the check made when it was built.
+    """
+
+    def __init__(self, proto: onnx.ModelProto, data_dir: str | None = None) -> None:
+        super().__init__()
+        graph = proto.graph
+        missing = sorted({
+            n.op_type if _domain(n) == "" else f"{_domain(n)}::{n.op_type}"
+            for n in graph.node if (_domain(n), n.op_type) not in _OPS
+        })
+        if missing:
+            raise UnsupportedOperatorError(
+                f"to_torch() cannot run operator(s) {', '.join(missing)}: it covers the operators"
+                " onnxbridge's converters emit for neural networks and linear models"
+                " (onnxbridge._to_torch.SUPPORTED_OPERATORS). Keep this model in ONNX (m.run), or"
+                " convert the original model to PyTorch another way",
+                operators=missing, framework="torch",
+            )
+        self.parity: ParityReport | None = None
+        opsets = {o.domain: o.version for o in proto.opset_import}
+        self._opset = int(opsets.get("", opsets.get("ai.onnx", 21)))
+        self._keys: dict[str, str] = {}  # ONNX tensor name -> attribute name
+        self._n_outputs: dict[str, int] = {}
+        self.input_names = [i.name for i in graph.input]
+        initializers = {t.name for t in graph.initializer}
+        self.input_names = [n for n in self.input_names if n not in initializers]
+        self.output_names = [o.name for o in graph.output]
+        for value in graph.output:
+            if not value.type.HasField("tensor_type"):
+                raise UnsupportedOperatorError(
+                    f"to_torch() returns tensors; output {value.name!r} is not one (a sequence"
+                    " or a map, e.g. scikit-learn's ZipMap: convert with zipmap off)",
+                    operators=["non-tensor output"], framework="torch",
+                )
+        stats = {n.input[i] for n in graph.node for i in _STAT_INPUTS.get(n.op_type, ())
+                 if i < len(n.input)}
+        for t in graph.initializer:
+            array = numpy_helper.to_array(t, base_dir=data_dir or "")
+            trainable = array.dtype.kind == "f" and array.ndim > 0 and t.name not in stats
+            self._add(t.name, array, trainable)
+        self._nodes: list[tuple[Op, list[str], list[str], Attrs, str]] = []
+        for i, node in enumerate(graph.node):
+            key = f"node{i}_{node.op_type}"
+            attrs = {a.name: self._attr(a) for a in node.attribute}
+            self._n_outputs[key] = len(node.output)
+            self._node_state(key, node, attrs)
+            op = _OPS[(_domain(node), node.op_type)]
+            self._nodes.append((op, list(node.input), list(node.output), attrs, key))
+
+    # -- state ---------------------------------------------------------------------------------
+    @staticmethod
+    def _attr(a: onnx.AttributeProto) -> Any:
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            raise UnsupportedOperatorError(
+                "to_torch() does not run operators with subgraphs (If, Loop, Scan)",
+                operators=["subgraph"], framework="torch")
+        if a.type == onnx.AttributeProto.TENSOR:
+            return a.t
+        value = onnx.helper.get_attribute_value(a)
+        if isinstance(value, bytes):
+            return value.decode()
+        if isinstance(value, list) and value and isinstance(value[0], bytes):
+            return [v.decode() for v in value]
+        return value
+
+    def _add(self, name: str, array: Any, trainable: bool) -> None:
+        base = re.sub(r"\W", "_", name) or "t"
+        key = base
+        n = 1
+        while hasattr(self, key) or key in self._keys.values():
+            n += 1
+            key = f"{base}_{n}"
+        tensor = torch.from_numpy(np.array(array, copy=True))
+        if trainable:
+            self.register_parameter(key, torch.nn.Parameter(tensor))
+        else:
+            self.register_buffer(key, tensor)
+        self._keys[name] = key
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self._keys
+
+    def get_tensor(self, name: str) -> Tensor:
+        return getattr(self, self._keys[name])
+
+    def _node_state(self, key: str, node: onnx.NodeProto, a: Attrs) -> None:
+        """Tensors a node keeps in attributes become parameters or buffers of the module."""
+        if node.op_type == "Constant":
+            if "value" in a:
+                array = numpy_helper.to_array(a["value"])
+            elif "sparse_value" in a:
+                raise UnsupportedOperatorError("to_torch() does not read sparse constants",
+                                               operators=["Constant(sparse_value)"], framework="torch")
+            else:
+                field = next(k for k in a if k.startswith("value_"))
+                dtype = {"value_float": np.float32, "value_floats": np.float32,
+                         "value_int": np.int64, "value_ints": np.int64}.get(field)
+                if dtype is None:
+                    raise UnsupportedOperatorError(f"to_torch() does not read Constant {field}",
+                                                   operators=[f"Constant({field})"], framework="torch")
+                array = np.array(a[field], dtype=dtype)
+            self._add(f"{key}.value", array, False)
+        elif node.op_type in ("LinearRegressor", "LinearClassifier"):
+            self._add(f"{key}.coefficients", np.array(a["coefficients"], dtype=np.float32), True)
+            if "intercepts" in a:
+                self._add(f"{key}.intercepts", np.array(a["intercepts"], dtype=np.float32), True)
+            if node.op_type == "LinearClassifier":
+                if "classlabels_ints" not in a:
+                    raise UnsupportedOperatorError(
+                        "to_torch() returns tensors; this LinearClassifier has string class"
+                        " labels. Fit the estimator on integer labels",
+                        operators=["LinearClassifier(classlabels_strings)"], framework="torch")
+                self._add(f"{key}.classlabels", np.array(a["classlabels_ints"], dtype=np.int64),
+                          False)
+        elif node.op_type == "Scaler":
+            for what in ("offset", "scale"):
+                self._add(f"{key}.{what}", np.array(a.get(what, [0.0 if what == "offset" else 1.0]),
+                                                    dtype=np.float32), False)
+
+    # -- running -------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if args and kwargs:
+            raise TypeError("pass the inputs by position or by name, not both")
+        if kwargs:
+            unknown = sorted(set(kwargs) - set(self.input_names))
+            if unknown:
+                raise TypeError(f"unknown input(s) {unknown}; the model takes {self.input_names}")
+            args = tuple(kwargs[n] for n in self.input_names)
+        if len(args) != len(self.input_names):
+            raise TypeError(f"the model takes {len(self.input_names)} input(s)"
+                            f" {self.input_names}, got {len(args)}")
+        values: dict[str, Any] = {"": None}
+        for name, value in zip(self.input_names, args, strict=True):
+            values[name] = value if isinstance(value, torch.Tensor) else torch.as_tensor(
+                np.asarray(value))
+        for onnx_name, attr in self._keys.items():
+            values.setdefault(onnx_name, getattr(self, attr))
+        for op, ins, outs, attrs, key in self._nodes:
+            try:
+                result = op(_Ctx(self, key, self._opset), [values[i] for i in ins], attrs)
+            except (ConversionError, KeyError):
+                raise
+            except Exception as exc:
+                raise ConversionError(
+                    f"to_torch(): node {key} ({', '.join(outs)}) failed:"
+                    f" {type(exc).__name__}: {exc}") from exc
+            if len(outs) == 1:
+                values[outs[0]] = result
+            else:
+                for name, r in zip(outs, result, strict=False):
+                    values[name] = r
+        results = tuple(values[n] for n in self.output_names)
+        return results[0] if len(results) == 1 else results
+
+
+def _check(model: OnnxModel, module: OnnxTorchModule, sample: Any, tolerance: Any) -> ParityReport:
+    """Compare the module with onnxruntime on the sample, or on random inputs at batches 1, 3."""
+    from onnxbridge.io import random_inputs
+    from onnxbridge.verify import ParityReport, compare_outputs
+
+    if sample is not None:
+        if isinstance(sample, Mapping):
+            feeds_list = [{k: np.asarray(v) for k, v in sample.items()}]
+        else:
+            items = sample if isinstance(sample, (tuple, list)) else (sample,)
+            feeds_list = [{n: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                           for n, v in zip(module.input_names, items, strict=True)}]
+    else:
+        feeds_list = [random_inputs(model.inputs, batch=b, seed=b) for b in (1, 3)]
+    outputs = []
+    for feeds in feeds_list:
+        expected = model.run(feeds, as_dict=True)
+        with torch.no_grad():
+            got = module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+        got = got if isinstance(got, tuple) else (got,)
+        first = next(iter(feeds.values()))
+        batch = int(first.shape[0]) if first.ndim else None
+        outputs += compare_outputs(module.output_names, [expected[n] for n in module.output_names],
+                                   [g.detach().cpu().numpy() for g in got], batch=batch,
+                                   tolerance=tolerance)
+    return ParityReport(outputs=outputs, notes=["to_torch(): the torch module against onnxruntime"])
+
+
+def to_torch(model: OnnxModel, sample: Any = None, *, verify: bool = True,
+             tolerance: Any = None) -> OnnxTorchModule:
+    """The body of ``OnnxModel.to_torch`` (see there)."""
+    data_dir = str(model.data_dir) if model.data_dir is not None else None
+    module = OnnxTorchModule(model.proto, data_dir)
+    if verify:
+        report = _check(model, module, sample, tolerance)
+        module.parity = report
+        if not report.passed:
+            raise ParityError(report, "the torch module does not reproduce the ONNX model's outputs")
+    module.eval()
+    return module
