@@ -64,11 +64,12 @@ def runtime_installs(session: nox.Session) -> None:
 
 @nox.session
 def frameworks(session: nox.Session) -> None:
-    """The Keras (TensorFlow backend) and JAX plugins with their frameworks installed: too heavy
+    """The Keras (TensorFlow backend), TensorFlow and JAX plugins with their frameworks installed: too heavy
     for every `tests` run, so they get their own session; a missing framework fails it."""
     # Not the whole test extra: TensorFlow and torch in one process crash (docs/guide-keras.md).
-    session.install("-e", ".[cpu,keras,jax]", "pytest>=8", "hypothesis>=6.100")
-    args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_jax.py",
+    session.install("-e", ".[cpu,keras,tensorflow,jax]", "pytest>=8", "hypothesis>=6.100")
+    args = session.posargs or ["tests/test_plugin_keras.py", "tests/test_plugin_tensorflow.py",
+                               "tests/test_plugin_jax.py",
                                "tests/test_docs.py::test_framework_pages_run"]
     session.run("pytest", "-p", "no:cacheprovider", *args,
                 env={"ONNXBRIDGE_REQUIRE_FRAMEWORKS": "1", "TF_NUM_INTRAOP_THREADS": "1",

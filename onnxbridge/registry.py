@@ -60,6 +60,7 @@ EXTRA_FOR_PACKAGE = {
     "lightgbm": "lightgbm",
     "catboost": "catboost",
     "keras": "keras",
+    "tensorflow": "tensorflow",
     "jax": "jax",
     "jaxlib": "jax",
     "flax": "jax",
@@ -383,7 +384,9 @@ class Registry:
         return best[0][2]
 
     def _not_found_message(self, model: object, paths: list[str]) -> str:
-        top = type(model).__module__.split(".")[0]
+        # the nearest class from a known framework: a user's subclass lives in its own module
+        tops = [p.split(".")[0] for p in paths]
+        top = next((t for t in tops if t in EXTRA_FOR_PACKAGE), type(model).__module__.split(".")[0])
         installed = ", ".join(sorted(self._specs)) or "none"
         lines = [f"no converter handles a model of type {paths[0]}."]
         lines.append(f"Installed converters: {installed}.")

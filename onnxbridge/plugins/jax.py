@@ -122,7 +122,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         proto=proto,
         reference=reference,
         framework="jax",
-        framework_version=f"jax {jax.__version__}",
+        framework_version=jax.__version__,
         notes=["converted with jax2onnx; reference run by JAX on "
                f"{jax.default_backend().upper()}"],
     )
