@@ -156,6 +156,32 @@ def test_flax_nnx_module() -> None:
     _assert_matches(m, net, _x(5, 8))
 
 
+def _linen_cnn() -> Any:
+    nn = importlib.import_module("flax.linen")
+
+    class Cnn(nn.Module):
+        @nn.compact
+        def __call__(self, x: Any) -> Any:
+            x = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(4, (3, 3))(x)))
+            x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+            return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+    model = Cnn()
+    variables = model.init(jax.random.PRNGKey(0), _x(1, 8, 8, 3))
+    # running statistics that are not the identity, so a dropped BatchNorm shows
+    stats = jax.tree_util.tree_map(lambda v: v + 0.5, variables["batch_stats"])
+    return model.bind({"params": variables["params"], "batch_stats": stats})
+
+
+def test_flax_linen_module_bound_to_its_variables() -> None:
+    bound = _linen_cnn()
+    m = onnxbridge.to_onnx(bound, _x(1, 8, 8, 3))
+    assert m.parity.passed and m.inputs[0].shape[0] == "batch"
+    _assert_matches(m, bound, _x(5, 8, 8, 3))
+    with pytest.raises(ConversionError, match=r"not bound to its variables.*bind\(variables\)"):
+        onnxbridge.to_onnx(bound.unbind()[0], _x(1, 8, 8, 3))
+
+
 def test_unsupported_operation_is_named() -> None:
     fn = jax.jit(lambda x: jnp.linalg.eigh(x @ jnp.swapaxes(x, -1, -2))[0])
     with pytest.raises(UnsupportedOperatorError, match="eigh"):
@@ -176,10 +202,12 @@ def test_without_the_plugin_the_error_names_the_extra() -> None:
 
 @parametrize_with_checks(
     "jax", [Case(mlp, _x(1, 8), id="mlp"),
-            Case(two_inputs_dict_output, (_x(2, 4), _x(2, 4)), id="two")],
+            Case(two_inputs_dict_output, (_x(2, 4), _x(2, 4)), id="two"),
+            Case(_linen_cnn(), _x(1, 8, 8, 3), id="linen")],
     # A jitted function holds no state of its own for a converter to change, and it does not
     # pickle, so the mutation check has nothing to compare.
-    expected_failed_checks={"check_model_not_mutated": "a jitted function has no state to change"},
+    expected_failed_checks={"check_model_not_mutated": "a jitted function has no state to change"
+                            " (and a bound linen module does not pickle)"},
 )
 def test_jax_converter_conforms(check) -> None:  # type: ignore[no-untyped-def]
     check()

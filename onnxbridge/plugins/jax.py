@@ -1,4 +1,4 @@
-"""JAX jitted functions and Flax NNX modules through jax2onnx.
+"""JAX jitted functions, Flax NNX modules and bound Flax linen modules through jax2onnx.
 
 This module is what the entry point loads at discovery, so it stays light: jax, flax and
 jax2onnx are imported only when a model is converted. The sample is one array or a tuple of
@@ -6,7 +6,9 @@ arrays, the function's positional arguments; with ``dynamic_batch=True`` every i
 axis is exported as the symbolic dimension ``batch``. Inputs are named ``input`` (one) or
 ``input_0``, ``input_1``, ...; outputs after their place in the function's result: ``output``
 (one array), ``output_0``, ... (a tuple or list) or the dict keys (a dict). Parity is checked
-against the function run by JAX itself. See docs/guide-jax.md.
+against the function run by JAX itself. A Flax linen module carries no weights of its own: pass
+it bound to its variables (``model.bind(variables)``); it is converted as
+``jax.jit(lambda *xs: model.apply(variables, *xs))``. See docs/guide-jax.md.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
 SPECS = [
     ConverterSpec(
         name="jax",
-        classes=("jaxlib._jax.PjitFunction", "flax.nnx.module.Module"),
+        classes=("jaxlib._jax.PjitFunction", "flax.nnx.module.Module", "flax.linen.module.Module"),
         converter="onnxbridge.plugins.jax:convert",
         framework="jax",
         extra="jax",
-        description="jax.jit-compiled functions and Flax NNX modules, through jax2onnx",
+        description="jax.jit-compiled functions, Flax NNX modules and bound Flax linen modules,"
+        " through jax2onnx",
     )
 ]
 
@@ -82,6 +85,10 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import ConversionError, UnsupportedOperatorError
 
     arrays = _arrays(sample)
+    source = model
+    if any(f"{c.__module__}.{c.__qualname__}" == "flax.linen.module.Module"
+           for c in type(model).__mro__):
+        model = _linen_function(model)
     try:
         structure = jax.eval_shape(model, *arrays)
     except Exception as exc:
@@ -109,13 +116,26 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             " exported function",
             operators=[op], framework="jax",
         ) from exc
+    except TypeError as exc:
+        if "get_monkey_patch" not in str(exc):
+            raise ConversionError(f"jax2onnx failed to convert the JAX function: {exc}") from exc
+        raise ConversionError(
+            f"jax2onnx failed to convert the JAX function: {exc}. jax2onnx replaces some Flax and"
+            " JAX functions while it traces and its replacements take some arguments by keyword"
+            " only: write, for example, nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))"
+        ) from exc
     except Exception as exc:
         hint = (" With a dynamic batch axis every shape must follow the input's first axis;"
                 " pass dynamic_batch=False for a fixed-size model") if options.dynamic_batch else ""
         raise ConversionError(f"jax2onnx failed to convert the JAX function: {exc}.{hint}") from exc
 
+    # jax2onnx's shape hints for intermediate values can be wrong (a Flax Conv's output recorded
+    # NHWC where the graph computes NCHW, which onnx.checker's shape inference rejects); they are
+    # optional, so they are dropped and onnxruntime infers the shapes itself.
+    del proto.graph.value_info[:]
+
     def reference(s: Any) -> list[Any]:
-        out = model(*_arrays(s))
+        out = source(*_arrays(s))
         return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(out)]
 
     return ConversionResult(
@@ -127,3 +147,20 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
                f"{jax.default_backend().upper()}"],
     )
 
+
+
+def _linen_function(model: Any) -> Any:
+    """A bound Flax linen module as a jitted function of its inputs (its variables closed over)."""
+    import jax
+
+    from onnxbridge.errors import ConversionError
+
+    if getattr(model, "scope", None) is None:
+        raise ConversionError(
+            f"this Flax linen module ({type(model).__name__}) is not bound to its variables, so"
+            " it has no weights to convert. Pass model.bind(variables) (variables from"
+            " model.init or your training state), or jax.jit(functools.partial(model.apply,"
+            " variables))"
+        )
+    module, variables = model.unbind()
+    return jax.jit(lambda *xs: module.apply(variables, *xs))
