@@ -1,4 +1,5 @@
-"""Keras 3 models (Sequential, functional, subclassed) on the TensorFlow backend, through tf2onnx.
+"""Keras 3 models (Sequential, functional, subclassed): through tf2onnx on the TensorFlow backend,
+jax2onnx on the JAX backend, the PyTorch exporter on the torch backend.
 
 This module is what the entry point loads at discovery, so it stays light: keras, tensorflow and
 tf2onnx are imported only when a model is converted. The model is traced as a ``tf.function``
@@ -7,8 +8,10 @@ over an input signature built from the sample, with the batch axis left dynamic
 converter Keras's own ``model.export(format="onnx")`` calls on this backend). The sample is a
 numpy array (one input), a tuple of arrays (several inputs, in the model's order) or a dict of
 arrays keyed by input name. Outputs are named ``output`` (one), ``output_0``, ``output_1``, ...
-(a list) or by their keys (a dict, in sorted key order).
-See docs/guide-keras.md.
+(a list) or by their keys (a dict, in sorted key order). On the JAX backend the inference call
+is ``jax.jit``-compiled and handed to the JAX plugin; on the torch backend (Keras layers are
+torch modules there) it is wrapped in a module and handed to the PyTorch plugin; inputs and
+outputs are named the same way. See docs/guide-keras.md.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ SPECS = [
         converter="onnxbridge.plugins.keras:convert",
         framework="keras",
         extra="keras",
-        description="Keras 3 models (Sequential, functional, subclassed) on the TensorFlow"
-        " backend, through tf2onnx",
+        description="Keras 3 models (Sequential, functional, subclassed): tf2onnx on the"
+        " TensorFlow backend, jax2onnx on JAX, the PyTorch exporter on torch",
     )
 ]
 
@@ -101,10 +104,15 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     from onnxbridge.errors import ConversionError, UnsupportedModelError, UnsupportedOperatorError
 
     backend = keras.backend.backend()
+    if backend == "jax":
+        return _convert_on_jax(model, sample, options)
+    if backend == "torch":
+        return _convert_on_torch(model, sample, options)
     if backend != "tensorflow":
         raise UnsupportedModelError(
-            f"the Keras converter supports the TensorFlow backend; this process runs Keras on"
-            f" {backend!r}. Set KERAS_BACKEND=tensorflow before importing keras to convert it"
+            f"the Keras converter supports the TensorFlow, JAX and torch backends; this process"
+            f" runs Keras on {backend!r}. Set KERAS_BACKEND=tensorflow (or jax, torch) before"
+            " importing keras to convert it"
         )
     import numpy as np
     import tensorflow as tf
@@ -285,3 +293,101 @@ def _graphs(graph: Any) -> list[Any]:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 found += _graphs(sub)
     return found
+
+
+def _convert_on_jax(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    """Keras on the JAX backend: the model's inference call, jitted, through the JAX plugin."""
+    import jax
+    import keras
+    import numpy as np
+
+    from onnxbridge.errors import ConversionError
+    from onnxbridge.plugins import jax as jax_plugin
+
+    names, arrays, form = _inputs(model, sample)
+    try:
+        first = model(_call_arg(arrays, names, form), training=False)
+    except Exception as exc:
+        raise ConversionError(
+            f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
+            " Pass the sample you would give model.predict"
+        ) from exc
+    output_names = _output_names(first)
+
+    def forward(*xs: Any) -> Any:
+        return keras.tree.flatten(model(_call_arg(list(xs), names, form), training=False))
+
+    result = jax_plugin.convert(jax.jit(forward), tuple(arrays), options)
+    proto = result.proto if isinstance(result, ConversionResult) else result
+    graph = proto.graph
+    mapping = {v.name: n for v, n in zip(graph.input, names, strict=True)}
+    mapping.update({v.name: n for v, n in zip(graph.output, output_names, strict=True)})
+    for node in graph.node:
+        node.input[:] = [mapping.get(i, i) for i in node.input]
+        node.output[:] = [mapping.get(o, o) for o in node.output]
+    for value in [*graph.input, *graph.output]:
+        value.name = mapping.get(value.name, value.name)
+    if options.name:
+        graph.name = options.name
+
+    def reference(s: Any) -> list[Any]:
+        ref_names, ref_arrays, ref_form = _inputs(model, s)
+        out = model(_call_arg(ref_arrays, ref_names, ref_form), training=False)
+        return [np.asarray(t) for t in keras.tree.flatten(out)]
+
+    return ConversionResult(
+        proto=proto,
+        reference=reference,
+        framework="keras",
+        framework_version=f"keras {keras.__version__}, jax {jax.__version__}",
+        notes=["converted on the JAX backend: the jitted inference call through jax2onnx"],
+    )
+
+
+def _convert_on_torch(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    """Keras on the torch backend (its layers are torch modules): through the PyTorch plugin."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+    import torch
+
+    from onnxbridge.errors import ConversionError
+    from onnxbridge.plugins._torch_export import convert_module
+
+    names, arrays, form = _inputs(model, sample)
+    try:
+        first = model(_call_arg(arrays, names, form), training=False)
+    except Exception as exc:
+        raise ConversionError(
+            f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
+            " Pass the sample you would give model.predict"
+        ) from exc
+    output_names = _output_names(first)
+
+    class Inference(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *xs: Any) -> Any:
+            return keras.tree.flatten(self.model(_call_arg(list(xs), names, form), training=False))
+
+    options.options.setdefault("input_names", names)
+    options.options.setdefault("output_names", output_names)
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    result = convert_module(Inference(), tensors, options)  # it restores the train/eval flags
+    if options.name:
+        result.proto.graph.name = options.name
+
+    def reference(s: Any) -> list[Any]:
+        ref_names, ref_arrays, ref_form = _inputs(model, s)
+        out = model(_call_arg(ref_arrays, ref_names, ref_form), training=False)
+        return [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(out)]
+
+    # the PyTorch plugin's extra samples are torch tensors; to_onnx makes its own from the sample
+    return dataclasses.replace(
+        result, reference=reference, framework="keras", extra_samples=(),
+        framework_version=f"keras {keras.__version__}, torch {torch.__version__}",
+        notes=["converted on the torch backend through the PyTorch exporter", *result.notes],
+    )
