@@ -191,3 +191,25 @@ def test_checked_on_the_users_sample() -> None:
     m = onnxbridge.to_onnx(_mlp().eval(), torch.randn(1, 4))
     back = m.to_torch(torch.randn(7, 4))
     assert back.parity is not None and back.parity.batch_sizes == [7]
+
+
+def test_without_torch_the_error_names_the_extra(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    onnxbridge.to_onnx(_mlp().eval(), torch.randn(1, 4)).save(tmp_path / "mlp.onnx")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # as if torch were not installed
+        import onnxbridge
+        try:
+            onnxbridge.load({str(tmp_path / "mlp.onnx")!r}).to_torch()
+        except onnxbridge.ConversionError as exc:
+            print("refused:", exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "onnxbridge[torch]" in out.stdout
