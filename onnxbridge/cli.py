@@ -549,13 +549,23 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
+    import dataclasses
     import warnings
 
-    from onnxbridge.runtime import auto_plan, loaded_package, resolve_providers, runtime_packages
+    from onnxbridge.runtime import (
+        CPU,
+        auto_plan,
+        loaded_package,
+        probe_provider,
+        resolve_providers,
+        runtime_packages,
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the plan prints its own warnings
         plan = auto_plan()
+    if not any(p.provider == CPU for p in plan.probes):  # run() needs no CPU probe; shown here
+        plan = dataclasses.replace(plan, probes=[*plan.probes, probe_provider(CPU)])
     packages = ", ".join(f"{p.name} {p.version}" for p in runtime_packages())
     print(f"onnxruntime packages installed: {packages or '?'} (loaded: {loaded_package() or '?'})")
     print(plan)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxbridge._frames import frame_feeds
 from onnxbridge.errors import InputError
 from onnxbridge.signature import TensorSpec, format_shape
 
@@ -196,6 +197,7 @@ def _prepare(value: Any, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
 def to_feeds(
     inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
     *, cast: str = "safe", columns: Sequence[str] | None = None,
+    shared: Sequence[SharedDim] | None = None,
 ) -> dict[str, np.ndarray]:
     """Match positional and keyword inputs to the model's inputs and check dtype and shape.
 
@@ -204,14 +206,17 @@ def to_feeds(
 
     A single DataFrame is matched by column name (``onnxbridge._frames.frame_feeds``; ``columns``
     are the names recorded at conversion); a single dict is read as keyword inputs; a single
-    tuple fills a many-input model.
+    tuple fills a many-input model. ``shared`` is ``shared_dims(inputs)`` when the caller has it.
     """
     if cast not in CAST_MODES:
         raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
     if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
         only = args[0]
-        if type(only) is not dict and not isinstance(only, Mapping) and not is_dataframe(only):
-            spec = inputs[0]
+        spec = inputs[0]
+        if is_dataframe(only):  # matched by name, then checked like any array
+            only = frame_feeds(only, inputs, columns)[spec.name]
+            return {spec.name: _prepare(only, spec, cast)}
+        if type(only) is not dict and not isinstance(only, Mapping):
             return {spec.name: _prepare(only, spec, cast)}
     names = [s.name for s in inputs]
     given: dict[str, Any] = {}
@@ -220,8 +225,6 @@ def to_feeds(
         if isinstance(only, Mapping):
             kwargs, args = only, ()
         elif is_dataframe(only):
-            from onnxbridge._frames import frame_feeds
-
             kwargs, args = frame_feeds(only, inputs, columns), ()
         elif isinstance(only, tuple) and len(inputs) > 1:
             args = only
@@ -241,7 +244,7 @@ def to_feeds(
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
     feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs}
-    check_shared_dims(shared_dims(inputs), feeds)
+    check_shared_dims(shared_dims(inputs) if shared is None else shared, feeds)
     return feeds
 
 

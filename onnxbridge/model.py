@@ -18,6 +18,7 @@ from onnxbridge.io import (
     input_checks,
     plain_feeds,
     shared_dims,
+    to_feeds,
 )
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
@@ -64,8 +65,7 @@ class OnnxModel:
         # weights stay there, read by onnxruntime); None when the proto holds every weight.
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._data_owner = data_owner  # keeps a temporary data folder alive with the model
-        # onnx.checker's findings at load (warnings: onnxruntime loads the model anyway).
-        self.checker_findings: list[str] = []
+        self._checker_findings: list[str] | None = None  # onnx.checker's, worked out on demand
         self.parity = parity if parity is not None else _stored_parity(proto)
         self.source = source
         self._session_hooks: list[Callable[[onnxruntime.SessionOptions], None]] = []
@@ -75,6 +75,7 @@ class OnnxModel:
         self._checks: list[InputCheck] | None = None
         self._shared: list[SharedDim] = []
         self._output_names: list[str] = []
+        self._columns: tuple[list[str] | None] | None = None  # None: not read from metadata yet
 
     # -- signature and metadata ------------------------------------------------------------------
     def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -100,11 +101,26 @@ class OnnxModel:
         return [s.name for s in self.outputs]
 
     @property
+    def checker_findings(self) -> list[str]:
+        """What onnx.checker says about the model ([] when nothing): findings, not refusals
+        (onnxruntime runs models the checker complains about). Run on first use, not at load."""
+        if self._checker_findings is None:
+            from onnxbridge._files import checker_findings
+
+            self._checker_findings = checker_findings(self.proto)
+        return list(self._checker_findings)
+
+    @checker_findings.setter
+    def checker_findings(self, findings: list[str]) -> None:
+        self._checker_findings = list(findings)
+
+    @property
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props`` as a dict (a copy: use ``set_metadata`` to change)."""
         return {p.key: p.value for p in self.proto.metadata_props}
 
     def set_metadata(self, key: str, value: str) -> None:
+        self._columns = None  # the recorded DataFrame columns are read again
         for p in self.proto.metadata_props:
             if p.key == key:
                 p.value = value
@@ -290,10 +306,9 @@ class OnnxModel:
                 except Exception as exc:
                     raise _run_failed(self, exc) from exc
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
-        from onnxbridge._frames import frame_columns
-        from onnxbridge.io import to_feeds
-
-        feeds = to_feeds(specs, args, inputs, cast=cast, columns=frame_columns(self.metadata))
+        self._input_checks()  # the shared axes, worked out once
+        feeds = to_feeds(specs, args, inputs, cast=cast, columns=self._recorded_columns(),
+                         shared=self._shared)
         try:
             if run is not None:  # checked and cast by to_feeds: the compiled run, as above
                 return self._pack(run(self._output_names, feeds, None), as_dict)
@@ -306,6 +321,14 @@ class OnnxModel:
         entry = self._sessions.default_session()  # the session first: it names a bad model
         self._input_checks()
         return entry
+
+    def _recorded_columns(self) -> list[str] | None:
+        """The DataFrame columns recorded at conversion (read once; set_metadata resets it)."""
+        if self._columns is None:
+            from onnxbridge._frames import frame_columns
+
+            self._columns = (frame_columns(self.metadata),)
+        return self._columns[0]
 
     def _input_checks(self) -> list[InputCheck]:
         checks = self._checks

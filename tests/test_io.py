@@ -261,3 +261,47 @@ def test_rank_hint_only_for_a_missing_batch_axis() -> None:
     with pytest.raises(InputError) as info:
         m.run(np.ones((1, 1, 3), np.float32))
     assert "batch axis" not in str(info.value) and "expects 2 dimensions [batch, 3]" in str(info.value)
+
+
+# -- issue 16: DataFrame matching is worked out once per set of columns, and stays right -------
+def _named_scale_model() -> OnnxModel:
+    """y = x * [1, 2, 3], converted (so to speak) from a frame with columns a, b, c."""
+    m = OnnxModel(make_scale_model())
+    m.set_metadata("onnxbridge.columns", '["a", "b", "c"]')
+    return m
+
+
+def test_dataframe_columns_matched_by_name_on_every_call_whatever_was_cached() -> None:
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    m = _named_scale_model()
+    df = pd.DataFrame({"c": [5.0], "a": [1.0], "b": [3.0]})
+    expected = np.array([[1.0, 6.0, 15.0]])  # a*1, b*2, c*3 by hand
+    for _ in range(3):  # the same frame again: the cached plan
+        np.testing.assert_array_equal(m.run(df), expected)
+    df.columns = ["a", "b", "c"]  # the same object renamed: a new plan, not the cached one
+    np.testing.assert_array_equal(m.run(df), [[5.0, 2.0, 9.0]])
+    same_index = pd.DataFrame([[7.0, 8.0, 9.0]], columns=df.columns)  # shares the Index
+    np.testing.assert_array_equal(m.run(same_index), [[7.0, 16.0, 27.0]])
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['c'\]"):
+        m.run(df.drop(columns=["c"]))
+    extra = df.assign(z=0.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        m.run(extra)
+        m.run(extra)  # warned again, though its plan is cached
+    assert sum("'z'" in str(w.message) for w in seen) == 2
+    m.set_metadata("onnxbridge.columns", '["c", "b", "a"]')  # another recorded order
+    np.testing.assert_array_equal(m.run(df), [[3.0, 2.0, 15.0]])  # x = [c, b, a]
+
+
+def test_dataframe_values_cast_as_arrays_are() -> None:
+    pd = pytest.importorskip("pandas")
+    m = _named_scale_model()
+    wide = pd.DataFrame({"a": [1.0], "b": [2.0], "c": [1e300]})  # float64 beyond float32
+    with pytest.raises(InputError, match="beyond float32's range"):
+        m.run(wide)  # as m.run(np.array([[1.0, 2.0, 1e300]])) says, not a silent inf
+    nullable = pd.DataFrame({"a": [1.0, None], "b": [2.0, 2.0], "c": [3.0, 3.0]}).astype("Float64")
+    got = m.run(nullable)
+    assert np.isnan(got[1, 0]) and got[0].tolist() == [1.0, 4.0, 9.0]
