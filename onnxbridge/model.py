@@ -224,7 +224,8 @@ class OnnxModel:
         self, wanted: Sequence[ProviderRequest], threads: int | None, strict: bool, explicit: bool
     ) -> onnxruntime.InferenceSession:
         return proto_session(self.proto, wanted, threads=threads, strict=strict, explicit=explicit,
-                             hooks=list(self._session_hooks), data_dir=self.data_dir)
+                             hooks=list(self._session_hooks), data_dir=self.data_dir,
+                             label=f"model {self.source!r}" if self.source else None)
 
     def add_session_hook(self, hook: Callable[[onnxruntime.SessionOptions], None]) -> None:
         """Call ``hook(options)`` on the SessionOptions of every session created from now on

@@ -229,6 +229,7 @@ def test_model_too_new_for_onnxruntime_is_named_clearly(tmp_path: Path) -> None:
                                         rf" {support.opsets['']}.*opset=N") as info:
         m.run(np.ones((1, 3), np.float32))  # the session's refusal, explained
     assert support.version in str(info.value) and "Upgrade onnxruntime" in str(info.value)
+    assert f"model {str(path)!r} needs a newer onnxruntime" in str(info.value)
     newer_ir = make_scale_model()
     newer_ir.ir_version = support.ir_version + 1
     with pytest.raises(LoadError, match=f"IR version {support.ir_version + 1}"):

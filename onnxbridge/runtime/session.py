@@ -171,13 +171,15 @@ def proto_session(
     explicit: bool = True,
     hooks: Sequence[Callable[[onnxruntime.SessionOptions], None]] = (),
     data_dir: str | os.PathLike[str] | None = None,
+    label: str | None = None,
 ) -> onnxruntime.InferenceSession:
     """A checked session for a model proto: threads, its custom-op library, the
     hooks on its options. A proto whose tensors name external data (checked at load, in
     ``data_dir``) goes to onnxruntime as its small graph, and onnxruntime reads or maps the
     weights from their files itself; a proto over 2 GB with weights inline (built in memory)
     is written to a temporary folder first. Nothing over 2 GB is ever serialised. A model
-    onnxruntime refuses is a LoadError saying why (:func:`explain_refusal`)."""
+    onnxruntime refuses is a LoadError saying why (:func:`explain_refusal`); ``label`` names
+    the model there (its file), else its graph's name."""
     import tempfile
 
     from onnxbridge._files import has_external_data, is_large, save_proto, session_config
@@ -212,17 +214,17 @@ def proto_session(
             path = save_proto(proto, Path(tmp) / "model.onnx", external_data=True)[0]
             return create_session(str(path), wanted, options, strict=strict, explicit=explicit)
     except LoadError as exc:
-        raise explain_refusal(proto, exc) from exc
+        raise explain_refusal(proto, exc, label or f"model {proto.graph.name!r}") from exc
 
 
-def explain_refusal(proto: onnx.ModelProto, refusal: LoadError) -> LoadError:
+def explain_refusal(proto: onnx.ModelProto, refusal: LoadError, what: str) -> LoadError:
     """Why onnxruntime refused the model, once it has: IR version or opsets newer than it
     supports (measured now, with the fix), else its own message plus onnx.checker's finding."""
     from onnxbridge._files import checker_findings
     from onnxbridge.runtime.compat import check_compatible
 
     try:
-        check_compatible(proto, f"model {proto.graph.name!r}")
+        check_compatible(proto, what)
     except LoadError as versions:
         return versions
     except Exception:  # measuring the versions failed too: onnxruntime's own message stands
