@@ -306,7 +306,8 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _shapes(outputs: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in outputs.items())
+    return ", ".join(f"{k} {list(v.shape)}" if hasattr(v, "shape") else f"{k}: {_describe(v)}"
+                     for k, v in outputs.items())
 
 
 def _verify_recorded(m: Any, providers: str | None, report: Any) -> None:
@@ -375,20 +376,86 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import onnxbridge
 
     m = onnxbridge.load(args.model)
-    data = read_inputs(args.input)
-    outputs = m.run(data, as_dict=True, providers=args.providers)
+    if args.input:
+        outputs = m.run(read_inputs(args.input), as_dict=True, providers=args.providers)
+    elif m.inputs:
+        names = ", ".join(s.name for s in m.inputs)
+        raise OnnxBridgeError(f"the model takes input(s) {names}: give them with --input FILE"
+                              " (.npy for one input, .npz by name, .csv or .parquet)")
+    else:  # a model without inputs (constants, generators) runs as it is
+        outputs = m.run(as_dict=True, providers=args.providers)
     if args.output:
         from onnxbridge._files import open_atomic
 
+        arrays, notes = _storable(outputs)
         out = args.output if str(args.output).endswith(".npz") else f"{args.output}.npz"
         with open_atomic(out) as f:
-            np.savez(f, **outputs)
-        print(f"wrote {len(outputs)} output(s) to {out}")
+            np.savez(f, allow_pickle=False, **arrays)  # readable with np.load's defaults
+        print(f"wrote {len(outputs)} output(s) to {out}" + "".join(f"; {n}" for n in notes))
     else:
         for name, value in outputs.items():
-            print(f"{name}: shape {list(np.shape(value))}")
+            print(f"{name}: {_describe(value)}")
             print(np.array2string(np.asarray(value), threshold=50))
     return 0
+
+
+def _describe(value: Any) -> str:
+    """An output in words: a tensor's shape, or what a sequence or map output holds."""
+    if hasattr(value, "shape"):
+        return f"shape {list(value.shape)}"
+    if isinstance(value, dict):
+        return f"a map of {len(value)} entries"
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return f"a sequence of {len(value)} maps (one per row)"
+        return f"a sequence of {len(value)} tensor(s)"
+    return type(value).__name__
+
+
+def _storable(outputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Outputs as plain arrays an .npz holds without pickling (np.load reads pickles only with
+    allow_pickle=True, and `run -i` never does): strings as str arrays, a sequence of maps
+    (ZipMap's probabilities) as a [rows, keys] array plus ``<name>.keys``, a map as keys and
+    values, a sequence of tensors stacked or one entry each."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    notes: list[str] = []
+
+    def plain(name: str, value: Any) -> None:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            if not all(isinstance(v, (str, bytes)) for v in arr.flat):
+                raise OnnxBridgeError(f"output {name!r} holds {type(value).__name__} values that"
+                                      " an .npz cannot hold without pickling; print it instead")
+            arr = arr.astype(str)
+        arrays[name] = arr
+
+    for name, value in outputs.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            keys = list(value[0])
+            if any(list(v) != keys for v in value):
+                raise OnnxBridgeError(f"output {name!r}: its maps do not all have the same keys")
+            plain(name, [[v[k] for k in keys] for v in value])
+            plain(f"{name}.keys", keys)
+            notes.append(f"{name} (a map per row) as a [{len(value)}, {len(keys)}] array, its"
+                         f" keys in {name}.keys")
+        elif isinstance(value, dict):
+            plain(f"{name}.keys", list(value))
+            plain(f"{name}.values", list(value.values()))
+            notes.append(f"{name} (a map) as {name}.keys and {name}.values")
+        elif isinstance(value, list):
+            shapes = {np.shape(v) for v in value}
+            if len(shapes) == 1:
+                plain(name, np.stack([np.asarray(v) for v in value]) if value else np.empty(0))
+                notes.append(f"{name} (a sequence of {len(value)}) stacked on a new first axis")
+            else:
+                for i, item in enumerate(value):
+                    plain(f"{name}.{i}", item)
+                notes.append(f"{name} (a sequence of {len(value)}) as {name}.0, {name}.1, ...")
+        else:
+            plain(name, value)
+    return arrays, notes
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -666,8 +733,9 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "run a model on inputs from a file",
               "onnxbridge run model.onnx --input x.npy -o y.npz")
     run.add_argument("model", help="path of an .onnx file")
-    run.add_argument("--input", "-i", required=True,
-                     help=".npy (one input), .npz (inputs by name), .csv or .parquet")
+    run.add_argument("--input", "-i",
+                     help=".npy (one input), .npz (inputs by name), .csv or .parquet"
+                          " (a model without inputs needs none)")
     run.add_argument("--output", "-o", help="write outputs to this .npz instead of printing")
     run.add_argument("--providers", help="e.g. cpu, or cuda,cpu")
     run.set_defaults(func=_cmd_run)

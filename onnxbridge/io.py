@@ -369,7 +369,8 @@ def random_inputs(
     feeds = {}
     for spec in inputs:
         if spec.dtype is None:
-            raise InputError(f"input {spec.name!r} is a {spec.type}; only tensors can be generated")
+            raise InputError(f"input {spec.name!r} is of type {spec.type}; only tensors can be"
+                             " generated")
         shape = []
         for axis, d in enumerate(spec.shape or ()):
             if isinstance(d, int) and d > 0:
