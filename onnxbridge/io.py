@@ -197,7 +197,7 @@ def _prepare(value: Any, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
 def to_feeds(
     inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
     *, cast: str = "safe", columns: Sequence[str] | None = None,
-    shared: Sequence[SharedDim] | None = None,
+    shared: Sequence[SharedDim] | None = None, optional: Sequence[TensorSpec] = (),
 ) -> dict[str, np.ndarray]:
     """Match positional and keyword inputs to the model's inputs and check dtype and shape.
 
@@ -207,6 +207,7 @@ def to_feeds(
     A single DataFrame is matched by column name (``onnxbridge._frames.frame_feeds``; ``columns``
     are the names recorded at conversion); a single dict is read as keyword inputs; a single
     tuple fills a many-input model. ``shared`` is ``shared_dims(inputs)`` when the caller has it.
+    ``optional`` are inputs with a default in the model, taken only by name.
     """
     if cast not in CAST_MODES:
         raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
@@ -234,9 +235,15 @@ def to_feeds(
         )
     for spec, value in zip(inputs, args, strict=False):
         given[spec.name] = value
+    overrides: dict[str, np.ndarray] = {}
+    by_name = {s.name: s for s in optional}
     for key, value in kwargs.items():
+        if key in by_name and key not in names:  # replaces the default stored in the model
+            overrides[key] = _prepare(value, by_name[key], cast)
+            continue
         if key not in names:
-            raise InputError(f"the model has no input named {key!r}; its inputs are {names}")
+            raise InputError(f"the model has no input named {key!r}; its inputs are {names}"
+                             + (f" (and, with defaults, {list(by_name)})" if by_name else ""))
         if key in given:
             raise InputError(f"input {key!r} was given both by position and by name")
         given[key] = value
@@ -245,6 +252,7 @@ def to_feeds(
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
     feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs}
     check_shared_dims(shared_dims(inputs) if shared is None else shared, feeds)
+    feeds.update(overrides)
     return feeds
 
 

@@ -76,6 +76,7 @@ class OnnxModel:
         self._shared: list[SharedDim] = []
         self._output_names: list[str] = []
         self._columns: tuple[list[str] | None] | None = None  # None: not read from metadata yet
+        self._optional: list[TensorSpec] | None = None
 
     # -- signature and metadata ------------------------------------------------------------------
     def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -91,6 +92,20 @@ class OnnxModel:
     @property
     def outputs(self) -> list[TensorSpec]:
         return list(self._signature_now()[1])
+
+    @property
+    def optional_inputs(self) -> list[TensorSpec]:
+        """Graph inputs with a default in the file (an initializer of the same name, IR 4+):
+        ``run`` uses the default unless one is given by name (``m.run(x, scale=s)``)."""
+        return list(self._optional_specs())
+
+    def _optional_specs(self) -> list[TensorSpec]:
+        if self._optional is None:
+            g = self.proto.graph
+            init = {t.name for t in g.initializer}
+            self._optional = [TensorSpec.from_value_info(v) for v in g.input
+                              if v.name in init] if self.proto.ir_version >= 4 else []
+        return self._optional
 
     @property
     def input_names(self) -> list[str]:
@@ -309,7 +324,7 @@ class OnnxModel:
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
         self._input_checks()  # the shared axes, worked out once
         feeds = to_feeds(specs, args, inputs, cast=cast, columns=self._recorded_columns(),
-                         shared=self._shared)
+                         shared=self._shared, optional=self._optional_specs())
         try:
             if run is not None:  # checked and cast by to_feeds: the compiled run, as above
                 return self._pack(run(self._output_names, feeds, None), as_dict)
@@ -358,6 +373,10 @@ class OnnxModel:
         name = shown(self.name or "model", 120)
         lines = [f"OnnxModel '{name}'"]
         lines.append("  inputs:  " + shown("; ".join(str(s) for s in self.inputs), 2000))
+        optional = self.optional_inputs
+        if optional:
+            lines.append("  optional inputs (defaults in the file; give by name to override): "
+                         + shown("; ".join(str(s) for s in optional), 2000))
         lines.append("  outputs: " + shown("; ".join(str(s) for s in self.outputs), 2000))
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)

@@ -305,3 +305,31 @@ def test_dataframe_values_cast_as_arrays_are() -> None:
     nullable = pd.DataFrame({"a": [1.0, None], "b": [2.0, 2.0], "c": [3.0, 3.0]}).astype("Float64")
     got = m.run(nullable)
     assert np.isnan(got[1, 0]) and got[0].tolist() == [1.0, 4.0, 9.0]
+
+
+def test_inputs_with_defaults_are_optional_and_taken_by_name() -> None:
+    """An IR 4+ graph input that is also an initializer has a default that onnxruntime lets a
+    caller replace; run() used to say the model had no such input."""
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])], "opt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "scale")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 7
+    m = OnnxModel(proto)
+    x = np.array([[1.0, 1.0, 2.0]], np.float32)
+    assert m.input_names == ["x"] and [s.name for s in m.optional_inputs] == ["scale"]
+    np.testing.assert_array_equal(m.run(x), [[1.0, 2.0, 6.0]])  # the default, by hand
+    np.testing.assert_array_equal(m.run(x, scale=np.full(3, 5, np.float32)), [[5.0, 5.0, 10.0]])
+    np.testing.assert_array_equal(m.run({"x": x, "scale": [0, 1, 2]}), [[0.0, 1.0, 4.0]])
+    assert "optional inputs (defaults in the file" in repr(m)
+    with pytest.raises(InputError, match=r"no input named 'scal'.*with defaults, \['scale'\]"):
+        m.run(x, scal=[1, 2, 3])
+    with pytest.raises(InputError, match=r"'scale' expects shape \[3\]"):
+        m.run(x, scale=[1.0, 2.0])
+    proto.ir_version = 3  # before IR 4 an initializer listed as an input is a weight, not a default
+    assert OnnxModel(proto).optional_inputs == []
