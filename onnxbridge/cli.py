@@ -403,12 +403,15 @@ def _describe(value: Any) -> str:
     """An output in words: a tensor's shape, or what a sequence or map output holds."""
     if hasattr(value, "shape"):
         return f"shape {list(value.shape)}"
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
     if isinstance(value, dict):
-        return f"a map of {len(value)} entries"
+        return f"a map of {count(len(value), 'entry')}".replace("entrys", "entries")
     if isinstance(value, list):
         if value and all(isinstance(v, dict) for v in value):
-            return f"a sequence of {len(value)} maps (one per row)"
-        return f"a sequence of {len(value)} tensor(s)"
+            return f"a sequence of {count(len(value), 'map')} (one per row)"
+        return f"a sequence of {count(len(value), 'tensor')}"
     return type(value).__name__
 
 

@@ -327,7 +327,7 @@ def test_run_writes_maps_and_strings_without_pickles(tmp_path: Path,
         np.testing.assert_array_equal(s["s"], [[1.0, 2.0], [1.0, 2.0]])
     capsys.readouterr()
     assert main(["check", str(seq_path)]) == 0  # "s []" read as an empty shape
-    assert "s: a sequence of 2 tensor(s)" in capsys.readouterr().out
+    assert "s: a sequence of 2 tensors" in capsys.readouterr().out
 
 
 def test_run_a_model_without_inputs_needs_no_input_file(
