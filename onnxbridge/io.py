@@ -211,9 +211,14 @@ def to_feeds(
     """
     if cast not in CAST_MODES:
         raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
+    # An optional-type input (opset 18's optional(...)) may be left out or given as None:
+    # onnxruntime runs the model with it empty.
+    may_skip = {s.name for s in inputs if s.type.startswith("optional(")}
     if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
         only = args[0]
         spec = inputs[0]
+        if only is None and spec.name in may_skip:
+            return {}
         if is_dataframe(only):  # matched by name, then checked like any array
             only = frame_feeds(only, inputs, columns)[spec.name]
             return {spec.name: _prepare(only, spec, cast)}
@@ -247,10 +252,11 @@ def to_feeds(
         if key in given:
             raise InputError(f"input {key!r} was given both by position and by name")
         given[key] = value
-    missing = [n for n in names if n not in given]
+    missing = [n for n in names if n not in given and n not in may_skip]
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
-    feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs}
+    feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs
+             if given.get(spec.name) is not None or spec.name not in may_skip}
     check_shared_dims(shared_dims(inputs) if shared is None else shared, feeds)
     feeds.update(overrides)
     return feeds

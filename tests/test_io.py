@@ -333,3 +333,19 @@ def test_inputs_with_defaults_are_optional_and_taken_by_name() -> None:
         m.run(x, scale=[1.0, 2.0])
     proto.ir_version = 3  # before IR 4 an initializer listed as an input is a weight, not a default
     assert OnnxModel(proto).optional_inputs == []
+
+
+def test_an_optional_type_input_may_be_left_out_or_none() -> None:
+    """opset 18's optional(tensor) input: onnxruntime runs the model with it empty; run() used
+    to call it missing, or None an error."""
+    graph = helper.make_graph(
+        [helper.make_node("OptionalHasElement", ["o"], ["has"])], "optional_input",
+        [helper.make_value_info("o", helper.make_optional_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))],
+        [helper.make_tensor_value_info("has", TensorProto.BOOL, [])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    m = OnnxModel(proto)
+    assert bool(m.run(np.ones(2, np.float32))) is True  # the model's own answer: it has one
+    for empty in (m.run(), m.run(None), m.run(o=None), m.run({"o": None})):
+        assert bool(empty) is False
