@@ -372,7 +372,8 @@ class OnnxModel:
         # Text from the file is data: one line per fact, control characters escaped, cut.
         name = shown(self.name or "model", 120)
         lines = [f"OnnxModel '{name}'"]
-        lines.append("  inputs:  " + shown("; ".join(str(s) for s in self.inputs), 2000))
+        lines.append("  inputs:  " + (shown("; ".join(str(s) for s in self.inputs), 2000)
+                                      or "none (the model computes its outputs alone)"))
         optional = self.optional_inputs
         if optional:
             lines.append("  optional inputs (defaults in the file; give by name to override): "

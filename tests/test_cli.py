@@ -343,6 +343,8 @@ def test_run_a_model_without_inputs_needs_no_input_file(
         tmp_path / "const.onnx")
     assert main(["run", str(path)]) == 0
     assert "[4. 2.]" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 0
+    assert "inputs:  none (the model computes its outputs alone)" in capsys.readouterr().out
     needs = OnnxModel(scale_model).save(tmp_path / "m.onnx")
     assert main(["run", str(needs)]) == 1
     assert "takes input(s) x: give them with --input FILE" in capsys.readouterr().err
