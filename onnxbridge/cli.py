@@ -206,32 +206,47 @@ def _cmd_info(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # checker findings: shown below
         m = onnxbridge.load(args.model, check_runtime=False)  # inspecting needs no runtime
+    from onnxbridge._text import shown
+
     print(repr(m))
-    for finding in getattr(m, "checker_findings", []):
-        print(f"  onnx.checker warns: {finding[:300]} (onnxruntime loads the model anyway)")
+    findings = m.checker_findings  # load runs no checker: info does
+    refused: Exception | None = None
+    if findings and runtime_installed():
+        # Whether onnxruntime runs the model anyway (an IR 3 initializer outside the inputs) or
+        # refuses it too (an unknown operator): only a session says, so one is made.
+        try:
+            m.session("cpu")
+        except OnnxBridgeError as exc:
+            refused = exc
+    for finding in findings:
+        verdict = "" if not runtime_installed() else (
+            " (onnxruntime cannot load it either)" if refused else
+            " (onnxruntime loads the model anyway)")
+        print(f"  onnx.checker warns: {shown(finding, 300)}{verdict}")
     if runtime_installed():
         problems = compatibility_problems(m.proto)
         version = runtime_support().version
         # Only the IR version and opsets are compared here; whether every operator is implemented
         # shows when a session is made, which `check` does.
-        print(f"  onnxruntime {version}: " + (
-            "supports its IR version and opsets (operators not checked: onnxbridge check)"
-            if not problems else "CANNOT load it: " + "; ".join(problems)))
+        if refused is not None:
+            print(f"  onnxruntime {version}: CANNOT load it: {shown(str(refused), 600)}")
+        else:
+            print(f"  onnxruntime {version}: " + (
+                "supports its IR version and opsets (operators not checked: onnxbridge check)"
+                if not problems else "CANNOT load it: " + "; ".join(problems)))
     else:
         print("  onnxruntime: not installed (pip install 'onnxbridge[cpu]' or 'onnxbridge[gpu]')")
     hist = m.operator_histogram()
-    print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
+    print("  operators: " + shown(", ".join(f"{op} x{n}" for op, n in hist.most_common()), 2000))
     meta = m.metadata
     if meta:
-        from onnxbridge._text import shown
-
         print("  metadata:")
         keys = [k for k in sorted(meta) if k != "onnxbridge.parity"]  # the JSON is for tools
         for key in keys[:MAX_METADATA_SHOWN]:
             print(f"    {shown(key, 80)}: {shown(meta[key])}")  # text from the file is data
         if len(keys) > MAX_METADATA_SHOWN:
             print(f"    ... and {len(keys) - MAX_METADATA_SHOWN:,} more entries")
-    return 0
+    return 1 if refused is not None else 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -254,14 +269,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{mark} {name}: {shown(detail, 2000)}")  # names come from the file
 
     from onnxbridge._files import checker_findings
+    from onnxbridge._text import shown
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # its findings are reported below
         m = onnxbridge.load(args.model, check_runtime=False)
     real = read_inputs(args.input) if args.input else None
     findings = checker_findings(m.proto, full_check=True)  # on a weight-less copy when the model is large
-    if findings:  # a warning, not a failure: onnxruntime loaded it (load would refuse otherwise)
-        print(f"warn onnx.checker: {findings[0][:300]} (onnxruntime loads the model anyway)")
+    if findings:  # a warning, not a failure: the session below says whether onnxruntime runs it
+        print(f"warn onnx.checker: {shown(findings[0], 300)}")
     else:
         report("onnx.checker (full)", True, "the graph is valid")
     problems = compatibility_problems(m.proto)
@@ -376,6 +392,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import onnxbridge
 
     m = onnxbridge.load(args.model)
+    m.session(args.providers)  # a model onnxruntime refuses is said before its inputs are read
     if args.input:
         outputs = m.run(read_inputs(args.input), as_dict=True, providers=args.providers)
     elif m.inputs:
@@ -488,6 +505,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dims[name] = _parse_ints(value, f"--dim {name}")[0]
     progress = Progress(args.quiet)
     real = None
+    if not m.inputs:  # nothing to batch: one row per run
+        batches = [1]
     if args.input:  # the user's inputs, at their own batch size
         from onnxbridge.io import batch_size, to_feeds
 

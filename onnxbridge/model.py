@@ -375,9 +375,11 @@ class OnnxModel:
         lines.append("  inputs:  " + (shown("; ".join(str(s) for s in self.inputs), 2000)
                                       or "none (the model computes its outputs alone)"))
         optional = self.optional_inputs
-        if optional:
+        if optional:  # old exporters list every weight as an input: name a few, count the rest
+            shown_ones = "; ".join(str(s) for s in optional[:5]) + (
+                f"; and {len(optional) - 5} more" if len(optional) > 5 else "")
             lines.append("  optional inputs (defaults in the file; give by name to override): "
-                         + shown("; ".join(str(s) for s in optional), 2000))
+                         + shown(shown_ones, 2000))
         lines.append("  outputs: " + shown("; ".join(str(s) for s in self.outputs), 2000))
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)

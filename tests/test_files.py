@@ -330,6 +330,9 @@ def test_a_model_neither_accepts_is_refused_when_its_session_is_made(
     path.write_bytes(model.SerializeToString())
     assert main(["check", str(path)]) == 1
     assert "FAIL onnxruntime session" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 1  # it used to say "onnxruntime loads the model anyway"
+    out = capsys.readouterr().out
+    assert "(onnxruntime cannot load it either)" in out and "CANNOT load it" in out
 
 
 # -- issue 13: sizes and checks that never serialise a large proto -------------------------------

@@ -333,6 +333,11 @@ def test_inputs_with_defaults_are_optional_and_taken_by_name() -> None:
         m.run(x, scale=[1.0, 2.0])
     proto.ir_version = 3  # before IR 4 an initializer listed as an input is a weight, not a default
     assert OnnxModel(proto).optional_inputs == []
+    proto.ir_version = 7  # an old exporter listing every weight as an input: a few are named
+    for i in range(7):
+        proto.graph.input.append(helper.make_tensor_value_info(f"w{i}", TensorProto.FLOAT, [1]))
+        proto.graph.initializer.append(numpy_helper.from_array(np.ones(1, np.float32), f"w{i}"))
+    assert len(OnnxModel(proto).optional_inputs) == 8 and "; and 3 more" in repr(OnnxModel(proto))
 
 
 def test_an_optional_type_input_may_be_left_out_or_none() -> None:
