@@ -534,68 +534,32 @@ def load(
     onnxruntime reads (or maps) them when a session is made (``m.data_dir`` is that folder).
     A model over 2 GB always has its weights in external files: load its path, or its bytes
     with ``base_dir=`` the folder of its data files.
-    With ``check_runtime`` (the default), a model whose IR version or opsets are newer than the
-    installed onnxruntime supports raises LoadError naming both versions and the fix.
+    ``load`` makes no onnxruntime session: the first ``run`` (or ``session()``) makes one, and a
+    model onnxruntime cannot load raises LoadError then, naming an IR version or opsets newer
+    than the installed onnxruntime supports (with the fix) or what onnx.checker finds wrong.
+    onnx.checker is not run here (``m.checker_findings``, ``onnxbridge check`` and ``info``
+    show what it says); ``check_runtime`` is kept for compatibility and changes nothing.
 
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
+    del check_runtime  # the session made on first use checks it (and names the fix)
     if isinstance(source, str) and source.startswith(("https://", "http://", "hf://")):
         from onnxbridge._remote import fetch_remote
 
         source = fetch_remote(source, sha256=sha256, trust=trust, max_bytes=max_bytes)
-    from onnxbridge._files import checker_findings, load_proto
-    from onnxbridge.runtime import check_compatible, runtime_installed
+    from onnxbridge._files import load_proto
 
     _refuse_non_path_string(source)
     proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-    what = f"model {label!r}" if label else "this model"
-    if check_runtime and runtime_installed():  # without onnxruntime, run() says what to install
-        check_compatible(proto, what)
-    findings = _judge_findings(proto, folder, what, checker_findings(proto))
     model_class = OnnxModel
     if any(p.key == "onnxbridge.task" and p.value == "text-generation"
            for p in proto.metadata_props):
         from onnxbridge.generate import GenerativeModel
 
         model_class = GenerativeModel
-    m = model_class(proto, source=label, data_dir=folder)
-    m.checker_findings = findings
-    return m
-
-
-def _judge_findings(proto: Any, folder: Any, what: str, findings: list[str]) -> list[str]:
-    """onnx.checker's findings become warnings when onnxruntime makes a session for the model
-    anyway (it runs models the checker rejects, e.g. an IR 3 initializer missing from the graph
-    inputs); when onnxruntime refuses it too, a LoadError with both reasons."""
-    if not findings:
-        return []
-    from onnxbridge.runtime import runtime_installed
-
-    if runtime_installed():
-        from onnxbridge._files import session_config
-        from onnxbridge.errors import LoadError
-        from onnxbridge.runtime import ort
-
-        onnxruntime = ort()
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 4
-        for key, value in session_config(proto, folder).items():
-            options.add_session_config_entry(key, value)
-        try:
-            onnxruntime.InferenceSession(proto.SerializeToString(), options,
-                                         providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            reason = " ".join(str(exc).split())[:500]
-            raise LoadError(
-                f"{what} is not a valid ONNX graph: {findings[0]} (and onnxruntime cannot load"
-                f" it either: {reason})"
-            ) from exc
-    for finding in findings:
-        warnings.warn(f"{what}: onnx.checker: {finding} (onnxruntime loads it)",
-                      OnnxBridgeWarning, stacklevel=3)
-    return findings
+    return model_class(proto, source=label, data_dir=folder)
 
 
 def _refuse_non_path_string(source: Any) -> None:

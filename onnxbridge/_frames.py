@@ -54,9 +54,11 @@ def _column(df: Any, name: str, wants_strings: bool) -> np.ndarray:
     return col
 
 
-def _check_names(df: Any, wanted: Sequence[str], what: str) -> dict[str, Any]:
+def _check_names(labels: Sequence[Any], wanted: Sequence[str], what: str) -> tuple[dict[str, Any],
+                                                                                  list[str]]:
+    """The frame's labels by name (str), and the names that are not wanted (ignored)."""
     by_name: dict[str, Any] = {}
-    for c in df.columns:
+    for c in labels:
         by_name.setdefault(str(c), c)
     missing = [n for n in wanted if n not in by_name]
     if missing:
@@ -64,37 +66,82 @@ def _check_names(df: Any, wanted: Sequence[str], what: str) -> dict[str, Any]:
             f"the DataFrame lacks column(s) {missing}, which {what}; it has"
             f" {list(by_name)}. Add them (columns are matched by name, in any order)"
         )
-    extra = [n for n in by_name if n not in set(wanted)]
+    wanted_set = set(wanted)
+    return by_name, [n for n in by_name if n not in wanted_set]
+
+
+# How a frame's columns become the model's inputs, worked out once per (labels, inputs,
+# recorded columns): ("matrix", labels to select or None for all in order, extra) or
+# ("columns", [(input name, label)], extra). Bounded: cleared when it grows past _PLANS_MAX.
+_Plan = tuple[str, Any, list[str]]
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+_PLANS_MAX = 256
+# The last (column Index, input names, recorded columns, plan): pandas Index objects are
+# immutable, and holding it keeps its id from being reused, so the same frame (or another
+# with the very same columns object) skips reading the labels again (~5 us for pyarrow-backed
+# string labels) and looking the plan up.
+_LAST: list[tuple[Any, Any, Any, Any]] = [(None, None, None, None)]
+
+
+def _frame_plan(df: Any, names: tuple[str, ...], columns: Sequence[str] | None) -> _Plan:
+    index = df.columns
+    last = _LAST[0]  # one read: threads replace the tuple whole
+    if index is last[0] and names == last[1] and columns == last[2]:
+        return last[3]
+    plan = _plan(tuple(index.tolist()), names, None if columns is None else tuple(columns))
+    _LAST[0] = (index, names, None if columns is None else list(columns), plan)
+    return plan
+
+
+def _plan(labels: tuple[Any, ...], names: tuple[str, ...], columns: tuple[str, ...] | None
+          ) -> _Plan:
+    key = (labels, names, columns)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    if len(names) == 1 and names[0] not in {str(c) for c in labels}:
+        if columns is None:  # no names recorded (converted from an array): columns in order
+            plan = ("matrix", None, [])
+        else:
+            by_name, extra = _check_names(labels, columns, "the model was converted with")
+            picked = [by_name[c] for c in columns]
+            plan = ("matrix", None if picked == list(labels) else picked, extra)
+    else:
+        by_name, extra = _check_names(labels, names, f"the model takes as inputs {list(names)}")
+        plan = ("columns", [(n, by_name[n]) for n in names], extra)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def frame_feeds(df: Any, inputs: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
+    """The model's inputs (``TensorSpec``-like: name, dtype, shape) taken from ``df`` by name."""
+    names = tuple(str(s.name) for s in inputs)
+    kind, picked, extra = _frame_plan(df, names, columns)
     if extra:
         warnings.warn(
             f"DataFrame column(s) {extra} are not model inputs and are ignored",
             OnnxBridgeWarning, stacklevel=4,
         )
-    return by_name
-
-
-def frame_feeds(df: Any, inputs: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
-    """The model's inputs (``TensorSpec``-like: name, dtype, shape) taken from ``df`` by name."""
-    names = [str(s.name) for s in inputs]
-    if len(inputs) == 1 and names[0] not in {str(c) for c in df.columns}:
+    if kind == "matrix":
         spec = inputs[0]
-        frame = df  # no names recorded (converted from an array): columns taken in order
-        if columns is not None:
-            by_name = _check_names(df, list(columns), "the model was converted with")
-            frame = df[[by_name[c] for c in columns]]
+        frame = df if picked is None else df[picked]
         dtype = getattr(spec, "dtype", None)
         if dtype == np.dtype(object):
             return {spec.name: _strings(np.asarray(frame.to_numpy()))}
-        if dtype is not None and dtype.kind == "f":  # pandas NA (nullable dtypes) -> NaN
-            try:
+        if dtype is not None and dtype.kind == "f":
+            values = frame.to_numpy()
+            if values.dtype.kind == "f":  # numpy floats: NaN is NaN already; io casts safely
+                return {spec.name: values}
+            try:  # pandas NA (nullable dtypes) -> NaN
                 return {spec.name: frame.to_numpy(dtype=dtype, na_value=np.nan)}
             except (TypeError, ValueError):  # strings: io's check names the problem
                 return {spec.name: frame}
         return {spec.name: frame}
-    by_name = _check_names(df, names, f"the model takes as inputs {names}")
     out: dict[str, Any] = {}
-    for spec in inputs:
-        col = _column(df, by_name[spec.name], getattr(spec, "dtype", None) == np.dtype(object))
+    for spec, (_, label) in zip(inputs, picked, strict=True):
+        col = _column(df, label, getattr(spec, "dtype", None) == np.dtype(object))
         rank = len(spec.shape) if spec.shape is not None else 2
         out[spec.name] = col.reshape(-1, 1) if rank == 2 else col
     return out

@@ -206,32 +206,47 @@ def _cmd_info(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # checker findings: shown below
         m = onnxbridge.load(args.model, check_runtime=False)  # inspecting needs no runtime
+    from onnxbridge._text import shown
+
     print(repr(m))
-    for finding in getattr(m, "checker_findings", []):
-        print(f"  onnx.checker warns: {finding[:300]} (onnxruntime loads the model anyway)")
+    findings = m.checker_findings  # load runs no checker: info does
+    refused: Exception | None = None
+    if findings and runtime_installed():
+        # Whether onnxruntime runs the model anyway (an IR 3 initializer outside the inputs) or
+        # refuses it too (an unknown operator): only a session says, so one is made.
+        try:
+            m.session("cpu")
+        except OnnxBridgeError as exc:
+            refused = exc
+    for finding in findings:
+        verdict = "" if not runtime_installed() else (
+            " (onnxruntime cannot load it either)" if refused else
+            " (onnxruntime loads the model anyway)")
+        print(f"  onnx.checker warns: {shown(finding, 300)}{verdict}")
     if runtime_installed():
         problems = compatibility_problems(m.proto)
         version = runtime_support().version
         # Only the IR version and opsets are compared here; whether every operator is implemented
         # shows when a session is made, which `check` does.
-        print(f"  onnxruntime {version}: " + (
-            "supports its IR version and opsets (operators not checked: onnxbridge check)"
-            if not problems else "CANNOT load it: " + "; ".join(problems)))
+        if refused is not None:
+            print(f"  onnxruntime {version}: CANNOT load it: {shown(str(refused), 600)}")
+        else:
+            print(f"  onnxruntime {version}: " + (
+                "supports its IR version and opsets (operators not checked: onnxbridge check)"
+                if not problems else "CANNOT load it: " + "; ".join(problems)))
     else:
         print("  onnxruntime: not installed (pip install 'onnxbridge[cpu]' or 'onnxbridge[gpu]')")
     hist = m.operator_histogram()
-    print("  operators: " + ", ".join(f"{op} x{n}" for op, n in hist.most_common()))
+    print("  operators: " + shown(", ".join(f"{op} x{n}" for op, n in hist.most_common()), 2000))
     meta = m.metadata
     if meta:
-        from onnxbridge._text import shown
-
         print("  metadata:")
         keys = [k for k in sorted(meta) if k != "onnxbridge.parity"]  # the JSON is for tools
         for key in keys[:MAX_METADATA_SHOWN]:
             print(f"    {shown(key, 80)}: {shown(meta[key])}")  # text from the file is data
         if len(keys) > MAX_METADATA_SHOWN:
             print(f"    ... and {len(keys) - MAX_METADATA_SHOWN:,} more entries")
-    return 0
+    return 1 if refused is not None else 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -254,14 +269,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"{mark} {name}: {shown(detail, 2000)}")  # names come from the file
 
     from onnxbridge._files import checker_findings
+    from onnxbridge._text import shown
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxBridgeWarning)  # its findings are reported below
         m = onnxbridge.load(args.model, check_runtime=False)
     real = read_inputs(args.input) if args.input else None
     findings = checker_findings(m.proto, full_check=True)  # on a weight-less copy when the model is large
-    if findings:  # a warning, not a failure: onnxruntime loaded it (load would refuse otherwise)
-        print(f"warn onnx.checker: {findings[0][:300]} (onnxruntime loads the model anyway)")
+    if findings:  # a warning, not a failure: the session below says whether onnxruntime runs it
+        print(f"warn onnx.checker: {shown(findings[0], 300)}")
     else:
         report("onnx.checker (full)", True, "the graph is valid")
     problems = compatibility_problems(m.proto)
@@ -306,7 +322,8 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _shapes(outputs: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {list(getattr(v, 'shape', []))}" for k, v in outputs.items())
+    return ", ".join(f"{k} {list(v.shape)}" if hasattr(v, "shape") else f"{k}: {_describe(v)}"
+                     for k, v in outputs.items())
 
 
 def _verify_recorded(m: Any, providers: str | None, report: Any) -> None:
@@ -375,20 +392,90 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import onnxbridge
 
     m = onnxbridge.load(args.model)
-    data = read_inputs(args.input)
-    outputs = m.run(data, as_dict=True, providers=args.providers)
+    m.session(args.providers)  # a model onnxruntime refuses is said before its inputs are read
+    if args.input:
+        outputs = m.run(read_inputs(args.input), as_dict=True, providers=args.providers)
+    elif m.inputs:
+        names = ", ".join(s.name for s in m.inputs)
+        raise OnnxBridgeError(f"the model takes input(s) {names}: give them with --input FILE"
+                              " (.npy for one input, .npz by name, .csv or .parquet)")
+    else:  # a model without inputs (constants, generators) runs as it is
+        outputs = m.run(as_dict=True, providers=args.providers)
     if args.output:
         from onnxbridge._files import open_atomic
 
+        arrays, notes = _storable(outputs)
         out = args.output if str(args.output).endswith(".npz") else f"{args.output}.npz"
         with open_atomic(out) as f:
-            np.savez(f, **outputs)
-        print(f"wrote {len(outputs)} output(s) to {out}")
+            np.savez(f, allow_pickle=False, **arrays)  # readable with np.load's defaults
+        print(f"wrote {len(outputs)} output(s) to {out}" + "".join(f"; {n}" for n in notes))
     else:
         for name, value in outputs.items():
-            print(f"{name}: shape {list(np.shape(value))}")
+            print(f"{name}: {_describe(value)}")
             print(np.array2string(np.asarray(value), threshold=50))
     return 0
+
+
+def _describe(value: Any) -> str:
+    """An output in words: a tensor's shape, or what a sequence or map output holds."""
+    if hasattr(value, "shape"):
+        return f"shape {list(value.shape)}"
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
+    if isinstance(value, dict):
+        return f"a map of {count(len(value), 'entry')}".replace("entrys", "entries")
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            return f"a sequence of {count(len(value), 'map')} (one per row)"
+        return f"a sequence of {count(len(value), 'tensor')}"
+    return type(value).__name__
+
+
+def _storable(outputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Outputs as plain arrays an .npz holds without pickling (np.load reads pickles only with
+    allow_pickle=True, and `run -i` never does): strings as str arrays, a sequence of maps
+    (ZipMap's probabilities) as a [rows, keys] array plus ``<name>.keys``, a map as keys and
+    values, a sequence of tensors stacked or one entry each."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    notes: list[str] = []
+
+    def plain(name: str, value: Any) -> None:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            if not all(isinstance(v, (str, bytes)) for v in arr.flat):
+                raise OnnxBridgeError(f"output {name!r} holds {type(value).__name__} values that"
+                                      " an .npz cannot hold without pickling; print it instead")
+            arr = arr.astype(str)
+        arrays[name] = arr
+
+    for name, value in outputs.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            keys = list(value[0])
+            if any(list(v) != keys for v in value):
+                raise OnnxBridgeError(f"output {name!r}: its maps do not all have the same keys")
+            plain(name, [[v[k] for k in keys] for v in value])
+            plain(f"{name}.keys", keys)
+            notes.append(f"{name} (a map per row) as a [{len(value)}, {len(keys)}] array, its"
+                         f" keys in {name}.keys")
+        elif isinstance(value, dict):
+            plain(f"{name}.keys", list(value))
+            plain(f"{name}.values", list(value.values()))
+            notes.append(f"{name} (a map) as {name}.keys and {name}.values")
+        elif isinstance(value, list):
+            shapes = {np.shape(v) for v in value}
+            if len(shapes) == 1:
+                plain(name, np.stack([np.asarray(v) for v in value]) if value else np.empty(0))
+                notes.append(f"{name} (a sequence of {len(value)}) stacked on a new first axis")
+            else:
+                for i, item in enumerate(value):
+                    plain(f"{name}.{i}", item)
+                notes.append(f"{name} (a sequence of {len(value)}) as {name}.0, {name}.1, ...")
+        else:
+            plain(name, value)
+    return arrays, notes
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -418,6 +505,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dims[name] = _parse_ints(value, f"--dim {name}")[0]
     progress = Progress(args.quiet)
     real = None
+    if not m.inputs:  # nothing to batch: one row per run
+        batches = [1]
     if args.input:  # the user's inputs, at their own batch size
         from onnxbridge.io import batch_size, to_feeds
 
@@ -549,13 +638,23 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
 
 def _cmd_providers(args: argparse.Namespace) -> int:
+    import dataclasses
     import warnings
 
-    from onnxbridge.runtime import auto_plan, loaded_package, resolve_providers, runtime_packages
+    from onnxbridge.runtime import (
+        CPU,
+        auto_plan,
+        loaded_package,
+        probe_provider,
+        resolve_providers,
+        runtime_packages,
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the plan prints its own warnings
         plan = auto_plan()
+    if not any(p.provider == CPU for p in plan.probes):  # run() needs no CPU probe; shown here
+        plan = dataclasses.replace(plan, probes=[*plan.probes, probe_provider(CPU)])
     packages = ", ".join(f"{p.name} {p.version}" for p in runtime_packages())
     print(f"onnxruntime packages installed: {packages or '?'} (loaded: {loaded_package() or '?'})")
     print(plan)
@@ -656,8 +755,9 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "run a model on inputs from a file",
               "onnxbridge run model.onnx --input x.npy -o y.npz")
     run.add_argument("model", help="path of an .onnx file")
-    run.add_argument("--input", "-i", required=True,
-                     help=".npy (one input), .npz (inputs by name), .csv or .parquet")
+    run.add_argument("--input", "-i",
+                     help=".npy (one input), .npz (inputs by name), .csv or .parquet"
+                          " (a model without inputs needs none)")
     run.add_argument("--output", "-o", help="write outputs to this .npz instead of printing")
     run.add_argument("--providers", help="e.g. cpu, or cuda,cpu")
     run.set_defaults(func=_cmd_run)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxbridge._frames import frame_feeds
 from onnxbridge.errors import InputError
 from onnxbridge.signature import TensorSpec, format_shape
 
@@ -196,6 +197,7 @@ def _prepare(value: Any, spec: TensorSpec, cast: str = "safe") -> np.ndarray:
 def to_feeds(
     inputs: Sequence[TensorSpec], args: Sequence[Any], kwargs: Mapping[str, Any],
     *, cast: str = "safe", columns: Sequence[str] | None = None,
+    shared: Sequence[SharedDim] | None = None, optional: Sequence[TensorSpec] = (),
 ) -> dict[str, np.ndarray]:
     """Match positional and keyword inputs to the model's inputs and check dtype and shape.
 
@@ -204,14 +206,23 @@ def to_feeds(
 
     A single DataFrame is matched by column name (``onnxbridge._frames.frame_feeds``; ``columns``
     are the names recorded at conversion); a single dict is read as keyword inputs; a single
-    tuple fills a many-input model.
+    tuple fills a many-input model. ``shared`` is ``shared_dims(inputs)`` when the caller has it.
+    ``optional`` are inputs with a default in the model, taken only by name.
     """
     if cast not in CAST_MODES:
         raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
+    # An optional-type input (opset 18's optional(...)) may be left out or given as None:
+    # onnxruntime runs the model with it empty.
+    may_skip = {s.name for s in inputs if s.type.startswith("optional(")}
     if len(args) == 1 and not kwargs and len(inputs) == 1:  # one value for a one-input model
         only = args[0]
-        if type(only) is not dict and not isinstance(only, Mapping) and not is_dataframe(only):
-            spec = inputs[0]
+        spec = inputs[0]
+        if only is None and spec.name in may_skip:
+            return {}
+        if is_dataframe(only):  # matched by name, then checked like any array
+            only = frame_feeds(only, inputs, columns)[spec.name]
+            return {spec.name: _prepare(only, spec, cast)}
+        if type(only) is not dict and not isinstance(only, Mapping):
             return {spec.name: _prepare(only, spec, cast)}
     names = [s.name for s in inputs]
     given: dict[str, Any] = {}
@@ -220,8 +231,6 @@ def to_feeds(
         if isinstance(only, Mapping):
             kwargs, args = only, ()
         elif is_dataframe(only):
-            from onnxbridge._frames import frame_feeds
-
             kwargs, args = frame_feeds(only, inputs, columns), ()
         elif isinstance(only, tuple) and len(inputs) > 1:
             args = only
@@ -231,17 +240,25 @@ def to_feeds(
         )
     for spec, value in zip(inputs, args, strict=False):
         given[spec.name] = value
+    overrides: dict[str, np.ndarray] = {}
+    by_name = {s.name: s for s in optional}
     for key, value in kwargs.items():
+        if key in by_name and key not in names:  # replaces the default stored in the model
+            overrides[key] = _prepare(value, by_name[key], cast)
+            continue
         if key not in names:
-            raise InputError(f"the model has no input named {key!r}; its inputs are {names}")
+            raise InputError(f"the model has no input named {key!r}; its inputs are {names}"
+                             + (f" (and, with defaults, {list(by_name)})" if by_name else ""))
         if key in given:
             raise InputError(f"input {key!r} was given both by position and by name")
         given[key] = value
-    missing = [n for n in names if n not in given]
+    missing = [n for n in names if n not in given and n not in may_skip]
     if missing:
         raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
-    feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs}
-    check_shared_dims(shared_dims(inputs), feeds)
+    feeds = {spec.name: _prepare(given[spec.name], spec, cast) for spec in inputs
+             if given.get(spec.name) is not None or spec.name not in may_skip}
+    check_shared_dims(shared_dims(inputs) if shared is None else shared, feeds)
+    feeds.update(overrides)
     return feeds
 
 
@@ -360,13 +377,17 @@ def random_inputs(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Random feeds that fit the signature: the first symbolic axis is ``batch``, other symbolic
-    axes come from ``dims`` (by name) or are 16; integers are small (valid token ids, indices)."""
+    axes come from ``dims`` (by name) or are 16; integers are small (valid token ids, indices).
+    Optional-type inputs are left out."""
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
     feeds = {}
     for spec in inputs:
+        if spec.type.startswith("optional("):
+            continue  # left out: the model runs with it empty, as onnxruntime allows
         if spec.dtype is None:
-            raise InputError(f"input {spec.name!r} is a {spec.type}; only tensors can be generated")
+            raise InputError(f"input {spec.name!r} is of type {spec.type}; only tensors can be"
+                             " generated")
         shape = []
         for axis, d in enumerate(spec.shape or ()):
             if isinstance(d, int) and d > 0:

@@ -18,6 +18,7 @@ from onnxbridge.io import (
     input_checks,
     plain_feeds,
     shared_dims,
+    to_feeds,
 )
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.session import (  # noqa: F401 (the custom-op names, importable from here)
@@ -65,8 +66,7 @@ class OnnxModel:
         # weights stay there, read by onnxruntime); None when the proto holds every weight.
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._data_owner = data_owner  # keeps a temporary data folder alive with the model
-        # onnx.checker's findings at load (warnings: onnxruntime loads the model anyway).
-        self.checker_findings: list[str] = []
+        self._checker_findings: list[str] | None = None  # onnx.checker's, worked out on demand
         self.parity = parity if parity is not None else _stored_parity(proto)
         self.source = source
         self._session_hooks: list[Callable[[onnxruntime.SessionOptions], None]] = []
@@ -76,6 +76,8 @@ class OnnxModel:
         self._checks: list[InputCheck] | None = None
         self._shared: list[SharedDim] = []
         self._output_names: list[str] = []
+        self._columns: tuple[list[str] | None] | None = None  # None: not read from metadata yet
+        self._optional: list[TensorSpec] | None = None
 
     # -- signature and metadata ------------------------------------------------------------------
     def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -93,6 +95,20 @@ class OnnxModel:
         return list(self._signature_now()[1])
 
     @property
+    def optional_inputs(self) -> list[TensorSpec]:
+        """Graph inputs with a default in the file (an initializer of the same name, IR 4+):
+        ``run`` uses the default unless one is given by name (``m.run(x, scale=s)``)."""
+        return list(self._optional_specs())
+
+    def _optional_specs(self) -> list[TensorSpec]:
+        if self._optional is None:
+            g = self.proto.graph
+            init = {t.name for t in g.initializer}
+            self._optional = [TensorSpec.from_value_info(v) for v in g.input
+                              if v.name in init] if self.proto.ir_version >= 4 else []
+        return self._optional
+
+    @property
     def input_names(self) -> list[str]:
         return [s.name for s in self.inputs]
 
@@ -101,11 +117,26 @@ class OnnxModel:
         return [s.name for s in self.outputs]
 
     @property
+    def checker_findings(self) -> list[str]:
+        """What onnx.checker says about the model ([] when nothing): findings, not refusals
+        (onnxruntime runs models the checker complains about). Run on first use, not at load."""
+        if self._checker_findings is None:
+            from onnxbridge._files import checker_findings
+
+            self._checker_findings = checker_findings(self.proto)
+        return list(self._checker_findings)
+
+    @checker_findings.setter
+    def checker_findings(self, findings: list[str]) -> None:
+        self._checker_findings = list(findings)
+
+    @property
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props`` as a dict (a copy: use ``set_metadata`` to change)."""
         return {p.key: p.value for p in self.proto.metadata_props}
 
     def set_metadata(self, key: str, value: str) -> None:
+        self._columns = None  # the recorded DataFrame columns are read again
         for p in self.proto.metadata_props:
             if p.key == key:
                 p.value = value
@@ -209,7 +240,8 @@ class OnnxModel:
         self, wanted: Sequence[ProviderRequest], threads: int | None, strict: bool, explicit: bool
     ) -> onnxruntime.InferenceSession:
         return proto_session(self.proto, wanted, threads=threads, strict=strict, explicit=explicit,
-                             hooks=list(self._session_hooks), data_dir=self.data_dir)
+                             hooks=list(self._session_hooks), data_dir=self.data_dir,
+                             label=f"model {self.source!r}" if self.source else None)
 
     def add_session_hook(self, hook: Callable[[onnxruntime.SessionOptions], None]) -> None:
         """Call ``hook(options)`` on the SessionOptions of every session created from now on
@@ -291,10 +323,9 @@ class OnnxModel:
                 except Exception as exc:
                     raise _run_failed(self, exc) from exc
                 return self._pack(binding.copy_outputs_to_cpu(), as_dict)
-        from onnxbridge._frames import frame_columns
-        from onnxbridge.io import to_feeds
-
-        feeds = to_feeds(specs, args, inputs, cast=cast, columns=frame_columns(self.metadata))
+        self._input_checks()  # the shared axes, worked out once
+        feeds = to_feeds(specs, args, inputs, cast=cast, columns=self._recorded_columns(),
+                         shared=self._shared, optional=self._optional_specs())
         try:
             if run is not None:  # checked and cast by to_feeds: the compiled run, as above
                 return self._pack(run(self._output_names, feeds, None), as_dict)
@@ -307,6 +338,14 @@ class OnnxModel:
         entry = self._sessions.default_session()  # the session first: it names a bad model
         self._input_checks()
         return entry
+
+    def _recorded_columns(self) -> list[str] | None:
+        """The DataFrame columns recorded at conversion (read once; set_metadata resets it)."""
+        if self._columns is None:
+            from onnxbridge._frames import frame_columns
+
+            self._columns = (frame_columns(self.metadata),)
+        return self._columns[0]
 
     def _input_checks(self) -> list[InputCheck]:
         checks = self._checks
@@ -334,7 +373,14 @@ class OnnxModel:
         # Text from the file is data: one line per fact, control characters escaped, cut.
         name = shown(self.name or "model", 120)
         lines = [f"OnnxModel '{name}'"]
-        lines.append("  inputs:  " + shown("; ".join(str(s) for s in self.inputs), 2000))
+        lines.append("  inputs:  " + (shown("; ".join(str(s) for s in self.inputs), 2000)
+                                      or "none (the model computes its outputs alone)"))
+        optional = self.optional_inputs
+        if optional:  # old exporters list every weight as an input: name a few, count the rest
+            shown_ones = "; ".join(str(s) for s in optional[:5]) + (
+                f"; and {len(optional) - 5} more" if len(optional) > 5 else "")
+            lines.append("  optional inputs (defaults in the file; give by name to override): "
+                         + shown(shown_ones, 2000))
         lines.append("  outputs: " + shown("; ".join(str(s) for s in self.outputs), 2000))
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         return "\n".join(lines)

@@ -13,7 +13,6 @@ A plugin that fails to load becomes one warning and a recorded ``PluginLoadError
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.metadata as importlib_metadata
 import os
@@ -471,6 +470,8 @@ def model_fingerprint(model: object) -> str | None:
     it was saved). Anything else is pickled straight into a streaming hash (no copy of
     the pickle is held); objects that cannot be pickled are not checked.
     """
+    import hashlib  # here, not at import: loading OpenSSL cost `import onnxbridge` ~7 ms
+
     digest = hashlib.blake2b(digest_size=16)
     state_dict = getattr(model, "state_dict", None)
     modules = getattr(model, "modules", None)

@@ -288,3 +288,63 @@ def test_view_serves_netron_on_localhost(tmp_path: Path, scale_model: onnx.Model
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- issue 16, round 3: outputs that are not plain tensors, models without inputs --------------
+def test_run_writes_maps_and_strings_without_pickles(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """ZipMap's probabilities (a map per row) and string labels used to go into the .npz as
+    pickled objects, which np.load refuses by default (and `run -i` always)."""
+    pytest.importorskip("skl2onnx")
+    from onnx import TensorProto, helper
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 4)).astype(np.float32)
+    labels = np.where(X[:, 0] > 0.5, "yes", "no")
+    clf = LogisticRegression().fit(X, labels)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(to_onnx(clf, X[:1]).SerializeToString())  # skl2onnx's default: ZipMap
+    np.save(tmp_path / "x.npy", X[:5])
+    assert main(["run", str(path), "-i", str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "y.npz")]) == 0
+    assert "as a [5, 2] array" in capsys.readouterr().out
+    with np.load(tmp_path / "y.npz") as y:  # allow_pickle=False, numpy's default
+        assert y["output_label"].tolist() == clf.predict(X[:5]).tolist()
+        assert y["output_probability.keys"].tolist() == clf.classes_.tolist()
+        np.testing.assert_allclose(y["output_probability"], clf.predict_proba(X[:5]), atol=1e-5)
+    graph = helper.make_graph(  # a sequence of two tensors out
+        [helper.make_node("SequenceConstruct", ["x", "x"], ["s"])], "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)])
+    seq = OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    seq_path = seq.save(tmp_path / "seq.onnx")
+    np.save(tmp_path / "v.npy", np.array([1.0, 2.0], np.float32))
+    assert main(["run", str(seq_path), "-i", str(tmp_path / "v.npy"), "-o",
+                 str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as s:
+        np.testing.assert_array_equal(s["s"], [[1.0, 2.0], [1.0, 2.0]])
+    capsys.readouterr()
+    assert main(["check", str(seq_path)]) == 0  # "s []" read as an empty shape
+    assert "s: a sequence of 2 tensors" in capsys.readouterr().out
+
+
+def test_run_a_model_without_inputs_needs_no_input_file(
+    tmp_path: Path, scale_model: onnx.ModelProto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"],
+                          value=numpy_helper.from_array(np.array([4.0, 2.0], np.float32)))],
+        "const", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = OnnxModel(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])).save(
+        tmp_path / "const.onnx")
+    assert main(["run", str(path)]) == 0
+    assert "[4. 2.]" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 0
+    assert "inputs:  none (the model computes its outputs alone)" in capsys.readouterr().out
+    needs = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    assert main(["run", str(needs)]) == 1
+    assert "takes input(s) x: give them with --input FILE" in capsys.readouterr().err

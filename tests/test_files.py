@@ -21,7 +21,7 @@ from conftest import make_scale_model
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxbridge
-from onnxbridge import LoadError, OnnxBridgeWarning, OnnxModel
+from onnxbridge import LoadError, OnnxModel
 from onnxbridge._files import (
     PROTOBUF_LIMIT,
     atomic_write,
@@ -297,29 +297,42 @@ def ir3_model() -> onnx.ModelProto:
     return model
 
 
-def test_ir3_initializer_outside_the_inputs_loads_with_a_warning(
+def test_ir3_initializer_outside_the_inputs_loads_and_check_shows_the_finding(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "mul_1.onnx"
     path.write_bytes(ir3_model().SerializeToString())
-    with pytest.warns(OnnxBridgeWarning, match="not in graph input"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # load runs no checker (issue 16: first-call cost)
         m = onnxbridge.load(path)
     np.testing.assert_array_equal(m.run(np.array([1.0, 1.0], np.float32)), [2.0, 3.0])
+    assert any("not in graph input" in f for f in m.checker_findings)  # worked out on demand
     assert main(["check", str(path)]) == 0
     assert "warn onnx.checker" in capsys.readouterr().out
     assert main(["info", str(path)]) == 0
     assert "onnx.checker warns" in capsys.readouterr().out
 
 
-def test_a_model_neither_accepts_is_still_refused() -> None:
+def test_a_model_neither_accepts_is_refused_when_its_session_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     graph = helper.make_graph(
         [helper.make_node("Frobnicate", ["a"], ["c"], name="weird")], "g",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    with pytest.raises(LoadError, match="Frobnicate.*onnxruntime cannot load it either"):
-        onnxbridge.load(model.SerializeToString())
+    m = onnxbridge.load(model.SerializeToString())  # load makes no session
+    with pytest.raises(LoadError, match="onnxruntime cannot load.*Frobnicate.*onnx.checker finds"
+                                        " the graph invalid too.*Frobnicate"):
+        m.run(np.ones(1, np.float32))
+    path = tmp_path / "weird.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert main(["check", str(path)]) == 1
+    assert "FAIL onnxruntime session" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 1  # it used to say "onnxruntime loads the model anyway"
+    out = capsys.readouterr().out
+    assert "(onnxruntime cannot load it either)" in out and "CANNOT load it" in out
 
 
 # -- issue 13: sizes and checks that never serialise a large proto -------------------------------

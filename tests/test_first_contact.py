@@ -353,3 +353,65 @@ def test_run_names_none_and_a_file_path(scale_model: onnx.ModelProto) -> None:
         m.run(None)
     with pytest.raises(onnxbridge.InputError, match="looks like a file path: read it first"):
         m.run("x.npy")
+
+
+# -- the first load + run (issue 16, round 3) ----------------------------------------------------
+COUNT_FIRST_CALL = """
+import sys
+import numpy as np, onnx, onnx.checker, onnxruntime
+made, checked = [], []
+real_session, real_check = onnxruntime.InferenceSession.__init__, onnx.checker.check_model
+def counting_session(self, *args, **kwargs):
+    made.append(kwargs.get("providers") or args[2:3])
+    real_session(self, *args, **kwargs)
+def counting_check(*args, **kwargs):
+    checked.append(1)
+    return real_check(*args, **kwargs)
+onnxruntime.InferenceSession.__init__ = counting_session
+onnx.checker.check_model = counting_check
+import onnxbridge
+m = onnxbridge.load(sys.argv[1])
+assert not made and not checked, ("load itself", made, checked)
+y = m.run(np.array([[1.0, 2.0, 3.0]], np.float32))
+assert np.allclose(y, [[1.0, 4.0, 9.0]]), y
+print(len(made), len(checked))
+"""
+
+
+def test_first_load_and_run_make_one_session_and_run_no_checker(
+    tmp_path: Path, scale_model: onnx.ModelProto
+) -> None:
+    """The first call used to make three sessions (a version test model, a CPU probe, the
+    model's) and run onnx.checker (its schema warm-up alone ~30 ms): 4x a bare session."""
+    path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
+    done = subprocess.run([sys.executable, "-c", COUNT_FIRST_CALL, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"], done.stdout  # sessions made, checker runs
+
+
+def test_checker_findings_are_worked_out_on_demand(tmp_path: Path) -> None:
+    """m.checker_findings runs onnx.checker when asked (not at load), on the model as loaded."""
+    import onnxbridge
+
+    graph = helper.make_graph(  # IR 3: an initializer missing from the graph inputs
+        [helper.make_node("Mul", ["X", "W"], ["Y"])], "mul_1",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.array([2.0, 3.0], np.float32), "W")])
+    odd = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    odd.ir_version = 3
+    with pytest.raises(onnx.checker.ValidationError, match="not in graph input"):
+        onnx.checker.check_model(odd)  # the reference: onnx's own verdict
+    assert any("not in graph input" in f for f in onnxbridge.load(odd).checker_findings)
+    assert onnxbridge.load(gather_model()).checker_findings == []
+
+
+def test_providers_command_still_shows_the_cpu_probe() -> None:
+    """run() no longer probes the CPU provider (it is always kept); `providers` still shows
+    that it ran a test model."""
+    done = _run_cli("providers")
+    assert done.returncode == 0, done.stderr
+    assert "ok   CPUExecutionProvider: ran a test model" in done.stdout
+    order = next(line for line in done.stdout.splitlines() if line.startswith("run() will use"))
+    assert order.endswith("CPUExecutionProvider"), order

@@ -261,3 +261,99 @@ def test_rank_hint_only_for_a_missing_batch_axis() -> None:
     with pytest.raises(InputError) as info:
         m.run(np.ones((1, 1, 3), np.float32))
     assert "batch axis" not in str(info.value) and "expects 2 dimensions [batch, 3]" in str(info.value)
+
+
+# -- issue 16: DataFrame matching is worked out once per set of columns, and stays right -------
+def _named_scale_model() -> OnnxModel:
+    """y = x * [1, 2, 3], converted (so to speak) from a frame with columns a, b, c."""
+    m = OnnxModel(make_scale_model())
+    m.set_metadata("onnxbridge.columns", '["a", "b", "c"]')
+    return m
+
+
+def test_dataframe_columns_matched_by_name_on_every_call_whatever_was_cached() -> None:
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    m = _named_scale_model()
+    df = pd.DataFrame({"c": [5.0], "a": [1.0], "b": [3.0]})
+    expected = np.array([[1.0, 6.0, 15.0]])  # a*1, b*2, c*3 by hand
+    for _ in range(3):  # the same frame again: the cached plan
+        np.testing.assert_array_equal(m.run(df), expected)
+    df.columns = ["a", "b", "c"]  # the same object renamed: a new plan, not the cached one
+    np.testing.assert_array_equal(m.run(df), [[5.0, 2.0, 9.0]])
+    same_index = pd.DataFrame([[7.0, 8.0, 9.0]], columns=df.columns)  # shares the Index
+    np.testing.assert_array_equal(m.run(same_index), [[7.0, 16.0, 27.0]])
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['c'\]"):
+        m.run(df.drop(columns=["c"]))
+    extra = df.assign(z=0.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        m.run(extra)
+        m.run(extra)  # warned again, though its plan is cached
+    assert sum("'z'" in str(w.message) for w in seen) == 2
+    m.set_metadata("onnxbridge.columns", '["c", "b", "a"]')  # another recorded order
+    np.testing.assert_array_equal(m.run(df), [[3.0, 2.0, 15.0]])  # x = [c, b, a]
+
+
+def test_dataframe_values_cast_as_arrays_are() -> None:
+    pd = pytest.importorskip("pandas")
+    m = _named_scale_model()
+    wide = pd.DataFrame({"a": [1.0], "b": [2.0], "c": [1e300]})  # float64 beyond float32
+    with pytest.raises(InputError, match="beyond float32's range"):
+        m.run(wide)  # as m.run(np.array([[1.0, 2.0, 1e300]])) says, not a silent inf
+    nullable = pd.DataFrame({"a": [1.0, None], "b": [2.0, 2.0], "c": [3.0, 3.0]}).astype("Float64")
+    got = m.run(nullable)
+    assert np.isnan(got[1, 0]) and got[0].tolist() == [1.0, 4.0, 9.0]
+
+
+def test_inputs_with_defaults_are_optional_and_taken_by_name() -> None:
+    """An IR 4+ graph input that is also an initializer has a default that onnxruntime lets a
+    caller replace; run() used to say the model had no such input."""
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])], "opt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "scale")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 7
+    m = OnnxModel(proto)
+    x = np.array([[1.0, 1.0, 2.0]], np.float32)
+    assert m.input_names == ["x"] and [s.name for s in m.optional_inputs] == ["scale"]
+    np.testing.assert_array_equal(m.run(x), [[1.0, 2.0, 6.0]])  # the default, by hand
+    np.testing.assert_array_equal(m.run(x, scale=np.full(3, 5, np.float32)), [[5.0, 5.0, 10.0]])
+    np.testing.assert_array_equal(m.run({"x": x, "scale": [0, 1, 2]}), [[0.0, 1.0, 4.0]])
+    assert "optional inputs (defaults in the file" in repr(m)
+    with pytest.raises(InputError, match=r"no input named 'scal'.*with defaults, \['scale'\]"):
+        m.run(x, scal=[1, 2, 3])
+    with pytest.raises(InputError, match=r"'scale' expects shape \[3\]"):
+        m.run(x, scale=[1.0, 2.0])
+    proto.ir_version = 3  # before IR 4 an initializer listed as an input is a weight, not a default
+    assert OnnxModel(proto).optional_inputs == []
+    proto.ir_version = 7  # an old exporter listing every weight as an input: a few are named
+    for i in range(7):
+        proto.graph.input.append(helper.make_tensor_value_info(f"w{i}", TensorProto.FLOAT, [1]))
+        proto.graph.initializer.append(numpy_helper.from_array(np.ones(1, np.float32), f"w{i}"))
+    assert len(OnnxModel(proto).optional_inputs) == 8 and "; and 3 more" in repr(OnnxModel(proto))
+
+
+def test_an_optional_type_input_may_be_left_out_or_none() -> None:
+    """opset 18's optional(tensor) input: onnxruntime runs the model with it empty; run() used
+    to call it missing, or None an error."""
+    graph = helper.make_graph(
+        [helper.make_node("OptionalHasElement", ["o"], ["has"])], "optional_input",
+        [helper.make_value_info("o", helper.make_optional_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, [2])))],
+        [helper.make_tensor_value_info("has", TensorProto.BOOL, [])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    m = OnnxModel(proto)
+    assert bool(m.run(np.ones(2, np.float32))) is True  # the model's own answer: it has one
+    for empty in (m.run(), m.run(None), m.run(o=None), m.run({"o": None})):
+        assert bool(empty) is False
+    from onnxbridge.io import random_inputs
+
+    assert random_inputs(m.inputs) == {}  # `check` and `bench` leave it out, not give up

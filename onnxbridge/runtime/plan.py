@@ -76,11 +76,14 @@ def plan_providers(
     probe: Callable[[str], ProbeResult],
     order: Sequence[str] = DEFAULT_ORDER,
     devices: Sequence[HardwareDevice] = (),
+    *,
+    probe_cpu: bool = True,
 ) -> ProviderPlan:
     """Rank the available providers by ``order`` and keep those whose probe passes.
 
     Pure logic: tests inject ``available`` and ``probe``. Providers not in ``order`` (Azure, say)
-    are skipped as not local compute. CPU is always last and always kept.
+    are skipped as not local compute. CPU is always last and always kept; ``probe_cpu=False``
+    keeps it without probing (the probe could not change the plan, only be shown).
     """
     available = list(dict.fromkeys(available))
     plan = ProviderPlan(order=[], devices=list(devices), available=available)
@@ -96,8 +99,8 @@ def plan_providers(
             plan.order.append(name)
         else:
             plan.skipped[name] = result.reason
-    cpu = probe(CPU)  # CPU is kept whatever happens, but its probe is still shown
-    plan.probes.append(cpu)
+    if probe_cpu:  # CPU is kept whatever happens; its probe is only shown
+        plan.probes.append(probe(CPU))
     plan.order.append(CPU)
     return plan
 
@@ -106,14 +109,17 @@ _AUTO_PLAN: ProviderPlan | None = None
 
 
 def auto_plan() -> ProviderPlan:
-    """The automatic provider order for this machine (detected and probed once per process)."""
+    """The automatic provider order for this machine (detected and probed once per process).
+
+    The CPU provider is not probed here (it is always kept): ``onnxbridge providers`` shows
+    its probe."""
     global _AUTO_PLAN
     if _AUTO_PLAN is not None:
         return _AUTO_PLAN
     with _PLAN_LOCK:  # threads that arrive together wait for one plan (and one warning)
         if _AUTO_PLAN is None:
             available, devices = detect()
-            plan = plan_providers(available, probe_provider, devices=devices)
+            plan = plan_providers(available, probe_provider, devices=devices, probe_cpu=False)
             plan.notes = install_problems()
             for note in plan.notes:  # two onnxruntime packages in one folder: say so once
                 warnings.warn(note, OnnxBridgeWarning, stacklevel=4)

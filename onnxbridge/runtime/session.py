@@ -13,7 +13,13 @@ from onnxbridge.errors import InputError, LoadError, OnnxBridgeWarning, Provider
 from onnxbridge.runtime import plan
 from onnxbridge.runtime.devices import detect, new_session
 from onnxbridge.runtime.install import _SESSION_LOCK, install_problems, ort
-from onnxbridge.runtime.names import ENV_PROVIDERS, ENV_THREADS, ProviderRequest, provider_name
+from onnxbridge.runtime.names import (
+    CPU,
+    ENV_PROVIDERS,
+    ENV_THREADS,
+    ProviderRequest,
+    provider_name,
+)
 from onnxbridge.runtime.probe import probe_provider
 
 if TYPE_CHECKING:
@@ -74,7 +80,9 @@ def create_session(
     A provider missing from this onnxruntime build is a ProviderError. A session that came up
     without a provider asked for warns (explicit requests) or raises ProviderError (strict).
     """
-    available, _ = detect()
+    # The CPU provider is in every build and is no plugin: asking only for it needs no look.
+    cpu_only = all(provider_name(p) == CPU for p in providers)
+    available = [CPU] if cpu_only else detect()[0]
     missing = [provider_name(p) for p in providers if provider_name(p) not in available]
     if missing:
         raise ProviderError(
@@ -85,7 +93,7 @@ def create_session(
         )
     with _SESSION_LOCK:
         try:
-            session = new_session(model, providers, options)
+            session = new_session(model, providers, options, plugins=set() if cpu_only else None)
         except Exception as exc:
             raise _session_error(exc) from exc
     # onnxruntime would retry a failed run on the CPU with only a print(); fail loudly instead.
@@ -163,42 +171,68 @@ def proto_session(
     explicit: bool = True,
     hooks: Sequence[Callable[[onnxruntime.SessionOptions], None]] = (),
     data_dir: str | os.PathLike[str] | None = None,
+    label: str | None = None,
 ) -> onnxruntime.InferenceSession:
-    """A checked session for a model proto: version check, threads, its custom-op library, the
+    """A checked session for a model proto: threads, its custom-op library, the
     hooks on its options. A proto whose tensors name external data (checked at load, in
     ``data_dir``) goes to onnxruntime as its small graph, and onnxruntime reads or maps the
     weights from their files itself; a proto over 2 GB with weights inline (built in memory)
-    is written to a temporary folder first. Nothing over 2 GB is ever serialised."""
+    is written to a temporary folder first. Nothing over 2 GB is ever serialised. A model
+    onnxruntime refuses is a LoadError saying why (:func:`explain_refusal`); ``label`` names
+    the model there (its file), else its graph's name."""
     import tempfile
 
     from onnxbridge._files import has_external_data, is_large, save_proto, session_config
-    from onnxbridge.runtime.compat import check_compatible
 
-    check_compatible(proto, f"model {proto.graph.name!r}")
     options = session_options(threads)
     library = next((p.value for p in proto.metadata_props if p.key == CUSTOM_OP_LIBRARY_KEY), None)
     _register_custom_op_library(options, library)
     for hook in hooks:
         hook(options)
-    if has_external_data(proto):
-        if data_dir is None:
-            raise LoadError(
-                f"model {proto.graph.name!r} keeps weights in external data files but no folder"
-                " was given to find them in; load it with onnxbridge.load(path), or"
-                " load(data, base_dir=folder)"
-            )
-        for key, value in session_config(proto, Path(data_dir)).items():
-            options.add_session_config_entry(key, value)
-        return create_session(proto.SerializeToString(), wanted, options, strict=strict,
-                              explicit=explicit)
-    if not is_large(proto):
-        return create_session(proto.SerializeToString(), wanted, options, strict=strict,
-                              explicit=explicit)
-    # Over 2 GB the model cannot be one byte string: onnxruntime reads it from files, and
-    # has loaded the weights by the time the session exists, so the files may go after.
-    with tempfile.TemporaryDirectory(prefix="onnxbridge-") as tmp:
-        path = save_proto(proto, Path(tmp) / "model.onnx", external_data=True)[0]
-        return create_session(str(path), wanted, options, strict=strict, explicit=explicit)
+    external = has_external_data(proto)
+    if external and data_dir is None:
+        raise LoadError(
+            f"model {proto.graph.name!r} keeps weights in external data files but no folder"
+            " was given to find them in; load it with onnxbridge.load(path), or"
+            " load(data, base_dir=folder)"
+        )
+    # No compatibility check first: the session itself is the check (a tiny test session
+    # on every load cost more than the model's own on small models); a refusal is explained
+    # after the fact.
+    try:
+        if external and data_dir is not None:
+            for key, value in session_config(proto, Path(data_dir)).items():
+                options.add_session_config_entry(key, value)
+            return create_session(proto.SerializeToString(), wanted, options, strict=strict,
+                                  explicit=explicit)
+        if not is_large(proto):
+            return create_session(proto.SerializeToString(), wanted, options, strict=strict,
+                                  explicit=explicit)
+        # Over 2 GB the model cannot be one byte string: onnxruntime reads it from files, and
+        # has loaded the weights by the time the session exists, so the files may go after.
+        with tempfile.TemporaryDirectory(prefix="onnxbridge-") as tmp:
+            path = save_proto(proto, Path(tmp) / "model.onnx", external_data=True)[0]
+            return create_session(str(path), wanted, options, strict=strict, explicit=explicit)
+    except LoadError as exc:
+        raise explain_refusal(proto, exc, label or f"model {proto.graph.name!r}") from exc
+
+
+def explain_refusal(proto: onnx.ModelProto, refusal: LoadError, what: str) -> LoadError:
+    """Why onnxruntime refused the model, once it has: IR version or opsets newer than it
+    supports (measured now, with the fix), else its own message plus onnx.checker's finding."""
+    from onnxbridge._files import checker_findings
+    from onnxbridge.runtime.compat import check_compatible
+
+    try:
+        check_compatible(proto, what)
+    except LoadError as versions:
+        return versions
+    except Exception:  # measuring the versions failed too: onnxruntime's own message stands
+        return refusal
+    findings = checker_findings(proto)
+    if not findings:
+        return refusal
+    return LoadError(f"{refusal} (onnx.checker finds the graph invalid too: {findings[0][:500]})")
 
 
 # (generation, session, its run function) for the hot path of OnnxModel.run.
