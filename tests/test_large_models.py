@@ -45,8 +45,14 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     assert m.parity is not None and m.parity.passed
     np.testing.assert_allclose(m.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
     assert "in external data" in repr(m) and "in external data" in m._repr_html_()
+    temporary = m.data_dir
     path = m.save(tmp_path / "m.onnx")  # weights in files: saved as model + data file
     assert len(list(tmp_path.glob("m.onnx.*.data"))) == 1
+    # The converter's data file was moved there, not copied: the model now uses the saved
+    # files (as if loaded from them) and its temporary folder is gone.
+    assert m.data_dir == tmp_path and not temporary.exists()
+    np.testing.assert_allclose(onnxbridge.OnnxModel(m.proto, data_dir=m.data_dir).run(x),
+                               reference(model, x), rtol=1e-4, atol=1e-5)
     whole = onnxbridge.load(m.to_bytes())  # under 2 GB the bytes carry the weights
     np.testing.assert_allclose(whole.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
     # Loaded with a threshold of 0 the weights stay in the file; onnxruntime reads them there.
@@ -67,8 +73,9 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     assert main(["check", str(path)]) == 0
     assert main(["info", str(path)]) == 0
     capsys.readouterr()
-    folder_of_m = m.data_dir
-    del m
+    unsaved = onnxbridge.to_onnx(model, torch.from_numpy(x), external_data=True, verify=False)
+    folder_of_m = unsaved.data_dir
+    del unsaved
     gc.collect()
     assert not folder_of_m.exists()  # the converted model's temporary folder goes with it
 
