@@ -80,6 +80,34 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     assert not folder_of_m.exists()  # the converted model's temporary folder goes with it
 
 
+def test_verification_lends_the_modules_own_weights_to_onnxruntime() -> None:
+    """The weights are held once while verifying: the session computes with the module's memory."""
+    from onnxbridge._api import _verify_session
+    from onnxbridge.plugins._torch_export import convert_module
+    from onnxbridge.registry import ConvertOptions
+
+    model = mlp(width=128, layers=2)
+    x = np.random.default_rng(1).standard_normal((2, 128)).astype(np.float32)
+    result = convert_module(model, torch.from_numpy(x),
+                            ConvertOptions(options={"external_data": True}))
+    params = {name: p.detach().numpy() for name, p in model.named_parameters()}
+    names = {t.name for t in result.proto.graph.initializer}
+    assert set(params) <= names and set(result.shared_weights) == set(params)
+    for name, array in result.shared_weights.items():  # views of the parameters, not copies
+        assert np.shares_memory(array, params[name])
+    m = OnnxModel(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
+    session = _verify_session(m, result)
+    before = session.run(None, {m.inputs[0].name: x})[0]
+    np.testing.assert_allclose(before, reference(model, x), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # onnxruntime made no copy: a change in place shows in its output
+        model[0].weight.mul_(2.0)
+    after = session.run(None, {m.inputs[0].name: x})[0]
+    assert not np.allclose(after, before, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(after, reference(model, x), rtol=1e-4, atol=1e-5)
+    # The model's own sessions read the data file, written before the change.
+    np.testing.assert_allclose(m.run(x), before, rtol=1e-5, atol=1e-6)
+
+
 def test_fingerprint_sees_in_place_changes_without_copying_weights() -> None:
     model = mlp(width=1024, layers=1)  # a 4 MiB weight: fingerprinted by its version counter
     before = model_fingerprint(model)
