@@ -182,7 +182,9 @@ class OnnxModel:
         One self-contained file while it fits protobuf's 2 GB limit and holds its weights;
         above it, when its weights are in external files, or with ``external_data=True``, the
         weights go to a data file beside it, ``<name>.<random>.data``, named by the new model
-        (switched in one step; the data file of the model it replaces is removed after).
+        (switched in one step; the data file of the model it replaces is removed after). A
+        converted model's temporary data file is moved there rather than copied (same file
+        system), and the model then uses the saved files, as if loaded from them.
         """
         from onnxbridge._files import save_proto
 
