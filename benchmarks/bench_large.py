@@ -1,6 +1,8 @@
 """Large models: time and peak memory of onnxbridge against torch.onnx.export + bare onnxruntime.
 
-Each step runs in a fresh child process, so each peak RSS (``ru_maxrss``) is that step's alone:
+Each step runs in a fresh child process, so each peak RSS (``ru_maxrss``) is that step's alone,
+and so is its CPU time (user + system, all threads, of the timed part: steadier than wall-clock
+seconds on a shared machine):
 
 - ``model only``: building the PyTorch model (random weights): the floor under every convert row;
 - ``torch.onnx.export``: ``torch.onnx.export(model, x, path, dynamo=True, external_data=True)``;
@@ -33,20 +35,29 @@ def build(layers):
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(WIDTH, WIDTH) for _ in range(layers)]).eval()
     return model, torch.randn(2, WIDTH)
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+CPU0 = 0.0
+def start():
+    global CPU0
+    CPU0 = cpu()
+    return time.perf_counter()
 def done(seconds):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak": peak}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu() - CPU0, "peak": peak}))
 layers, folder = int(sys.argv[1]), sys.argv[2]
 """
 
 STEPS = {
     "model only": """
 model, x = build(layers)
+start()
 done(0.0)
 """,
     "torch.onnx.export": """
 model, x = build(layers)
-t = time.perf_counter()
+t = start()
 torch.onnx.export(model, (x,), folder + "/peer.onnx", dynamo=True, external_data=True,
                   input_names=["x"], dynamic_shapes=({0: "batch"},))
 done(time.perf_counter() - t)
@@ -54,7 +65,7 @@ done(time.perf_counter() - t)
     "to_onnx + save": """
 import onnxbridge
 model, x = build(layers)
-t = time.perf_counter()
+t = start()
 m = onnxbridge.to_onnx(model, x)
 m.save(folder + "/ours.onnx")
 assert m.parity.passed
@@ -63,7 +74,7 @@ done(time.perf_counter() - t)
     "to_onnx(verify=False) + save": """
 import onnxbridge
 model, x = build(layers)
-t = time.perf_counter()
+t = start()
 m = onnxbridge.to_onnx(model, x, verify=False)
 m.save(folder + "/ours2.onnx")
 done(time.perf_counter() - t)
@@ -71,7 +82,7 @@ done(time.perf_counter() - t)
     "InferenceSession + run": """
 import onnxruntime
 x = np.ones((2, WIDTH), np.float32)
-t = time.perf_counter()
+t = start()
 s = onnxruntime.InferenceSession(folder + "/peer.onnx", providers=["CPUExecutionProvider"])
 s.run(None, {"x": x})
 done(time.perf_counter() - t)
@@ -79,7 +90,7 @@ done(time.perf_counter() - t)
     "load + run": """
 import onnxbridge
 x = np.ones((2, WIDTH), np.float32)
-t = time.perf_counter()
+t = start()
 m = onnxbridge.load(folder + "/peer.onnx")
 m.run(x, providers="cpu")
 done(time.perf_counter() - t)
@@ -102,8 +113,8 @@ def main() -> None:
     parser.add_argument("--layers", default="2,9", help="model sizes in 256 MiB layers")
     parser.add_argument("--folder", default=None, help="where the model files go (deleted after)")
     args = parser.parse_args()
-    print("| model | step | seconds | peak RSS GiB | time ratio | memory ratio |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | step | seconds | CPU s | peak RSS GiB | time ratio | CPU ratio | memory ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for layers in (int(n) for n in args.layers.split(",")):
         folder = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.folder))
         try:
@@ -114,9 +125,10 @@ def main() -> None:
         for name, r in results.items():
             base = results.get(PAIRS.get(name, ""))
             ratio_t = f"{r['seconds'] / base['seconds']:.2f}" if base else ""
+            ratio_c = f"{r['cpu'] / base['cpu']:.2f}" if base and base["cpu"] else ""
             ratio_m = f"{r['peak'] / base['peak']:.2f}" if base else ""
-            print(f"| {size} | {name} | {r['seconds']:.1f} | {r['peak'] / 2**30:.2f} |"
-                  f" {ratio_t} | {ratio_m} |", flush=True)
+            print(f"| {size} | {name} | {r['seconds']:.1f} | {r['cpu']:.1f} |"
+                  f" {r['peak'] / 2**30:.2f} | {ratio_t} | {ratio_c} | {ratio_m} |", flush=True)
 
 
 if __name__ == "__main__":

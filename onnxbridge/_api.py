@@ -209,18 +209,16 @@ def _write_provenance(
 VERIFY_PROVIDER = "CPUExecutionProvider"
 
 
-def _verify_session(m: OnnxModel) -> Any:
+def _verify_session(m: OnnxModel, result: ConversionResult | None = None) -> Any:
     """The session verification runs on: the model's own CPU session; for a model whose weights
-    are in external files, a one-off session without prepacking (onnxruntime maps the weights
-    and uses them in place instead of copying each into its packed form), dropped after."""
+    are in external files, a one-off session (verify.lending_session: the source's own tensors
+    lent to onnxruntime where the converter names them, no prepacked copies), dropped after."""
     if m.data_dir is None:
         return m.session(VERIFY_PROVIDER)
-    from onnxbridge.runtime.session import proto_session
+    from onnxbridge.verify import lending_session
 
-    def in_place(options: Any) -> None:
-        options.add_session_config_entry("session.disable_prepacking", "1")
-
-    return proto_session(m.proto, [VERIFY_PROVIDER], data_dir=m.data_dir, hooks=[in_place])
+    return lending_session(m.proto, m.data_dir, getattr(result, "shared_weights", None) or {},
+                           VERIFY_PROVIDER)
 
 
 def _is_array(value: Any) -> bool:
@@ -486,7 +484,7 @@ def verify_conversion(
             samples.append((f"batch size {3 if n == 1 else 1}", other))
     samples += [("the sample resized on every dynamic axis", s) for s in result.extra_samples]
     fresh = [] if custom else _fresh_samples(sample)
-    session = _verify_session(m)
+    session = _verify_session(m, result)
     for i, (what, s) in enumerate(samples + fresh):
         try:
             expected, actual, batch = _run_both(m, result, s, what, session)

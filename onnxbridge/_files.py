@@ -901,6 +901,7 @@ def save_proto(
     data_dir: str | os.PathLike[str] | None = None,
     size_threshold: int = EXTERNAL_THRESHOLD,
     limit: int = PROTOBUF_LIMIT,
+    move_data: bool = False,
 ) -> list[Path]:
     """Write ``proto`` atomically; returns the files written.
 
@@ -911,7 +912,11 @@ def save_proto(
     model it replaced are removed after. A reader sees the old model with its data or the new
     one with its data, never a mix. Tensors already external (in ``data_dir``) are copied
     from file to file; the caller's proto is never modified, and weights are not copied in
-    memory: the new proto is built field by field, tensor by tensor.
+    memory: the new proto is built field by field, tensor by tensor. ``move_data=True`` says
+    the files in ``data_dir`` are the caller's own temporary ones: when one of them holds every
+    external tensor, it is moved to the new name (and fsync'ed) instead of copied, if both are
+    on one file system; the caller's proto then names a file that is gone (OnnxModel.save
+    switches the model to the saved files).
     """
     target = Path(path)
     parent = _check_parent(target)
@@ -924,9 +929,14 @@ def save_proto(
     if external_data:
         data_name = f"{target.name}.{secrets.token_hex(8)}.data"
         try:
-            with open_atomic(parent / data_name, owner=target.name) as data:
-                out = _externalized_copy(proto, data, data_name, Path(data_dir or parent),
-                                         size_threshold)
+            moved = _moved_copy(proto, Path(data_dir), parent, data_name) \
+                if move_data and data_dir is not None else None
+            if moved is not None:
+                out = moved
+            else:
+                with open_atomic(parent / data_name, owner=target.name) as data:
+                    out = _externalized_copy(proto, data, data_name, Path(data_dir or parent),
+                                             size_threshold)
             written.append(parent / data_name)
             with open_atomic(target) as f:
                 _write_model(f, out)
@@ -1017,6 +1027,13 @@ def _externalized_copy(
             else:
                 getattr(dst, part).CopyFrom(tensor)
 
+    return _mapped_model(proto, place, sparse)
+
+
+def _mapped_model(proto: onnx.ModelProto, place: TensorCopy, sparse: TensorCopy) -> onnx.ModelProto:
+    """A copy of ``proto`` built field by field, every tensor written by ``place``/``sparse``."""
+    import onnx
+
     out = onnx.ModelProto()
     for field, value in proto.ListFields():
         if field.name == "graph":
@@ -1031,6 +1048,70 @@ def _externalized_copy(
                     copy_node_mapped(n, new_fn.node.add(), place, sparse)
         else:
             _copy_field(out, field, value)
+    return out
+
+
+def _moved_copy(proto: onnx.ModelProto, source_dir: Path, parent: Path,
+                data_name: str) -> onnx.ModelProto | None:
+    """When one regular file of ``source_dir``, on ``parent``'s file system, holds every
+    external tensor, and no sparse or inline tensor needs a place in a data file: move it to
+    ``parent / data_name`` (a hard link, then the old name removed: never over an existing
+    file), fsync it, and return a copy of ``proto`` naming it (same offsets). Else None, with
+    nothing moved."""
+    import onnx
+
+    external = onnx.TensorProto.EXTERNAL
+    locations = {external_range(t)[0] for t in iter_tensors(proto) if t.data_location == external}
+    name = next(iter(locations)) if len(locations) == 1 else ""
+    if not name or os.path.basename(name) != name or name in (".", ".."):
+        return None
+    source = source_dir / name
+    try:
+        st = os.lstat(source)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != os.stat(parent).st_dev:
+            return None
+    except OSError:
+        return None
+    declined: list[str] = []
+
+    def place(src: onnx.TensorProto, dst: onnx.TensorProto) -> None:
+        if src.data_location != external and src.data_type != onnx.TensorProto.STRING \
+                and src.ByteSize() >= EXTERNAL_THRESHOLD:
+            declined.append(src.name)  # the copying writer moves it to the data file
+        dst.CopyFrom(src)  # an external tensor's proto holds no data: a few fields
+        for entry in dst.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+
+    def sparse(src: onnx.SparseTensorProto, dst: onnx.SparseTensorProto) -> None:
+        if external in (src.values.data_location, src.indices.data_location):
+            declined.append(src.values.name)  # saved inline: the copying writer reads it in
+        dst.CopyFrom(src)
+
+    out = _mapped_model(proto, place, sparse)
+    if declined:
+        return None
+    target = parent / data_name
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # another file system, no hard links here, or the name is taken
+        return None
+    try:
+        os.unlink(source)  # one link left: load refuses data files with more
+    except OSError:
+        os.unlink(target)
+        return None
+    try:
+        os.chmod(target, 0o666 & ~_umask())
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
     return out
 
 

@@ -214,12 +214,46 @@ class OnnxModel:
         One self-contained file while it fits protobuf's 2 GB limit and holds its weights;
         above it, when its weights are in external files, or with ``external_data=True``, the
         weights go to a data file beside it, ``<name>.<random>.data``, named by the new model
-        (switched in one step; the data file of the model it replaces is removed after).
+        (switched in one step; the data file of the model it replaces is removed after). A
+        converted model's temporary data file is moved there rather than copied (same file
+        system), and the model then uses the saved files, as if loaded from them.
         """
         from onnxbridge._files import save_proto
 
-        return save_proto(self.proto, path, external_data=external_data,
-                          data_dir=self.data_dir)[0]
+        before = self._data_files()
+        written = save_proto(self.proto, path, external_data=external_data,
+                             data_dir=self.data_dir, move_data=self._owns_data_dir())
+        if before and not all(f.exists() for f in before):
+            self._use_saved(written[0])
+        return written[0]
+
+    def _data_files(self) -> set[Path]:
+        from onnx import TensorProto
+
+        from onnxbridge._files import external_range, iter_tensors
+
+        if self.data_dir is None:
+            return set()
+        return {self.data_dir / external_range(t)[0] for t in iter_tensors(self.proto)
+                if t.data_location == TensorProto.EXTERNAL}
+
+    def _use_saved(self, path: Path) -> None:
+        """Switch to the files just saved at ``path``: the model's own data file was moved
+        there (a converter's temporary one) or replaced by that save, as if loaded from it.
+        Sessions made already keep working (onnxruntime has read or mapped the old file)."""
+        from onnxbridge._files import load_proto
+
+        proto, folder = load_proto(path, keep_external_above=0)
+        self.proto, self.data_dir, self._data_owner = proto, folder, None
+
+    def _owns_data_dir(self) -> bool:
+        """Whether ``data_dir`` is a temporary folder this model holds (a converter's), whose
+        files nothing writes again: save may hard-link them instead of copying."""
+        import tempfile
+
+        owner = self._data_owner
+        return isinstance(owner, tempfile.TemporaryDirectory) and self.data_dir is not None \
+            and os.path.abspath(owner.name) == os.path.abspath(self.data_dir)
 
     # -- running -------------------------------------------------------------------------------
     def session(

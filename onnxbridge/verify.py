@@ -324,3 +324,36 @@ def stored_parity(proto: Any) -> ParityReport | None:
         if entry.key == "onnxbridge.parity":
             return ParityReport.from_record(entry.value)
     return None
+
+
+def lending_session(proto: Any, data_dir: Any, lent: Mapping[str, np.ndarray],
+                    provider: str = "CPUExecutionProvider") -> Any:
+    """A one-off CPU session for verifying a model whose weights are in ``data_dir``.
+
+    ``lent`` maps initializer names to CPU arrays over the source model's own memory, whose bytes
+    the data files hold (the torch converter checks that): onnxruntime uses them in place
+    (``SessionOptions.add_initializer``, no copy) instead of reading the files, so the weights
+    are in memory once while both models run. Prepacking is off, so onnxruntime makes no packed
+    copy of any weight. The rest is read or mapped from the files. The session keeps the arrays
+    alive; drop it when done.
+    """
+    import onnx
+    import onnxruntime
+
+    from onnxbridge.runtime.session import proto_session
+
+    external = {t.name for t in proto.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL}
+    values = [(name, onnxruntime.OrtValue.ortvalue_from_numpy(array))
+              for name, array in lent.items()
+              if name in external and isinstance(array, np.ndarray) and array.flags.c_contiguous]
+
+    def in_place(options: Any) -> None:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        for name, value in values:
+            options.add_initializer(name, value)
+
+    session = proto_session(proto, [provider], data_dir=data_dir, hooks=[in_place])
+    session._onnxbridge_lent = values  # onnxruntime reads this memory for the session's life
+    return session
+

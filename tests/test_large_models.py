@@ -45,8 +45,14 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     assert m.parity is not None and m.parity.passed
     np.testing.assert_allclose(m.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
     assert "in external data" in repr(m) and "in external data" in m._repr_html_()
+    temporary = m.data_dir
     path = m.save(tmp_path / "m.onnx")  # weights in files: saved as model + data file
     assert len(list(tmp_path.glob("m.onnx.*.data"))) == 1
+    # The converter's data file was moved there, not copied: the model now uses the saved
+    # files (as if loaded from them) and its temporary folder is gone.
+    assert m.data_dir == tmp_path and not temporary.exists()
+    np.testing.assert_allclose(onnxbridge.OnnxModel(m.proto, data_dir=m.data_dir).run(x),
+                               reference(model, x), rtol=1e-4, atol=1e-5)
     whole = onnxbridge.load(m.to_bytes())  # under 2 GB the bytes carry the weights
     np.testing.assert_allclose(whole.run(x), reference(model, x), rtol=1e-4, atol=1e-5)
     # Loaded with a threshold of 0 the weights stay in the file; onnxruntime reads them there.
@@ -67,10 +73,39 @@ def test_forced_external_data_keeps_weights_in_files_end_to_end(tmp_path: Path,
     assert main(["check", str(path)]) == 0
     assert main(["info", str(path)]) == 0
     capsys.readouterr()
-    folder_of_m = m.data_dir
-    del m
+    unsaved = onnxbridge.to_onnx(model, torch.from_numpy(x), external_data=True, verify=False)
+    folder_of_m = unsaved.data_dir
+    del unsaved
     gc.collect()
     assert not folder_of_m.exists()  # the converted model's temporary folder goes with it
+
+
+def test_verification_lends_the_modules_own_weights_to_onnxruntime() -> None:
+    """The weights are held once while verifying: the session computes with the module's memory."""
+    from onnxbridge._api import _verify_session
+    from onnxbridge.plugins._torch_export import convert_module
+    from onnxbridge.registry import ConvertOptions
+
+    model = mlp(width=128, layers=2)
+    x = np.random.default_rng(1).standard_normal((2, 128)).astype(np.float32)
+    result = convert_module(model, torch.from_numpy(x),
+                            ConvertOptions(options={"external_data": True}))
+    params = {name: p.detach().numpy() for name, p in model.named_parameters()}
+    names = {t.name for t in result.proto.graph.initializer}
+    assert set(params) <= names and set(result.shared_weights) == set(params)
+    for name, array in result.shared_weights.items():  # views of the parameters, not copies
+        assert np.shares_memory(array, params[name])
+    m = OnnxModel(result.proto, data_dir=result.data_dir, data_owner=result.data_owner)
+    session = _verify_session(m, result)
+    before = session.run(None, {m.inputs[0].name: x})[0]
+    np.testing.assert_allclose(before, reference(model, x), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # onnxruntime made no copy: a change in place shows in its output
+        model[0].weight.mul_(2.0)
+    after = session.run(None, {m.inputs[0].name: x})[0]
+    assert not np.allclose(after, before, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(after, reference(model, x), rtol=1e-4, atol=1e-5)
+    # The model's own sessions read the data file, written before the change.
+    np.testing.assert_allclose(m.run(x), before, rtol=1e-5, atol=1e-6)
 
 
 def test_fingerprint_sees_in_place_changes_without_copying_weights() -> None:

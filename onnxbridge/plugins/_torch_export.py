@@ -688,6 +688,9 @@ class ExportJob:
     data_dir: str | None = None
     # Python warnings the exporter gave (the TorchScript tracer's about baked values).
     warnings: list[warnings.WarningMessage] = field(default_factory=list)
+    # The module's own tensors the external data was written from, by file range
+    # (shared_weights); verification lends these to onnxruntime instead of a second copy.
+    shared: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
 
 
 def export_dynamo(job: ExportJob) -> onnx.ModelProto:
@@ -710,7 +713,9 @@ def export_dynamo(job: ExportJob) -> onnx.ModelProto:
             program.save(os.path.join(job.data_dir, "model.onnx"), external_data=True)
     _check_not_specialised(program, job)
     if job.data_dir is not None:
-        return onnx.load(os.path.join(job.data_dir, "model.onnx"), load_external_data=False)
+        proto = onnx.load(os.path.join(job.data_dir, "model.onnx"), load_external_data=False)
+        job.shared = shared_weights(program, proto, job.data_dir)
+        return proto
     return program.model_proto
 
 
@@ -970,6 +975,9 @@ class TorchConversionResult(ConversionResult):
     verify_samples: list[tuple[str, Any]] | None = None
     # The OnnxModel subclass to_onnx returns (GenerativeModel for text generation).
     model_class: type | None = None
+    # Initializer name -> a CPU array over the module's own tensor whose bytes the external
+    # data file holds: verification's session uses them instead of reading the file (held once).
+    shared_weights: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 _BAKED = re.compile(r"Converting a tensor to a Python (boolean|number|index)")
@@ -1020,6 +1028,74 @@ def weight_bytes(model: torch.nn.Module) -> int:
             seen.add(id(t))
             total += t.numel() * t.element_size()
     return total
+
+
+def _same_bytes(t: torch.Tensor, path: str, offset: int, length: int, probe: int = 4096) -> bool:
+    """The first and last ``probe`` bytes of ``t`` are those at ``offset`` in ``path``."""
+    data = t.detach().numpy().reshape(-1).view(np.uint8)
+    if data.nbytes != length:
+        return False
+    n = min(probe, length)
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            head = f.read(n)
+            f.seek(offset + length - n)
+            tail = f.read(n)
+    except OSError:
+        return False
+    return head == data[:n].tobytes() and tail == data[length - n:].tobytes()
+
+
+def _file_range(tensor: onnx.TensorProto) -> tuple[str, int, int] | None:
+    """(location, offset, length) of an external tensor's data; None if inline or incomplete."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    info = {e.key: e.value for e in tensor.external_data}
+    try:
+        return info["location"], int(info.get("offset", 0)), int(info["length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def shared_weights(program: Any, proto: onnx.ModelProto,
+                   folder: str) -> dict[tuple[str, int, int], torch.Tensor]:
+    """The module's CPU tensors the exporter wrote external data from (its graph aliases them),
+    by the file range holding their bytes. Only contiguous tensors of a dtype numpy holds, whose
+    first and last bytes are those of the range; the rest is read from the files. Lending these
+    to onnxruntime for verification keeps the weights in memory once."""
+    graph = getattr(getattr(program, "model", None), "graph", None)
+    initializers = getattr(graph, "initializers", None)
+    if initializers is None:
+        return {}
+    shared: dict[tuple[str, int, int], torch.Tensor] = {}
+    for tensor in proto.graph.initializer:
+        value = initializers.get(tensor.name)
+        raw = getattr(getattr(value, "const_value", None), "raw", None)
+        where = _file_range(tensor)
+        if where is None or not isinstance(raw, torch.Tensor) or raw.device.type != "cpu" \
+                or not raw.is_contiguous() or raw.is_conj() or raw.is_neg() \
+                or raw.dtype == torch.bfloat16 or raw.numel() == 0:
+            continue
+        try:  # a dtype numpy lacks (float8, say) stays in the file
+            same = list(raw.shape) == list(tensor.dims) and _same_bytes(
+                raw, os.path.join(folder, where[0]), where[1], where[2])
+        except (TypeError, RuntimeError):
+            same = False
+        if same:
+            shared[where] = raw.detach()
+    return shared
+
+
+def lent_arrays(proto: onnx.ModelProto,
+                shared: Mapping[tuple[str, int, int], torch.Tensor]) -> dict[str, np.ndarray]:
+    """Initializer name (as the final proto names it) -> a numpy view of its shared tensor."""
+    out: dict[str, np.ndarray] = {}
+    for tensor in proto.graph.initializer:
+        where = _file_range(tensor)
+        if where is not None and where in shared:
+            out[tensor.name] = shared[where].numpy()
+    return out
 
 
 def want_external(model: torch.nn.Module, value: Any) -> bool:
@@ -1460,4 +1536,5 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         tolerances=half_tolerances(names, source_dtype, cast_to) if cast_to else {},
         data_dir=job.data_dir,
         data_owner=folder,
+        shared_weights=lent_arrays(proto, job.shared),
     )
