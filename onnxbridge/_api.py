@@ -532,16 +532,17 @@ def load(
     onnxruntime reads (or maps) them when a session is made (``m.data_dir`` is that folder).
     A model over 2 GB always has its weights in external files: load its path, or its bytes
     with ``base_dir=`` the folder of its data files.
-    ``load`` makes no onnxruntime session: the first ``run`` (or ``session()``) makes one, and a
-    model onnxruntime cannot load raises LoadError then, naming an IR version or opsets newer
-    than the installed onnxruntime supports (with the fix) or what onnx.checker finds wrong.
-    onnx.checker is not run here (``m.checker_findings``, ``onnxbridge check`` and ``info``
-    show what it says); ``check_runtime`` is kept for compatibility and changes nothing.
+    With ``check_runtime=True`` (the default) a model whose IR version or opsets are newer than
+    the installed onnxruntime supports raises LoadError here, naming both versions and the fix
+    (one tiny cached probe session, not a session of the model). The model's own session is
+    made by the first ``run`` (or ``session()``); a model onnxruntime refuses for another reason
+    (an operator it lacks, a custom-operator library not registered yet) raises LoadError then,
+    with what onnx.checker finds wrong. onnx.checker is not run here (``m.checker_findings``,
+    ``onnxbridge check`` and ``info`` show what it says).
 
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
     """
-    del check_runtime  # the session made on first use checks it (and names the fix)
     if isinstance(source, str) and source.startswith(("https://", "http://", "hf://")):
         from onnxbridge._remote import fetch_remote
 
@@ -551,6 +552,10 @@ def load(
     _refuse_non_path_string(source)
     proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if check_runtime:
+        from onnxbridge.runtime.compat import check_compatible
+
+        check_compatible(proto, f"model {label!r}" if label else "this model")
     model_class = OnnxModel
     if any(p.key == "onnxbridge.task" and p.value == "text-generation"
            for p in proto.metadata_props):

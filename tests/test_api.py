@@ -223,17 +223,21 @@ def test_model_too_new_for_onnxruntime_is_named_clearly(tmp_path: Path) -> None:
     support = runtime_support()
     too_new = make_scale_model(opset=support.opsets[""] + 1)
     path = OnnxModel(too_new).save(tmp_path / "new.onnx")
-    m = onnxbridge.load(path)  # inspecting is possible: load makes no session (issue 16)
-    assert m.opset == support.opsets[""] + 1
     with pytest.raises(LoadError, match=rf"opset {support.opsets[''] + 1} .*up to"
                                         rf" {support.opsets['']}.*opset=N") as info:
-        m.run(np.ones((1, 3), np.float32))  # the session's refusal, explained
+        onnxbridge.load(path)  # refused at load, before any session of the model
     assert support.version in str(info.value) and "Upgrade onnxruntime" in str(info.value)
     assert f"model {str(path)!r} needs a newer onnxruntime" in str(info.value)
+    m = onnxbridge.load(path, check_runtime=False)  # inspecting is still possible
+    assert m.opset == support.opsets[""] + 1
+    with pytest.raises(LoadError, match=rf"opset {support.opsets[''] + 1} .*up to"):
+        m.run(np.ones((1, 3), np.float32))  # and the session's refusal is explained the same way
     newer_ir = make_scale_model()
     newer_ir.ir_version = support.ir_version + 1
     with pytest.raises(LoadError, match=f"IR version {support.ir_version + 1}"):
-        onnxbridge.load(newer_ir).session()
+        onnxbridge.load(newer_ir)
+    with pytest.raises(LoadError, match=f"IR version {support.ir_version + 1}"):
+        onnxbridge.load(newer_ir, check_runtime=False).session()
 
 
 def test_runtime_support_is_measured_not_guessed() -> None:
