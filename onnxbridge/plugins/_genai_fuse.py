@@ -56,8 +56,8 @@ class _NoMatch(Exception):
 
 def _node(value: Any, op: str, domain: str = "") -> Any:
     node = value.producer() if value is not None else None
-    if node is None or node.op_type != op or node.domain not in (domain, "ai.onnx" if not domain
-                                                                  else domain):
+    domains = (domain,) if domain else ("", "ai.onnx")
+    if node is None or node.op_type != op or node.domain not in domains:
         raise _NoMatch(op)
     return node
 
@@ -225,7 +225,6 @@ def fuse_decoder(proto: onnx.ModelProto, plan: FusePlan) -> tuple[onnx.ModelProt
     mask, ids, positions = inputs["attention_mask"], inputs["input_ids"], inputs["position_ids"]
 
     # Shared by every layer: lengths for GroupQueryAttention and the additive attention bias.
-    i64 = ir.DataType.INT64
     one = const("onnxbridge_fused.one", np.array([1], np.int64))
     zero_s = const("onnxbridge_fused.zero_scalar", np.array(0, np.int64))
     one_s = const("onnxbridge_fused.one_scalar", np.array(1, np.int64))

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from onnxbridge.errors import ConversionError
@@ -151,7 +154,8 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
-def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
+def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+                      external: bool | None = None) -> Any:
     """Export a causal LM with past_key_values.* inputs and present.* outputs."""
     from onnxbridge.plugins._torch_export import (
         _WRAPPED,
@@ -162,6 +166,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         export_dynamo,
         quiet,
         tidy_proto,
+        want_external,
     )
 
     assert _WRAPPED == "model"
@@ -222,6 +227,10 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         output_shapes=[tuple(t.shape) for t in run(export_args)], axes=axes,
         opset=options.target_opset(_torch_default_opset()), custom_ops={},
     )
+    folder = None
+    if want_external(model, external):  # a large model's weights go to files, not the proto
+        folder = tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
+        job.data_dir = folder.name
     with eval_mode(model), quiet():
         try:
             proto = export_dynamo(job)
@@ -298,7 +307,8 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
              f" ({n} layers, past_key_values.* in, present.* out), verified on the prompt,"
              " 3 cached steps and a left-padded batch"]
     if fuse:
-        proto, fused_note, max_positions = _fused(proto, model, n, dtype, checks, reference)
+        proto, fused_note, max_positions = _fused(proto, model, n, dtype, checks, reference,
+                                                  job.data_dir)
         notes.append(fused_note)
         if max_positions:
             info["fused"] = True
@@ -323,12 +333,14 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         notes=notes,
         verify_samples=checks,
         model_class=GenerativeModel,
+        data_dir=job.data_dir,
+        data_owner=folder,
     )
 
 
 def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
            checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
-           reference: Any) -> tuple[Any, str, int]:
+           reference: Any, data_dir: str | None) -> tuple[Any, str, int]:
     """The fused decoder when it matches the source on every check, else the exported one.
 
     Returns (proto, note, max positions of the fused rotary cache or 0 when not fused).
@@ -341,7 +353,7 @@ def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
         return proto, f"attention not fused: {plan} (the exported graph is kept)", 0
     try:
         fused, counts = fuse_decoder(proto, plan)
-        problem = _compare(fused, checks, reference)
+        problem = _compare(fused, checks, reference, data_dir)
     except (ValueError, RuntimeError) as exc:
         problem = str(exc)
     if problem:
@@ -354,14 +366,23 @@ def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
 
 
 def _compare(fused: Any, checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
-             reference: Any) -> str:
+             reference: Any, data_dir: str | None) -> str:
     """'' when the fused graph gives the source's outputs on every check, else what differs."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(fused.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    if data_dir is None:
+        source: Any = fused.SerializeToString()
+    else:  # the weights stay in data_dir's files, which the fused graph names as before
+        source = os.path.join(data_dir, "fused-check.onnx")
+        onnx.save(fused, source)
+    try:
+        session = onnxruntime.InferenceSession(source, options,
+                                               providers=["CPUExecutionProvider"])
+    finally:
+        if data_dir is not None:
+            os.remove(source)
     names = [o.name for o in session.get_outputs()]
     for what, feeds in checks:
         got = session.run(None, dict(feeds))
@@ -394,7 +415,7 @@ def fusion_plan(model: Any, layers: int) -> Any:
             return "its attention layers are not q/k/v/o projections"
         if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
             return "its attention normalises queries and keys (no fused form here)"
-    head_dim = int(attentions[0].head_dim)
+    head_dim = int(getattr(attentions[0], "head_dim", 0))
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
     positions = int(getattr(config, "max_position_embeddings", 0) or 0)
@@ -417,6 +438,6 @@ def fusion_plan(model: Any, layers: int) -> Any:
     else:
         windows = [int(window) if window else None] * layers
     return FusePlan(layers=layers, num_heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                    scales=[float(a.scaling) for a in attentions],  # type: ignore[union-attr]
+                    scales=[float(getattr(a, "scaling", 0.0)) for a in attentions],
                     cos_cache=np.ascontiguousarray(cos[:, :half]),
                     sin_cache=np.ascontiguousarray(sin[:, :half]), windows=windows)
