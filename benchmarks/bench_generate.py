@@ -5,6 +5,7 @@
     python benchmarks/bench_generate.py --large    # a ~0.85B-parameter random Llama only (minutes;
                                                    # run it under flock /work/signals/bigmem.lock)
     python benchmarks/bench_generate.py --out results.md
+    python benchmarks/bench_generate.py --threads 1 --cpu-time   # CPU time, not wall time
 
 Runners, same prompt, greedy, 2 threads each (torch.set_num_threads(2); onnxruntime intra-op
 threads 2): onnxbridge with fused attention (the default: GroupQueryAttention), onnxbridge with
@@ -13,8 +14,11 @@ builder (when ``onnxruntime_genai`` imports; built offline from the random model
 save_pretrained and a word-level tokenizer made here). Tokens are compared with transformers';
 the column says whether they match. "Prompt" is generate with 1 new token; "per token" is
 (time for 33 new - prompt) / 32, from the fastest of the repeats (the machine is shared; the
-median is what other processes leave over). Runners are timed in turns. Optimum does not install with transformers 5 and is not measured.
-Random weights only; nothing is downloaded.
+median is what other processes leave over). Runners are timed in turns. Optimum does not
+install with transformers 5 and is not measured.
+Random weights only; nothing is downloaded. On a crowded machine wall times say more about the
+other processes than about the runners: ``--threads 1 --cpu-time`` times each runner with this
+process's CPU time (time.process_time) on one thread, the work each runner does per token.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 from _common import report
 
 THREADS = 2
+CLOCK = time.perf_counter
 PROMPT = 16
 NEW = 32
 
@@ -159,9 +164,9 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
         for _ in range(repeats):  # in turns: the machine's load falls on every runner alike
             for name, fn, _ in runners:
                 for n, store in ((1, first), (NEW + 1, total)):
-                    start = time.perf_counter()
+                    start = CLOCK()
                     fn(n)
-                    store[name].append(time.perf_counter() - start)
+                    store[name].append(CLOCK() - start)
     eager_per = None
     rows = []
     for name, _, note in runners:
@@ -176,15 +181,23 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
 
 
 def main() -> None:
+    global THREADS, CLOCK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--out")
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with this process's CPU time instead of wall time")
     args = parser.parse_args()
+    THREADS = args.threads
+    if args.cpu_time:
+        CLOCK = time.process_time
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
     repeats = 3 if args.quick else 15
     head = (f"### Text generation (greedy, {PROMPT}-token prompt, {NEW} new tokens, {THREADS}"
-            f" threads, {platform.processor() or platform.machine()})\n\n"
+            f" threads, {'CPU time' if args.cpu_time else 'wall time'},"
+            f" {platform.processor() or platform.machine()})\n\n"
             "| model | runner | prompt ms | ms / new token | speed-up vs eager | tokens match |"
             " notes |\n|---|---|---|---|---|---|---|")
     if args.large:
