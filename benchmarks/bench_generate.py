@@ -144,6 +144,8 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
         note = (f"export {time.perf_counter() - start:.0f} s, peak RSS {_peak_gb():.1f} GB,"
                 f" {len(m.proto.graph.node)} nodes")
 
+        print(f"{kind}: onnxbridge fuse={fuse}: {note}", file=sys.stderr, flush=True)
+
         def ours(n: int, m: Any = m) -> Any:
             return m.generate(ids, max_new_tokens=n, eos_token_id=None, providers="cpu",
                               threads=THREADS)
@@ -158,6 +160,7 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
             print(f"onnxruntime-genai: {genai}", file=sys.stderr)
         else:
             runners.append(("onnxruntime-genai model builder", genai[0], genai[1]))
+            print(f"{kind}: onnxruntime-genai: {genai[1]}", file=sys.stderr, flush=True)
         same = {name: bool(np.array_equal(fn(NEW), want)) for name, fn, _ in runners}
         first: dict[str, list[float]] = {name: [] for name, _, _ in runners}
         total: dict[str, list[float]] = {name: [] for name, _, _ in runners}
