@@ -40,6 +40,7 @@ from _common import report
 
 THREADS = 2
 CLOCK = time.perf_counter
+GENAI = True
 PROMPT = 16
 NEW = 32
 
@@ -155,7 +156,7 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
         runners.append((f"onnxbridge, {label if fuse else 'fuse=False'}", ours, note))
     runners.append(("transformers eager generate", eager, ""))
     with tempfile.TemporaryDirectory(prefix="bench-genai-") as folder:
-        genai = genai_runner(model, ids, want, folder)
+        genai = genai_runner(model, ids, want, folder) if GENAI else "skipped (--no-genai)"
         if isinstance(genai, str):
             print(f"onnxruntime-genai: {genai}", file=sys.stderr)
         else:
@@ -184,16 +185,18 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
 
 
 def main() -> None:
-    global THREADS, CLOCK
+    global THREADS, CLOCK, GENAI
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--no-genai", action="store_true", help="leave onnxruntime-genai out")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with this process's CPU time instead of wall time")
     args = parser.parse_args()
     THREADS = args.threads
+    GENAI = not args.no_genai
     if args.cpu_time:
         CLOCK = time.process_time
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
