@@ -151,61 +151,97 @@ class GenerativeModel(OnnxModel):
             pad = min(eos_set) if eos_set else 0
         rng = np.random.default_rng(seed)
 
+        limit = info.get("max_positions")
+        if limit and ids.shape[1] + max_new_tokens > int(limit):
+            raise InputError(
+                f"a prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} goes past"
+                f" the {limit} positions the fused rotary cache holds (the model's"
+                " max_position_embeddings); generate fewer tokens, or export with fuse=False")
         session = self.session(providers, threads=threads)
-        inputs = {i.name: i for i in session.get_inputs()}
-        past_names = [n for n in inputs if n.startswith("past_key_values.")]
-        present_names = [o.name for o in session.get_outputs()]
-        import onnxruntime
+        return _greedy_or_sampled(session, ids, mask, max_new_tokens, bool(info.get(
+            "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng)
 
-        batch = ids.shape[0]
-        binding = session.io_binding()
-        device = "cpu"
-        past: list[Any] = []
-        for name in past_names:
-            shape = inputs[name].shape  # [batch, heads, past_sequence, head_dim]
-            elem = inputs[name].type
-            dtype = np.float16 if "float16" in elem else np.float32
-            if "bfloat16" in elem:
-                raise InputError("a bfloat16 cache cannot be made on this provider; export the"
-                                 " compute in float32")
-            empty = np.zeros((batch, int(shape[1]), 0, int(shape[3])), dtype=dtype)
-            past.append(onnxruntime.OrtValue.ortvalue_from_numpy(empty))
-        finished = np.zeros(batch, dtype=bool)
-        step_ids = ids
-        out = ids
-        uses_positions = bool(info.get("position_ids"))
-        for _ in range(max_new_tokens):
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
-            binding.bind_cpu_input("input_ids", np.ascontiguousarray(step_ids))
-            binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask))
-            if uses_positions:
-                pos = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1)
-                binding.bind_cpu_input(
-                    "position_ids", np.ascontiguousarray(pos[:, -step_ids.shape[1]:]))
-            for name, value in zip(past_names, past, strict=True):
-                binding.bind_ortvalue_input(name, value)
-            for name in present_names:
-                binding.bind_output(name, device)
-            session.run_with_iobinding(binding)
-            results = binding.get_outputs()
-            logits = results[0].numpy()[:, -1, :]
-            past = list(results[1:])
-            if do_sample:
-                scores = _filter_logits(logits / temperature, top_k, top_p)
-                probs = _softmax(scores)
-                nxt = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
-            else:
-                nxt = logits.argmax(axis=-1)
-            nxt = np.where(finished, pad, nxt).astype(np.int64)
-            out = np.concatenate([out, nxt[:, None]], axis=1)
-            if eos_set:
-                finished |= np.isin(nxt, list(eos_set))
-            if finished.all():
-                break
-            step_ids = nxt[:, None]
-            mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+
+def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
+                       uses_positions: bool, eos_set: set[int], pad: int, do_sample: bool,
+                       temperature: float, top_k: int | None, top_p: float | None,
+                       rng: np.random.Generator) -> np.ndarray:
+    """The token loop: IO binding, the cache kept as OrtValues, buffers allocated once.
+
+    Each step binds the previous step's ``present.*`` OrtValues as ``past_key_values.*`` (no
+    copy), writes the next token's logits into one preallocated buffer, and takes its input ids,
+    mask and positions from buffers filled in place.
+    """
+    import onnxruntime
+
+    inputs = {i.name: i for i in session.get_inputs()}
+    past_names = [n for n in inputs if n.startswith("past_key_values.")]
+    present_names = [o.name for o in session.get_outputs()][1:]
+    batch, prompt = ids.shape
+    out = np.empty((batch, prompt + max_new_tokens), dtype=np.int64)
+    out[:, :prompt] = ids
+    if max_new_tokens == 0:
         return out
+    masks = np.ones((batch, prompt + max_new_tokens), dtype=np.int64)
+    masks[:, :prompt] = mask
+    binding = session.io_binding()
+    for name in past_names:
+        shape, elem = inputs[name].shape, inputs[name].type
+        if "bfloat16" in elem:
+            raise InputError("a bfloat16 cache cannot be made on this provider; export the"
+                             " compute in float32")
+        dtype = np.float16 if "float16" in elem else np.float32
+        empty = np.zeros((batch, int(shape[1]), 0, int(shape[3])), dtype=dtype)
+        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(empty))
+    binding.bind_cpu_input("input_ids", ids)
+    binding.bind_cpu_input("attention_mask", np.ascontiguousarray(masks[:, :prompt]))
+    if uses_positions:
+        binding.bind_cpu_input("position_ids",
+                               np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1))
+    binding.bind_output("logits", "cpu")
+    for name in present_names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    results = binding.get_outputs()
+    first = results[0].numpy()
+    logits = first[:, -1, :]
+    # From now on one token per row: fixed-size buffers, bound once, filled in place.
+    step_ids = np.empty((batch, 1), dtype=np.int64)
+    position = mask.sum(axis=-1, keepdims=True).astype(np.int64)  # cumsum(mask) - 1, next token
+    step_logits = np.empty((batch, 1, first.shape[-1]), dtype=first.dtype)
+    binding.bind_cpu_input("input_ids", step_ids)
+    if uses_positions:
+        binding.bind_cpu_input("position_ids", position)
+    binding.bind_ortvalue_output("logits", onnxruntime.OrtValue.ortvalue_from_numpy(step_logits))
+    finished = np.zeros(batch, dtype=bool)
+    eos = np.array(sorted(eos_set), dtype=np.int64)
+    for step in range(max_new_tokens):
+        if do_sample:
+            probs = _softmax(_filter_logits(logits / temperature, top_k, top_p))
+            nxt = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
+        else:
+            nxt = logits.argmax(axis=-1)
+        if finished.any():
+            nxt = np.where(finished, pad, nxt)
+        out[:, prompt + step] = nxt
+        if eos.size:
+            finished |= np.isin(nxt, eos)
+        if finished.all() or step + 1 == max_new_tokens:
+            return out[:, :prompt + step + 1]
+        step_ids[:, 0] = nxt
+        total = prompt + step + 1
+        binding.bind_cpu_input("attention_mask", masks[:, :total] if batch == 1
+                               else np.ascontiguousarray(masks[:, :total]))
+        for name, value in zip(past_names, results[1:], strict=True):
+            binding.bind_ortvalue_input(name, value)
+        for name in present_names:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        results = binding.get_outputs()
+        logits = step_logits[:, -1, :]
+        if uses_positions:
+            position += 1
+    return out
 
 
 def _host_array(value: Any) -> np.ndarray:

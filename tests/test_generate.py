@@ -136,3 +136,58 @@ def test_generate_refuses_bad_ids() -> None:
     m = GenerativeModel(onnx.helper.make_model(graph))
     with pytest.raises(InputError, match="no text-generation metadata"):
         m.generate(np.zeros((1, 3), np.int64))
+
+
+# Fused attention (onnxbridge/plugins/_genai_fuse.py): the default export of a Llama-like decoder
+# runs GroupQueryAttention; fuse=False keeps torch.onnx's graph. Both must match transformers.
+
+
+def _ops(m: GenerativeModel) -> dict[str, int]:
+    return {op.replace("com.microsoft::", ""): n for op, n in m.operator_histogram().items()}
+
+
+@pytest.mark.slow
+def test_fused_llama_holds_group_query_attention(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    model, m = llama
+    ops = _ops(m)
+    assert ops.get("GroupQueryAttention") == 2, ops  # one per layer
+    assert ops.get("RotaryEmbedding") == 4, ops  # queries and keys
+    assert ops.get("SkipSimplifiedLayerNormalization", 0) >= 2, ops
+    assert "Softmax" not in ops and "Trilu" not in ops, ops  # no unfused attention left
+    assert any("fused for onnxruntime" in note for note in m.parity.notes)
+    assert m.generation_info["max_positions"] == 128
+    # cached steps go through the fused cache: a long continuation still matches
+    ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(m.generate(ids, max_new_tokens=40, eos_token_id=None),
+                          reference(model, ids, None, 40))
+    with pytest.raises(InputError, match="fuse=False"):
+        m.generate(ids, max_new_tokens=124, eos_token_id=None)  # 5 + 124 > 128 positions
+
+
+@pytest.mark.slow
+def test_fused_qwen2_matches_transformers_with_padding() -> None:
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128)
+    model = transformers.Qwen2ForCausalLM(config).eval()  # q/k/v projections with bias
+    ids = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(5))
+    m = onnxbridge.to_onnx(model, ids, task="text-generation")
+    assert _ops(m).get("GroupQueryAttention") == 2, _ops(m)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    got = m.generate(ids, attention_mask=mask, max_new_tokens=20, eos_token_id=None)
+    assert np.array_equal(got, reference(model, ids, mask, 20))
+
+
+@pytest.mark.slow
+def test_fuse_false_keeps_the_exported_graph() -> None:
+    model = tiny_llama()
+    ids = torch.randint(3, 128, (1, 6), generator=torch.Generator().manual_seed(6))
+    m = onnxbridge.to_onnx(model, ids, task="text-generation", fuse=False)
+    ops = _ops(m)
+    assert "GroupQueryAttention" not in ops and "Softmax" in ops, ops
+    assert "max_positions" not in m.generation_info
+    assert np.array_equal(m.generate(ids, max_new_tokens=12, eos_token_id=None),
+                          reference(model, ids, None, 12))

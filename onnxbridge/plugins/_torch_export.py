@@ -1345,7 +1345,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     if wanted == "text-generation" and (task is not None or not (
             input_names or output_names or dynamic_axes or custom_ops or exporter != "auto")):
         try:
-            return convert_causal_lm(model, sample, options, task_given=task is not None)
+            return convert_causal_lm(model, sample, options, task_given=task is not None,
+                                     external=external)
         except ConversionError as exc:
             if task is not None:
                 raise

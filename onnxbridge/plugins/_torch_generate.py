@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from onnxbridge.errors import ConversionError
@@ -151,7 +154,8 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
-def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
+def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+                      external: bool | None = None) -> Any:
     """Export a causal LM with past_key_values.* inputs and present.* outputs."""
     from onnxbridge.plugins._torch_export import (
         _WRAPPED,
@@ -162,9 +166,13 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         export_dynamo,
         quiet,
         tidy_proto,
+        want_external,
     )
 
     assert _WRAPPED == "model"
+    fuse = options.pop("fuse", True)
+    if fuse not in (True, False):
+        raise ConversionError(f"fuse={fuse!r} must be True or False", converter="torch")
     ids, mask = _read_ids(sample)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     vocab = int(getattr(model.config, "vocab_size", 0) or 0)
@@ -219,6 +227,10 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         output_shapes=[tuple(t.shape) for t in run(export_args)], axes=axes,
         opset=options.target_opset(_torch_default_opset()), custom_ops={},
     )
+    folder = None
+    if want_external(model, external):  # a large model's weights go to files, not the proto
+        folder = tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
+        job.data_dir = folder.name
     with eval_mode(model), quiet():
         try:
             proto = export_dynamo(job)
@@ -263,12 +275,18 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         checks.append(("the step after a left-padded prompt (batch of 2)",
                        as_feeds(feeds_for(token, pad_mask, [t.cpu() for t in first[1:]]))))
 
+    computed: dict[int, tuple[Any, list[np.ndarray]]] = {}
+
     def reference(x: Any) -> list[np.ndarray]:
         if not isinstance(x, Mapping):
             raise ConversionError("a text-generation model is verified on its full feeds",
                                   converter="torch")
-        got = run([torch.as_tensor(np.asarray(x[name])) for name in input_names])
-        return [_to_numpy(t) for t in got]
+        if id(x) in computed and computed[id(x)][0] is x:  # the fusion check ran it already
+            return computed[id(x)][1]
+        got = [_to_numpy(t) for t in run([torch.as_tensor(np.asarray(x[name]))
+                                           for name in input_names])]
+        computed[id(x)] = (x, got)
+        return got
 
     config = model.config
     generation = getattr(model, "generation_config", None)
@@ -288,6 +306,13 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
     notes = ["exported for text generation: one decoder with a key/value cache"
              f" ({n} layers, past_key_values.* in, present.* out), verified on the prompt,"
              " 3 cached steps and a left-padded batch"]
+    if fuse:
+        proto, fused_note, max_positions = _fused(proto, model, n, dtype, checks, reference,
+                                                  job.data_dir)
+        notes.append(fused_note)
+        if max_positions:
+            info["fused"] = True
+            info["max_positions"] = max_positions
     if not task_given:
         notes.append(f"task 'text-generation' inferred from {type(model).__name__}; pass"
                      " task='forward' for the plain forward without a cache")
@@ -308,4 +333,111 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         notes=notes,
         verify_samples=checks,
         model_class=GenerativeModel,
+        data_dir=job.data_dir,
+        data_owner=folder,
     )
+
+
+def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
+           checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
+           reference: Any, data_dir: str | None) -> tuple[Any, str, int]:
+    """The fused decoder when it matches the source on every check, else the exported one.
+
+    Returns (proto, note, max positions of the fused rotary cache or 0 when not fused).
+    """
+    from onnxbridge.plugins._genai_fuse import fuse_decoder
+
+    plan = fusion_plan(model, layers) if dtype in (torch.float32, torch.float16) else \
+        f"the cache dtype {dtype} has no fused kernels on CPU"
+    if isinstance(plan, str):
+        return proto, f"attention not fused: {plan} (the exported graph is kept)", 0
+    try:
+        fused, counts = fuse_decoder(proto, plan)
+        problem = _compare(fused, checks, reference, data_dir)
+    except (ValueError, RuntimeError) as exc:
+        problem = str(exc)
+    if problem:
+        return proto, (f"attention not fused: {problem}; the exported graph is kept (pass"
+                       " fuse=False to skip trying)"), 0
+    what = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    return fused, (f"fused for onnxruntime ({what}; {len(fused.graph.node)} nodes, was"
+                   f" {len(proto.graph.node)}); fuse=False keeps the exported graph"), \
+        int(plan.cos_cache.shape[0])
+
+
+def _compare(fused: Any, checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
+             reference: Any, data_dir: str | None) -> str:
+    """'' when the fused graph gives the source's outputs on every check, else what differs."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if data_dir is None:
+        source: Any = fused.SerializeToString()
+    else:  # the weights stay in data_dir's files, which the fused graph names as before
+        source = os.path.join(data_dir, "fused-check.onnx")
+        onnx.save(fused, source)
+    try:
+        session = onnxruntime.InferenceSession(source, options,
+                                               providers=["CPUExecutionProvider"])
+    finally:
+        if data_dir is not None:
+            os.remove(source)
+    names = [o.name for o in session.get_outputs()]
+    for what, feeds in checks:
+        got = session.run(None, dict(feeds))
+        for name, ours, want in zip(names, got, reference(feeds), strict=True):
+            if ours.shape != want.shape or not np.allclose(ours, want, atol=1e-4, rtol=1e-3):
+                return f"the fused graph's {name} differs from the model's on {what}"
+    return ""
+
+
+def fusion_plan(model: Any, layers: int) -> Any:
+    """What fusing attention needs from a Llama-like model, or a string saying why not."""
+    from onnxbridge.plugins._genai_fuse import FusePlan
+
+    config = getattr(model, "config", None)
+    base = getattr(model, "model", None)
+    rotary = getattr(base, "rotary_emb", None)
+    blocks = getattr(base, "layers", None)
+    if config is None or rotary is None or blocks is None or len(blocks) != layers:
+        return "the model has no rotary embedding or decoder layers where Llama has them"
+    rope_type = str(getattr(rotary, "rope_type", "default"))
+    if rope_type not in ("default", "linear", "llama3", "yarn"):
+        return f"its rotary embedding ({rope_type}) changes with the sequence length"
+    if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping",
+                                                                  None):
+        return "attention logit soft-capping has no fused form"
+    attentions = [getattr(block, "self_attn", None) for block in blocks]
+    for attn in attentions:
+        if attn is None or not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj",
+                                                              "o_proj", "scaling", "head_dim")):
+            return "its attention layers are not q/k/v/o projections"
+        if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
+            return "its attention normalises queries and keys (no fused form here)"
+    head_dim = int(getattr(attentions[0], "head_dim", 0))
+    heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if not heads or not positions or head_dim % 2:
+        return "its config lacks num_attention_heads or max_position_embeddings"
+    with torch.no_grad():
+        probe = torch.zeros(1, 1, head_dim, dtype=torch.float32)
+        cos, sin = rotary(probe, torch.arange(positions)[None])
+    cos, sin = cos[0].float().numpy(), sin[0].float().numpy()
+    half = head_dim // 2
+    if cos.shape != (positions, head_dim) or not (
+            np.array_equal(cos[:, :half], cos[:, half:])
+            and np.array_equal(sin[:, :half], sin[:, half:])):
+        return "its rotary embedding is partial or interleaved"
+    window = getattr(config, "sliding_window", None)
+    kinds = getattr(config, "layer_types", None)
+    if kinds is not None:
+        windows = [int(window) if kind == "sliding_attention" and window else None
+                   for kind in kinds]
+    else:
+        windows = [int(window) if window else None] * layers
+    return FusePlan(layers=layers, num_heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                    scales=[float(getattr(a, "scaling", 0.0)) for a in attentions],
+                    cos_cache=np.ascontiguousarray(cos[:, :half]),
+                    sin_cache=np.ascontiguousarray(sin[:, :half]), windows=windows)
