@@ -324,8 +324,9 @@ class Seq2SeqModel(OnnxModel):
 
         The encoder runs once; its cross-attention keys/values and each step's ``present.*``
         stay OrtValues bound through IO binding. Greedy unless ``do_sample=True``; the model's
-        ``forced_bos_token_id`` / ``forced_eos_token_id`` apply as in transformers. A row stops
-        at ``eos_token_id`` and is filled with ``pad_token_id`` after.
+        ``forced_bos_token_id``, ``forced_eos_token_id``, ``suppress_tokens`` and
+        ``begin_suppress_tokens`` apply as in transformers. A row stops at ``eos_token_id`` and
+        is filled with ``pad_token_id`` after. Whisper: pass ``input_features``.
         """
         info = self.generation_info
         enc_feeds = self._encoder_feeds(input_ids, attention_mask, input_features)
@@ -354,6 +355,9 @@ class Seq2SeqModel(OnnxModel):
         if isinstance(forced_eos, list):
             forced_eos = min(forced_eos) if forced_eos else None
         max_length = out.shape[1] + max_new_tokens
+        begin_length = out.shape[1]
+        suppress = [int(t) for t in info.get("suppress_tokens") or ()]
+        begin_suppress = [int(t) for t in info.get("begin_suppress_tokens") or ()]
         rng = np.random.default_rng(seed)
         import onnxruntime
 
@@ -399,6 +403,11 @@ class Seq2SeqModel(OnnxModel):
             for name, value in zip(present_names[1:], results[1:], strict=True):
                 past[name.replace("present.", "past_key_values.", 1)] = value
             cur = out.shape[1]
+            if suppress or (begin_suppress and cur == begin_length):
+                logits = logits.copy()  # the generation config's suppressed tokens never win
+                logits[:, suppress] = -np.inf
+                if cur == begin_length:
+                    logits[:, begin_suppress] = -np.inf
             if forced_bos is not None and cur == 1:
                 nxt = np.full(batch, int(forced_bos), dtype=np.int64)
             elif forced_eos is not None and cur == max_length - 1:

@@ -183,3 +183,36 @@ def test_text2text_task_errors_are_clear() -> None:
 def test_loading_a_folder_without_a_bundle_says_so(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match=r"encoder.onnx and decoder.onnx"):
         onnxbridge.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_whisper_greedy_matches_transformers_with_suppressed_tokens() -> None:
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(
+        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
+        max_source_positions=16, max_target_positions=32, pad_token_id=95, bos_token_id=94,
+        eos_token_id=93, decoder_start_token_id=94, init_std=0.5,
+        suppress_tokens=None, begin_suppress_tokens=None)
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    features = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = transformers.GenerationMixin.generate(model, features, max_new_tokens=10)
+    # The tokens greedy picks first and most often are suppressed (from the start, once).
+    tokens = plain.numpy()[:, 1:].ravel().tolist()
+    frequent = max(set(tokens), key=tokens.count)
+    first = int(plain[0, 1]) if int(plain[0, 1]) != frequent else int(plain[1, 1])
+    model.generation_config.suppress_tokens = [frequent]
+    model.generation_config.begin_suppress_tokens = [first]
+    m = onnxbridge.to_onnx(model, features)  # task inferred; the encoder takes input_features
+    assert isinstance(m, Seq2SeqModel) and m.parity.passed
+    assert [s.name for s in m.encoder.inputs] == ["input_features"]
+    assert "encoder_attention_mask" not in m.input_names
+    with torch.no_grad():
+        want = transformers.GenerationMixin.generate(model, features, max_new_tokens=10).numpy()
+        own = model.generate(features, max_new_tokens=10).numpy()
+    got = m.generate(input_features=features, max_new_tokens=10)
+    np.testing.assert_array_equal(got, want)
+    assert frequent not in got[:, 1:] and first not in got[:, 1]
+    # Whisper's own generate returns the new tokens without the start token.
+    np.testing.assert_array_equal(got[:, 1:], own)

@@ -179,6 +179,8 @@ def generation_info(model: Any, layers: int, feature_name: str, masked: bool) ->
         "pad_token_id": _token_ids(pick("pad_token_id")),
         "forced_bos_token_id": _token_ids(pick("forced_bos_token_id")),
         "forced_eos_token_id": _token_ids(pick("forced_eos_token_id")),
+        "suppress_tokens": _token_ids(pick("suppress_tokens")),
+        "begin_suppress_tokens": _token_ids(pick("begin_suppress_tokens")),
         "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
     }
 
