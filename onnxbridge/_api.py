@@ -539,6 +539,8 @@ def load(
     with ``base_dir=`` the folder of its data files.
     With ``check_runtime`` (the default), a model whose IR version or opsets are newer than the
     installed onnxruntime supports raises LoadError naming both versions and the fix.
+    A folder written by an encoder-decoder bundle's ``save`` loads as that bundle
+    (:class:`onnxbridge.generate.Seq2SeqModel`).
 
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
