@@ -434,9 +434,9 @@ def load_bundle(folder: Any, loader: Any) -> Seq2SeqModel:
     if missing:
         from onnxbridge.errors import LoadError
 
-        raise LoadError(f"{root} is a folder without {' and '.join(missing)}; load() of a folder"
-                        " reads an encoder-decoder bundle saved by Seq2SeqModel.save (encoder.onnx"
-                        " and decoder.onnx); pass a model file's path otherwise")
+        raise LoadError(f"{root} is a directory without {' and '.join(missing)}; load() of a"
+                        " folder reads an encoder-decoder bundle saved by Seq2SeqModel.save"
+                        " (encoder.onnx and decoder.onnx); pass a model file's path otherwise")
     decoder = loader(root / BUNDLE_FILES[1])
     encoder = loader(root / BUNDLE_FILES[0])
     model = Seq2SeqModel(decoder.proto, encoder=encoder, source=str(root),
