@@ -175,6 +175,10 @@ def test_text2text_task_errors_are_clear() -> None:
     bart = tiny_bart()
     with pytest.raises(ConversionError, match="integer token ids"):
         onnxbridge.to_onnx(bart, torch.rand(1, 4), task="text2text-generation")
+    with pytest.raises(ConversionError, match=r"\['decoder_input_ids'\] are the decoder's"):
+        onnxbridge.to_onnx(bart, {"input_ids": torch.ones(1, 4, dtype=torch.long),
+                                  "decoder_input_ids": torch.ones(1, 2, dtype=torch.long)},
+                           task="text2text-generation")
     with pytest.raises(ConversionError, match="got keys"):
         onnxbridge.to_onnx(bart, {"ids": torch.ones(1, 4, dtype=torch.long)},
                            task="text2text-generation")

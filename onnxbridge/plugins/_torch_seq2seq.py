@@ -129,7 +129,14 @@ def read_encoder_sample(sample: Any, feature_name: str) -> tuple[torch.Tensor, t
     """The encoder's input (token ids or audio features) and attention mask from a sample."""
     mask = None
     if isinstance(sample, Mapping):
-        allowed = {feature_name, "attention_mask", "decoder_input_ids"}
+        decoder = sorted(str(k) for k in sample if str(k).startswith("decoder_"))
+        if decoder:
+            raise ConversionError(
+                f"a text2text-generation sample is the encoder's input only; {decoder} are the"
+                " decoder's (it starts from decoder_start_token_id: pass a decoder prompt to"
+                " generate(decoder_input_ids=...)). Pass task='forward' to export the plain"
+                " forward with these inputs", converter="torch")
+        allowed = {feature_name, "attention_mask"}
         if feature_name not in sample or not set(sample) <= allowed:
             raise ConversionError(
                 f"a text2text-generation sample is the encoder's {feature_name}: a tensor, or a"

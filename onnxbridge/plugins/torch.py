@@ -11,6 +11,7 @@ docs/guide-generation.md for the options.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from onnxbridge.errors import ConversionError
@@ -46,6 +47,9 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     wanted = task or infer_task(model)
     plain = any(options.options.get(k) and options.options.get(k) != "auto"
                 for k in PLAIN_OPTIONS)
+    # A sample with the decoder's own inputs is a call of the forward, not a prompt.
+    plain = plain or (wanted == "text2text-generation" and isinstance(sample, Mapping)
+                      and any(str(k).startswith("decoder_") for k in sample))
     if wanted == "forward" or (task is None and plain):
         return convert_module(model, sample, options)
     trial = dataclasses.replace(options, options=dict(options.options))
