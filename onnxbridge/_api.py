@@ -500,6 +500,9 @@ def verify_conversion(
             m.output_names, expected, actual, kinds=result.output_kinds, batch=batch,
             tolerance=tolerance, converter_tolerances=result.tolerances,
         )
+    more_checks = getattr(result, "more_checks", None)
+    if more_checks is not None:  # what the feeds above do not cover (a seq2seq encoder)
+        report.outputs += more_checks(m, tolerance)
     batches = {o.batch for o in report.outputs if o.batch is not None}
     dynamic = any(isinstance(d, str) for s in m.inputs for d in (s.shape or ()))
     if dynamic_batch and report.passed and len(batches) < 2 and len(samples) < 2:
@@ -539,6 +542,8 @@ def load(
     (an operator it lacks, a custom-operator library not registered yet) raises LoadError then,
     with what onnx.checker finds wrong. onnx.checker is not run here (``m.checker_findings``,
     ``onnxbridge check`` and ``info`` show what it says).
+    A folder written by an encoder-decoder bundle's ``save`` loads as that bundle
+    (:class:`onnxbridge.generate.Seq2SeqModel`).
 
     Examples:
         >>> m = onnxbridge.load("model.onnx")   # doctest: +SKIP
@@ -550,6 +555,11 @@ def load(
     from onnxbridge._files import load_proto
 
     _refuse_non_path_string(source)
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        from onnxbridge.generate import load_bundle  # a folder: an encoder-decoder bundle
+
+        return load_bundle(source, lambda path: load(path, max_bytes=max_bytes,
+                                                     check_runtime=check_runtime))
     proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     if check_runtime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from onnxbridge.errors import InputError
 from onnxbridge.model import OnnxModel
 
-__all__ = ["GenerativeModel"]
+__all__ = ["GenerativeModel", "Seq2SeqModel"]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -247,3 +248,234 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
 def _host_array(value: Any) -> np.ndarray:
     """A numpy array from token ids or a mask given as numpy, a list or a torch tensor."""
     return np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+
+
+BUNDLE_FILES = ("encoder.onnx", "decoder.onnx")
+
+
+class Seq2SeqModel(OnnxModel):
+    """An encoder-decoder bundle: this model is the decoder with a cache, ``encoder`` the encoder.
+
+    Made by ``to_onnx(model, ids, task="text2text-generation")`` (inferred for transformers
+    encoder-decoder classes); ``save(folder)`` writes ``encoder.onnx`` and ``decoder.onnx``
+    into one folder and ``onnxbridge.load(folder)`` returns the bundle again.
+    """
+
+    def __init__(self, proto: Any, *, encoder: OnnxModel, **kwargs: Any) -> None:
+        super().__init__(proto, **kwargs)
+        self.encoder = encoder
+
+    @classmethod
+    def from_protos(cls, proto: Any, *, encoder: Any, data_dir: Any = None,
+                    data_owner: Any = None) -> Seq2SeqModel:
+        """The bundle of a decoder proto and an encoder proto (or OnnxModel)."""
+        if not isinstance(encoder, OnnxModel):
+            encoder = OnnxModel(encoder, data_dir=data_dir, data_owner=data_owner)
+        return cls(proto, encoder=encoder, data_dir=data_dir, data_owner=data_owner)
+
+    @property
+    def generation_info(self) -> dict[str, Any]:
+        """What the exporter recorded: layers, encoder input, start, eos, pad and forced ids."""
+        raw = self.metadata.get("onnxbridge.generation")
+        if not raw or self.metadata.get("onnxbridge.task") != "text2text-generation":
+            raise InputError("this model has no text2text-generation metadata; export it with"
+                             " to_onnx(model, ids, task='text2text-generation')")
+        info: dict[str, Any] = json.loads(raw)
+        return info
+
+    def save(self, path: Any, *, external_data: bool | None = None) -> Path:
+        """Write the encoder and the decoder into the folder ``path`` (made if missing)."""
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file; an encoder-decoder bundle is saved as a"
+                             " folder (encoder.onnx and decoder.onnx): pass a folder path")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(folder / BUNDLE_FILES[0], external_data=external_data)
+        super().save(folder / BUNDLE_FILES[1], external_data=external_data)
+        return folder
+
+    def to_bytes(self) -> bytes:
+        raise ValueError("an encoder-decoder bundle is two models; save it with save(folder)"
+                         " (or take m.encoder.to_bytes() and the decoder's m.proto)")
+
+    def encode(self, input_ids: Any = None, attention_mask: Any = None, *,
+               input_features: Any = None, providers: Any = None,
+               threads: int | None = None) -> dict[str, np.ndarray]:
+        """The encoder's outputs (hidden states and the cross-attention keys/values) as arrays."""
+        feeds = self._encoder_feeds(input_ids, attention_mask, input_features)
+        session = self.encoder.session(providers, threads=threads)
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(None, feeds), strict=True))
+
+    def _encoder_feeds(self, input_ids: Any, attention_mask: Any,
+                       input_features: Any) -> dict[str, np.ndarray]:
+        info = self.generation_info
+        name = info.get("encoder_input", "input_ids")
+        if name == "input_features":
+            given = input_features if input_features is not None else input_ids
+            if given is None:
+                raise InputError("this model's encoder takes input_features (audio features"
+                                 " [batch, mel, frames]); pass input_features=")
+            x = _host_array(given)
+            if x.ndim != 3 or x.dtype.kind != "f":
+                raise InputError(f"input_features must be float [batch, mel, frames]; got"
+                                 f" {x.dtype} {list(x.shape)}")
+            return {"input_features": x.astype(np.float32)}
+        if input_ids is None:
+            raise InputError("pass input_ids (the encoder's token ids [batch, sequence])")
+        ids = _host_array(input_ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2 or ids.dtype.kind not in "iu" or ids.shape[1] == 0:
+            raise InputError(f"input_ids must be integer token ids [batch, sequence]; got"
+                             f" {ids.dtype} {list(ids.shape)}")
+        ids = ids.astype(np.int64)
+        mask = np.ones_like(ids) if attention_mask is None else _host_array(
+            attention_mask).astype(np.int64)
+        if mask.shape != ids.shape:
+            raise InputError(f"attention_mask {list(mask.shape)} must have input_ids' shape"
+                             f" {list(ids.shape)}")
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def generate(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        input_features: Any = None,
+        decoder_input_ids: Any = None,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = 50,
+        top_p: float | None = 1.0,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        decoder_start_token_id: int | None = None,
+        seed: int | None = None,
+        providers: Any = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Decoder token ids [batch, 1 + new] (start token first), as transformers' generate.
+
+        The encoder runs once; its cross-attention keys/values and each step's ``present.*``
+        stay OrtValues bound through IO binding. Greedy unless ``do_sample=True``; the model's
+        ``forced_bos_token_id``, ``forced_eos_token_id``, ``suppress_tokens`` and
+        ``begin_suppress_tokens`` apply as in transformers. A row stops at ``eos_token_id`` and
+        is filled with ``pad_token_id`` after. Whisper: pass ``input_features``.
+        """
+        info = self.generation_info
+        enc_feeds = self._encoder_feeds(input_ids, attention_mask, input_features)
+        batch = next(iter(enc_feeds.values())).shape[0]
+        if max_new_tokens < 0:
+            raise InputError("max_new_tokens must be >= 0")
+        if do_sample and temperature <= 0:
+            raise InputError("temperature must be > 0 when do_sample=True")
+        start = decoder_start_token_id if decoder_start_token_id is not None else info.get(
+            "decoder_start_token_id")
+        if decoder_input_ids is not None:
+            out = _host_array(decoder_input_ids).astype(np.int64)
+            if out.ndim != 2 or out.shape[0] != batch or out.shape[1] == 0:
+                raise InputError(f"decoder_input_ids must be [batch={batch}, length>0]; got"
+                                 f" {list(out.shape)}")
+        else:
+            out = np.full((batch, 1), 0 if start is None else int(start), dtype=np.int64)
+        eos: Any = info.get("eos_token_id") if eos_token_id is None else eos_token_id
+        eos_list: list[Any] = [] if eos is None else list(eos) if isinstance(
+            eos, (list, tuple)) else [eos]
+        eos_set = {int(e) for e in eos_list}
+        pad = pad_token_id if pad_token_id is not None else info.get("pad_token_id")
+        if pad is None:
+            pad = min(eos_set) if eos_set else 0
+        forced_bos, forced_eos = info.get("forced_bos_token_id"), info.get("forced_eos_token_id")
+        if isinstance(forced_eos, list):
+            forced_eos = min(forced_eos) if forced_eos else None
+        max_length = out.shape[1] + max_new_tokens
+        begin_length = out.shape[1]
+        suppress = [int(t) for t in info.get("suppress_tokens") or ()]
+        begin_suppress = [int(t) for t in info.get("begin_suppress_tokens") or ()]
+        rng = np.random.default_rng(seed)
+        import onnxruntime
+
+        encoder = self.encoder.session(providers, threads=threads)
+        enc_binding = encoder.io_binding()
+        for name, value in enc_feeds.items():
+            enc_binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        enc_names = [o.name for o in encoder.get_outputs()]
+        for name in enc_names:
+            enc_binding.bind_output(name, "cpu")
+        encoder.run_with_iobinding(enc_binding)
+        cross = dict(zip(enc_names, enc_binding.get_outputs(), strict=True))
+
+        session = self.session(providers, threads=threads)
+        inputs = {i.name: i for i in session.get_inputs()}
+        present_names = [o.name for o in session.get_outputs()]
+        past: dict[str, Any] = {}
+        for name, spec in inputs.items():
+            if name.startswith("past_key_values.") and name.endswith((".decoder.key",
+                                                                       ".decoder.value")):
+                dtype = np.float16 if "float16" in spec.type else np.float32
+                empty = np.zeros((batch, int(spec.shape[1]), 0, int(spec.shape[3])), dtype=dtype)
+                past[name] = onnxruntime.OrtValue.ortvalue_from_numpy(empty)
+            elif name.startswith("past_key_values."):
+                past[name] = cross[name.replace("past_key_values.", "present.", 1)]
+        mask = enc_feeds.get("attention_mask")
+        binding = session.io_binding()
+        finished = np.zeros(batch, dtype=bool)
+        step_ids = out
+        while out.shape[1] < max_length:
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+            binding.bind_cpu_input("decoder_input_ids", np.ascontiguousarray(step_ids))
+            if mask is not None and "encoder_attention_mask" in inputs:
+                binding.bind_cpu_input("encoder_attention_mask", np.ascontiguousarray(mask))
+            for name, value in past.items():
+                binding.bind_ortvalue_input(name, value)
+            for name in present_names:
+                binding.bind_output(name, "cpu")
+            session.run_with_iobinding(binding)
+            results = binding.get_outputs()
+            logits = results[0].numpy()[:, -1, :]
+            for name, value in zip(present_names[1:], results[1:], strict=True):
+                past[name.replace("present.", "past_key_values.", 1)] = value
+            cur = out.shape[1]
+            if suppress or (begin_suppress and cur == begin_length):
+                logits = logits.copy()  # the generation config's suppressed tokens never win
+                logits[:, suppress] = -np.inf
+                if cur == begin_length:
+                    logits[:, begin_suppress] = -np.inf
+            if forced_bos is not None and cur == 1:
+                nxt = np.full(batch, int(forced_bos), dtype=np.int64)
+            elif forced_eos is not None and cur == max_length - 1:
+                nxt = np.full(batch, int(forced_eos), dtype=np.int64)
+            elif do_sample:
+                probs = _softmax(_filter_logits(logits / temperature, top_k, top_p))
+                nxt = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
+            else:
+                nxt = logits.argmax(axis=-1)
+            nxt = np.where(finished, pad, nxt).astype(np.int64)
+            out = np.concatenate([out, nxt[:, None]], axis=1)
+            if eos_set:
+                finished |= np.isin(nxt, list(eos_set))
+            if finished.all():
+                break
+            step_ids = nxt[:, None]
+        return out
+
+
+def load_bundle(folder: Any, loader: Any) -> Seq2SeqModel:
+    """The bundle saved in ``folder``; ``loader(path)`` loads one model file (onnxbridge.load)."""
+    root = Path(folder)
+    missing = [name for name in BUNDLE_FILES if not (root / name).is_file()]
+    if missing:
+        from onnxbridge.errors import LoadError
+
+        raise LoadError(f"{root} is a directory without {' and '.join(missing)}; load() of a"
+                        " folder reads an encoder-decoder bundle saved by Seq2SeqModel.save"
+                        " (encoder.onnx and decoder.onnx); pass a model file's path otherwise")
+    decoder = loader(root / BUNDLE_FILES[1])
+    encoder = loader(root / BUNDLE_FILES[0])
+    model = Seq2SeqModel(decoder.proto, encoder=encoder, source=str(root),
+                         data_dir=decoder.data_dir)
+    model.checker_findings = decoder.checker_findings
+    return model

@@ -23,6 +23,7 @@ SKIP_MARK = "<!-- not run by tests/test_docs.py:"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*$")
 # Pages whose blocks train or export real models (a few seconds each).
 SLOW_PAGES = {"guide-pytorch.md", "custom-operators.md", "guide-gradient-boosting.md", "guide-to-torch.md",
+              "guide-generation.md",
               "notebook.md"}
 
 

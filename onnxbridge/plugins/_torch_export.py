@@ -973,8 +973,12 @@ class TorchConversionResult(ConversionResult):
     problems: list[str] = field(default_factory=list)
     # Full feeds to verify on instead of the sample (a text-generation decoder's cached steps).
     verify_samples: list[tuple[str, Any]] | None = None
-    # The OnnxModel subclass to_onnx returns (GenerativeModel for text generation).
-    model_class: type | None = None
+    # The OnnxModel subclass to_onnx returns (GenerativeModel for text generation), or a
+    # callable making one from (proto, data_dir=, data_owner=) (a seq2seq bundle's).
+    model_class: Callable[..., Any] | None = None
+    # More report lines, made when verifying: more_checks(model, tolerance) (a seq2seq
+    # bundle's encoder, which the decoder's feeds do not cover).
+    more_checks: Callable[[Any, Any], list[Any]] | None = None
     # Initializer name -> a CPU array over the module's own tensor whose bytes the external
     # data file holds: verification's session uses them instead of reading the file (held once).
     shared_weights: dict[str, np.ndarray] = field(default_factory=dict)
@@ -1300,6 +1304,33 @@ def with_compute_dtype(model: torch.nn.Module, sample: Any, compute_dtype: Any) 
 
 
 # -- the converter -----------------------------------------------------------------------------
+PLAIN_OPTIONS = ("exporter", "dynamic_axes", "input_names", "output_names", "custom_ops")
+
+
+def generation_model(model: Any, sample: Any, options: ConvertOptions) -> tuple[Any, Any]:
+    """The model and sample a generation export works on (compute_dtype applied), after the
+    checks convert_module makes; takes the plain export's options off ``options``."""
+    exporter = options.pop("exporter", "auto")
+    for key in (*PLAIN_OPTIONS[1:], "external_data"):
+        options.pop(key)
+    cast = options.pop("dtype", None)
+    compute_dtype = options.pop("compute_dtype", None)
+    if exporter not in EXPORTERS:
+        raise ConversionError(
+            f"exporter={exporter!r} is not one of {', '.join(map(repr, EXPORTERS))}",
+            converter="torch")
+    if not isinstance(model, torch.nn.Module):
+        raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}",
+                              converter="torch")
+    if cast is not None and compute_dtype is not None:
+        raise ConversionError(
+            "pass dtype= (the weights' dtype, float32 inputs and outputs) or compute_dtype= (the"
+            " whole model cast, inputs and outputs too), not both", converter="torch")
+    if cast is None:
+        return with_compute_dtype(model, sample, compute_dtype)
+    return model, sample
+
+
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
     exporter = options.pop("exporter", "auto")
     dynamic_axes = options.pop("dynamic_axes", None)
@@ -1308,7 +1339,6 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     custom_ops = options.pop("custom_ops", None) or {}
     external = options.pop("external_data", None)
     cast = options.pop("dtype", None)
-    task = options.pop("task", None)
     compute_dtype = options.pop("compute_dtype", None)
     if exporter not in EXPORTERS:
         raise ConversionError(
@@ -1330,29 +1360,6 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " whole model cast, inputs and outputs too), not both", converter="torch")
     if cast is None:  # dtype= casts the weights itself, a bfloat16 source included
         model, sample = with_compute_dtype(model, sample, compute_dtype)
-    from onnxbridge.plugins._torch_generate import TASKS, convert_causal_lm, infer_task
-
-    if task is not None and task not in TASKS:
-        raise ConversionError(f"task={task!r} is not one of {', '.join(map(repr, TASKS))}",
-                              converter="torch")
-    if task == "text2text-generation":
-        raise ConversionError(
-            "task='text2text-generation' (an encoder and a decoder with a cache) is not built"
-            " yet; export the model's forward with task='forward' (the decoder then recomputes"
-            " the whole sequence at each step)", converter="torch")
-    wanted = task or infer_task(model)
-    generation_note = ""
-    if wanted == "text-generation" and (task is not None or not (
-            input_names or output_names or dynamic_axes or custom_ops or exporter != "auto")):
-        try:
-            return convert_causal_lm(model, sample, options, task_given=task is not None,
-                                     external=external)
-        except ConversionError as exc:
-            if task is not None:
-                raise
-            # Inferred, not asked for: the plain forward is still what the user can have.
-            generation_note = (f"text-generation export (inferred from {type(model).__name__})"
-                               f" failed, so the plain forward was exported: {exc}")
     device = _model_device(model)
     cast_to, source_dtype = cast_target(model, cast), source_float_dtype(model)
     plan = plan_inputs(model, sample, input_names)
@@ -1470,8 +1477,6 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
-    if generation_note:
-        notes.append(generation_note)
     if type(model).__module__.startswith("torchvision.models.detection"):
         notes.append(
             "torchvision detection model: exported with its post-processing (resize and"

@@ -33,7 +33,6 @@ __all__ = ["TASKS", "convert_causal_lm", "infer_task"]
 
 TASKS = ("text-generation", "text2text-generation", "forward")
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-_SEQ2SEQ_SUFFIXES = ("ForConditionalGeneration",)
 
 
 def infer_task(model: torch.nn.Module) -> str:
@@ -42,8 +41,12 @@ def infer_task(model: torch.nn.Module) -> str:
         return "forward"
     name = type(model).__name__
     config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False) or name.endswith(_SEQ2SEQ_SUFFIXES):
-        return "forward"  # text2text-generation is not built yet; see docs/guide-generation.md
+    if getattr(config, "is_encoder_decoder", False):
+        # T5, BART, Marian, Whisper ... (*ForConditionalGeneration); a multimodal causal
+        # *ForConditionalGeneration (LLaVA) has no encoder-decoder config and stays "forward".
+        if hasattr(model, "generate") and hasattr(model, "get_encoder"):
+            return "text2text-generation"
+        return "forward"
     if name.endswith(_CAUSAL_SUFFIXES) and hasattr(model, "generate"):
         return "text-generation"
     return "forward"
