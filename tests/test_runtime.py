@@ -391,3 +391,42 @@ def test_version_check_caches_only_onnxruntimes_own_answers(monkeypatch: pytest.
     # onnxruntime's own refusal is an answer, kept for the process.
     assert compat._accepts_versions(7, {"": 10_000}) is False
     assert compat._ACCEPTED[(7, (("", 10_000),))] is False
+
+
+# -- found by mutation testing (nox -s mutation) ------------------------------------------------------
+def test_each_change_of_the_process_default_reaches_cached_sessions() -> None:
+    both = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    if "AzureExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs a second provider (the CPU wheel's Azure provider) to tell sessions apart")
+    m = OnnxModel(make_scale_model())
+    x = np.ones((2, 3), np.float32)
+    try:
+        for default in (both, ["CPUExecutionProvider"], both, ["CPUExecutionProvider"]):
+            runtime.set_default_providers(default)
+            assert m.session().get_providers() == default
+            np.testing.assert_allclose(m.run(x), x * [1, 2, 3])
+            assert m._sessions.default is not None and m._sessions.default[1].get_providers() == default
+        # The rebound state reads live through the package, as it did before the split.
+        assert runtime._PROCESS_DEFAULT == runtime.plan._PROCESS_DEFAULT == ("CPUExecutionProvider",)
+        assert runtime._GENERATION == runtime.plan._GENERATION
+    finally:
+        runtime.set_default_providers(None)
+    assert runtime._PROCESS_DEFAULT is None
+    with pytest.raises(AttributeError, match=r"^module 'onnxbridge.runtime' has no attribute '_NOPE'$"):
+        runtime._NOPE  # noqa: B018
+
+
+def test_new_session_asks_for_exactly_the_providers_given() -> None:
+    """onnxruntime's own default is every available provider (Azure too, in the CPU wheel): the
+    list given must reach it, not be dropped."""
+    from onnxbridge.runtime.devices import new_session
+
+    data = make_scale_model().SerializeToString()
+    assert new_session(data, ["CPUExecutionProvider"]).get_providers() == ["CPUExecutionProvider"]
+    if "AzureExecutionProvider" in onnxruntime.get_available_providers():
+        assert new_session(data, ["AzureExecutionProvider", "CPUExecutionProvider"]).get_providers() == [
+            "AzureExecutionProvider", "CPUExecutionProvider"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = new_session(data, ["CPUExecutionProvider"], options)
+    assert session.get_session_options().intra_op_num_threads == 1
