@@ -430,3 +430,48 @@ def test_new_session_asks_for_exactly_the_providers_given() -> None:
     options.intra_op_num_threads = 1
     session = new_session(data, ["CPUExecutionProvider"], options)
     assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_the_plan_text_in_full() -> None:
+    """What `onnxbridge info` prints: every line, from a plan whose facts the test chose."""
+    from onnxbridge.runtime.devices import HardwareDevice
+
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "AzureExecutionProvider",
+                 "CPUExecutionProvider", "CUDAExecutionProvider"]
+    probes = {"TensorrtExecutionProvider": ProbeResult("TensorrtExecutionProvider", False, "no lib", 0.0124),
+              "CUDAExecutionProvider": ProbeResult("CUDAExecutionProvider", True, "ran", 0.2),
+              "CPUExecutionProvider": ProbeResult("CPUExecutionProvider", True, "ran", 0.001)}
+    gpu = HardwareDevice("CUDAExecutionProvider", "GPU", "NVIDIA", 0)
+    plan = plan_providers(available, probes.__getitem__, devices=[gpu])
+    plan.notes = ["two onnxruntime packages"]
+    assert plan.available == available[:4] and plan.devices == [gpu]
+    assert str(plan).splitlines() == [
+        "warning: two onnxruntime packages",
+        "hardware found:",
+        "  GPU NVIDIA (id 0) via CUDAExecutionProvider",
+        "onnxruntime providers in this build: TensorrtExecutionProvider, CUDAExecutionProvider,"
+        " AzureExecutionProvider, CPUExecutionProvider",
+        "probes:",
+        "  FAIL TensorrtExecutionProvider: no lib (12 ms)",
+        "  ok   CUDAExecutionProvider: ran (200 ms)",
+        "  ok   CPUExecutionProvider: ran (1 ms)",
+        "run() will use, in order: CUDAExecutionProvider > CPUExecutionProvider",
+        "  skipped AzureExecutionProvider: not ranked by onnxbridge (not local compute, or a plugin"
+        " EP): ask for it by name with providers=[...]",
+        "  skipped TensorrtExecutionProvider (probe failed, above)",
+    ]
+    bare = plan_providers(["CPUExecutionProvider"], probes.__getitem__)
+    assert "  (onnxruntime device discovery not available)" in str(bare).splitlines()
+
+
+def test_detect_reports_what_onnxruntime_discovers() -> None:
+    available, devices = runtime.detect()
+    assert available[:len(onnxruntime.get_available_providers())] == onnxruntime.get_available_providers()
+    if not hasattr(onnxruntime, "get_ep_devices"):
+        pytest.skip("this onnxruntime has no device discovery")
+    found = onnxruntime.get_ep_devices()
+    assert [(d.provider, d.vendor, d.device_id) for d in devices] == [
+        (e.ep_name, str(e.device.vendor), int(e.device.device_id)) for e in found]
+    assert [d.kind for d in devices] == [str(e.device.type).split(".")[-1] for e in found]
+    assert "CPU" in {d.kind for d in devices} and set(available) >= {e.ep_name for e in found}
+    assert runtime.auto_plan().devices == devices
