@@ -39,8 +39,8 @@ __all__ = [
     "worker_model",
 ]
 
-# Protobuf cannot serialise one message of 2 GB or more: such models travel by path.
-BROADCAST_LIMIT = 2**31 - 1
+# A model that cannot be one protobuf message (over 2 GB: OnnxModel.to_bytes raises ValueError)
+# travels by path; the limit itself is _files.PROTOBUF_LIMIT, not repeated here.
 Ship = Literal["auto", "bytes", "path"]
 
 
