@@ -6,7 +6,9 @@ machine, rows/second of:
 - a single-process loop of ``m.run`` over batches (the baseline every ratio is against);
 - the same loop with the framework's own ``predict`` (native);
 - each engine with ``onnxbridge.<engine>.predict`` (onnxruntime inside the engine's batch UDF);
-- each engine with the native model's ``predict`` inside the same kind of UDF;
+- each engine with the native model's ``predict_proba``/``predict`` inside the same kind of UDF,
+  returning the same columns of the same types as onnxbridge's (label + probabilities list for
+  the classifier, the value for the regressor), so both sides pay for the same output columns;
 
 and each engine's per-batch overhead: the time of a pass-through UDF that does no scoring,
 divided by the number of batches it saw.
@@ -49,8 +51,24 @@ def _models(x: np.ndarray, y: np.ndarray, trees: int) -> dict[str, tuple[Any, An
     }
 
 
-def _native(model: Any, x: np.ndarray) -> np.ndarray:
-    return model.predict_proba(x) if hasattr(model, "predict_proba") else model.predict(x)
+def _native(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The framework's own answers, as the same outputs the ONNX model gives: label and
+    probabilities for a classifier, the value for a regressor (so both sides build the same
+    columns)."""
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)
+        return {"label": model.classes_[proba.argmax(axis=1)], "probabilities": proba}
+    return {"variable": model.predict(x)}
+
+
+def _native_columns(model: Any, x: np.ndarray, outs: list[Any]) -> dict[str, np.ndarray]:
+    """``_native``'s answers cast to the ONNX output columns' types, one entry per column."""
+    scores = _native(model, x)
+    out = {}
+    for o in outs:
+        arr = np.asarray(scores[o.output]).astype(o.dtype)
+        out[o.column] = arr.reshape(len(x)) if o.shape == "scalar" else arr.reshape(len(x), -1)
+    return out
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -61,17 +79,21 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 # -- the UDFs of the "native inside the same UDF" rows (picklable: module level) -----------------
 class NativeArrow:
-    """Spark mapInArrow / Ray map_batches function with the framework's own predict."""
+    """Spark mapInArrow / Ray map_batches function with the framework's own predict, giving the
+    same columns of the same Arrow types as onnxbridge's UDF (label + probabilities list, or the
+    regression value), built the same way (``_scale.to_arrow_array``)."""
 
-    def __init__(self, model: Any, columns: list[str]) -> None:
-        self.model, self.columns = model, columns
+    def __init__(self, model: Any, columns: list[str], outs: list[Any]) -> None:
+        self.model, self.columns, self.outs = model, columns, outs
 
     def score(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        from onnxbridge import _scale
+
         x = np.column_stack([batch.column(c).to_numpy() for c in self.columns]).astype(np.float32)
-        y = np.asarray(_native(self.model, x), dtype=np.float64)
-        return pa.table({"y": y.reshape(len(x), -1)[:, -1]})
+        scores = _native_columns(self.model, x, self.outs)
+        return pa.table({o.column: _scale.to_arrow_array(o, scores[o.column]) for o in self.outs})
 
     def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
         for batch in batches:
@@ -79,8 +101,8 @@ class NativeArrow:
 
 
 class NativeRay(NativeArrow):
-    def __init__(self, model: Any, columns: list[str]) -> None:
-        super().__init__(model, columns)
+    def __init__(self, model: Any, columns: list[str], outs: list[Any]) -> None:
+        super().__init__(model, columns, outs)
 
     def __call__(self, batch: Any) -> Any:  # type: ignore[override]
         return self.score(batch)
@@ -90,11 +112,14 @@ def _identity(batches: Iterator[Any]) -> Iterator[Any]:
     yield from batches
 
 
-def _native_partition(part: Any, model: Any, columns: list[str]) -> Any:
+def _native_partition(part: Any, model: Any, columns: list[str], outs: list[Any]) -> Any:
     import pandas as pd
 
-    y = np.asarray(_native(model, part[columns].to_numpy(np.float32)), dtype=np.float64)
-    return pd.DataFrame({"y": y.reshape(len(part), -1)[:, -1]}, index=part.index)
+    from onnxbridge import _scale
+
+    scores = _native_columns(model, part[columns].to_numpy(np.float32), outs)
+    return pd.DataFrame({o.column: _scale.to_pandas_column(o, scores[o.column]) for o in outs},
+                        index=part.index)
 
 
 class Counter:
@@ -149,6 +174,7 @@ def bench_spark(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], 
     from pyspark.sql import SparkSession
 
     import onnxbridge.spark
+    from onnxbridge import _scale
 
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
              .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH))
@@ -162,8 +188,9 @@ def bench_spark(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], 
         for name, (native, m) in models.items():
             scored = onnxbridge.spark.predict(df, m, columns=cols, keep_columns=False)
             out[f"{name}|onnx"] = rows / _timed(lambda s=scored: _run_spark(s))
-            fn = NativeArrow(native, cols)
-            plan = df.mapInArrow(fn, "y double")
+            # The native UDF gives the same columns, of the same types, as onnxbridge's.
+            schema = onnxbridge.spark.scorer(df, m, columns=cols, keep_columns=False)[1]
+            plan = df.mapInArrow(NativeArrow(native, cols, _scale.output_columns(m)), schema)
             out[f"{name}|native"] = rows / _timed(lambda p=plan: _run_spark(p))
         runs = []
         for size in (BATCH, BATCH // 10):  # the first model run above warmed everything up
@@ -181,6 +208,7 @@ def bench_ray(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], tm
     import ray
 
     import onnxbridge.ray
+    from onnxbridge import _scale
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -192,7 +220,8 @@ def bench_ray(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], tm
             scored = onnxbridge.ray.predict(ds, m, columns=cols, keep_columns=False, concurrency=2,
                                             num_cpus=0.5, num_gpus=0, batch_size=BATCH)
             out[f"{name}|onnx"] = rows / _timed(scored.materialize)
-            plan = ds.map_batches(NativeRay, fn_constructor_args=(native, cols), batch_format="pyarrow",
+            plan = ds.map_batches(NativeRay, fn_constructor_args=(native, cols, _scale.output_columns(m)),
+                                  batch_format="pyarrow",
                                   batch_size=BATCH, compute=pool, num_cpus=0.5)
             out[f"{name}|native"] = rows / _timed(plan.materialize)
         runs = []
@@ -214,6 +243,7 @@ def bench_dask(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], t
     import pandas as pd
 
     import onnxbridge.dask
+    from onnxbridge import _scale
 
     out: dict[str, float] = {}
     ddf = dd.from_pandas(pd.read_parquet(path), chunksize=BATCH).persist(scheduler="sync")
@@ -222,9 +252,9 @@ def bench_dask(path: str, models: dict[str, tuple[Any, Any]], cols: list[str], t
         for name, (native, m) in models.items():
             scored = onnxbridge.dask.predict(ddf, m, columns=cols, keep_columns=False)
             out[f"{name}|onnx"] = rows / _timed(scored.compute)
-            meta = pd.DataFrame({"y": pd.Series([], dtype=np.float64)})
+            meta = scored._meta  # the same columns and types as onnxbridge's
             model_d = dask.delayed(native, pure=True)
-            plan = ddf.map_partitions(_native_partition, model_d, cols, meta=meta)
+            plan = ddf.map_partitions(_native_partition, model_d, cols, _scale.output_columns(m), meta=meta)
             out[f"{name}|native"] = rows / _timed(plan.compute)
         runs = []
         for size in (BATCH, BATCH // 10):
@@ -255,6 +285,7 @@ def main() -> None:
     y = x[:, :5].sum(axis=1) + rng.normal(scale=0.1, size=rows).astype(np.float32)
     cols = [f"f{i}" for i in range(FEATURES)]
     models = _models(x, y, args.trees)
+    from onnxbridge import _scale
 
     results: dict[str, dict[str, float]] = {}
     # Single process: the batches one engine task would see, scored in a plain loop.
@@ -262,7 +293,9 @@ def main() -> None:
     for name, (native, m) in models.items():
         batches = [x[i:i + BATCH] for i in range(0, rows, BATCH)]
         single[f"{name}|onnx"] = rows / _timed(lambda m=m, b=batches: [m.run(c) for c in b])
-        single[f"{name}|native"] = rows / _timed(lambda n=native, b=batches: [_native(n, c) for c in b])
+        outs = _scale.output_columns(m)
+        single[f"{name}|native"] = rows / _timed(
+            lambda n=native, b=batches, o=outs: [_native_columns(n, c, o) for c in b])
     results["single process loop"] = single
 
     with tempfile.TemporaryDirectory(prefix="wbench-scale-") as tmp:
@@ -279,7 +312,9 @@ def main() -> None:
     base = results["single process loop"]
     lines = [f"## Scoring at scale: {rows:,} rows from Parquet, batches of {BATCH:,}", "",
              "rows/s (higher is better); `x loop` is against the single-process `m.run` loop of the"
-             " same model, measured in the same run. CPU shared with other work: read the ratios.", "",
+             " same model, measured in the same run. CPU shared with other work: read the ratios."
+             " Both UDFs return the same columns of the same types (classifier: label +"
+             " probabilities list; regressor: the value).", "",
              "| model | engine | onnxbridge rows/s | x loop | native predict rows/s | onnx / native |",
              "|---|---|---:|---:|---:|---:|"]
     for name in models:

@@ -39,8 +39,8 @@ __all__ = [
     "worker_model",
 ]
 
-# Protobuf cannot serialise one message of 2 GB or more: such models travel by path.
-BROADCAST_LIMIT = 2**31 - 1
+# A model that cannot be one protobuf message (over 2 GB: OnnxModel.to_bytes raises ValueError)
+# travels by path; the limit itself is _files.PROTOBUF_LIMIT, not repeated here.
 Ship = Literal["auto", "bytes", "path"]
 
 
@@ -318,10 +318,13 @@ def score_pandas(
     n = len(frame)
     if n == 0:
         return {o.column: np.empty((0,) if o.shape == "scalar" else (0, 0), o.dtype) for o in outputs}
+    import pandas as pd
+
     sub = frame[list(columns)]
-    for c in columns:  # a null string has no ONNX value: say which column, instead of a crash
+    for c in columns:  # a null string has no ONNX value: say which column, never score it as ""
         col = sub[c]
-        if col.dtype == object and col.isna().any():
+        is_text = col.dtype == object or pd.api.types.is_string_dtype(col.dtype)  # pandas 3: "str"
+        if is_text and col.isna().any():
             spec_kinds = {_kind_of(s.dtype) for s in m.inputs}
             if "string" in spec_kinds:
                 raise InputError(

@@ -391,3 +391,87 @@ def test_version_check_caches_only_onnxruntimes_own_answers(monkeypatch: pytest.
     # onnxruntime's own refusal is an answer, kept for the process.
     assert compat._accepts_versions(7, {"": 10_000}) is False
     assert compat._ACCEPTED[(7, (("", 10_000),))] is False
+
+
+# -- found by mutation testing (nox -s mutation) ------------------------------------------------------
+def test_each_change_of_the_process_default_reaches_cached_sessions() -> None:
+    both = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    if "AzureExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs a second provider (the CPU wheel's Azure provider) to tell sessions apart")
+    m = OnnxModel(make_scale_model())
+    x = np.ones((2, 3), np.float32)
+    try:
+        for default in (both, ["CPUExecutionProvider"], both, ["CPUExecutionProvider"]):
+            runtime.set_default_providers(default)
+            assert m.session().get_providers() == default
+            np.testing.assert_allclose(m.run(x), x * [1, 2, 3])
+            assert m._sessions.default is not None and m._sessions.default[1].get_providers() == default
+        # The rebound state reads live through the package, as it did before the split.
+        assert runtime._PROCESS_DEFAULT == runtime.plan._PROCESS_DEFAULT == ("CPUExecutionProvider",)
+        assert runtime._GENERATION == runtime.plan._GENERATION
+    finally:
+        runtime.set_default_providers(None)
+    assert runtime._PROCESS_DEFAULT is None
+    with pytest.raises(AttributeError, match=r"^module 'onnxbridge.runtime' has no attribute '_NOPE'$"):
+        runtime._NOPE  # noqa: B018
+
+
+def test_new_session_asks_for_exactly_the_providers_given() -> None:
+    """onnxruntime's own default is every available provider (Azure too, in the CPU wheel): the
+    list given must reach it, not be dropped."""
+    from onnxbridge.runtime.devices import new_session
+
+    data = make_scale_model().SerializeToString()
+    assert new_session(data, ["CPUExecutionProvider"]).get_providers() == ["CPUExecutionProvider"]
+    if "AzureExecutionProvider" in onnxruntime.get_available_providers():
+        assert new_session(data, ["AzureExecutionProvider", "CPUExecutionProvider"]).get_providers() == [
+            "AzureExecutionProvider", "CPUExecutionProvider"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = new_session(data, ["CPUExecutionProvider"], options)
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_the_plan_text_in_full() -> None:
+    """What `onnxbridge info` prints: every line, from a plan whose facts the test chose."""
+    from onnxbridge.runtime.devices import HardwareDevice
+
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "AzureExecutionProvider",
+                 "CPUExecutionProvider", "CUDAExecutionProvider"]
+    probes = {"TensorrtExecutionProvider": ProbeResult("TensorrtExecutionProvider", False, "no lib", 0.0124),
+              "CUDAExecutionProvider": ProbeResult("CUDAExecutionProvider", True, "ran", 0.2),
+              "CPUExecutionProvider": ProbeResult("CPUExecutionProvider", True, "ran", 0.001)}
+    gpu = HardwareDevice("CUDAExecutionProvider", "GPU", "NVIDIA", 0)
+    plan = plan_providers(available, probes.__getitem__, devices=[gpu])
+    plan.notes = ["two onnxruntime packages"]
+    assert plan.available == available[:4] and plan.devices == [gpu]
+    assert str(plan).splitlines() == [
+        "warning: two onnxruntime packages",
+        "hardware found:",
+        "  GPU NVIDIA (id 0) via CUDAExecutionProvider",
+        "onnxruntime providers in this build: TensorrtExecutionProvider, CUDAExecutionProvider,"
+        " AzureExecutionProvider, CPUExecutionProvider",
+        "probes:",
+        "  FAIL TensorrtExecutionProvider: no lib (12 ms)",
+        "  ok   CUDAExecutionProvider: ran (200 ms)",
+        "  ok   CPUExecutionProvider: ran (1 ms)",
+        "run() will use, in order: CUDAExecutionProvider > CPUExecutionProvider",
+        "  skipped AzureExecutionProvider: not ranked by onnxbridge (not local compute, or a plugin"
+        " EP): ask for it by name with providers=[...]",
+        "  skipped TensorrtExecutionProvider (probe failed, above)",
+    ]
+    bare = plan_providers(["CPUExecutionProvider"], probes.__getitem__)
+    assert "  (onnxruntime device discovery not available)" in str(bare).splitlines()
+
+
+def test_detect_reports_what_onnxruntime_discovers() -> None:
+    available, devices = runtime.detect()
+    assert available[:len(onnxruntime.get_available_providers())] == onnxruntime.get_available_providers()
+    if not hasattr(onnxruntime, "get_ep_devices"):
+        pytest.skip("this onnxruntime has no device discovery")
+    found = onnxruntime.get_ep_devices()
+    assert [(d.provider, d.vendor, d.device_id) for d in devices] == [
+        (e.ep_name, str(e.device.vendor), int(e.device.device_id)) for e in found]
+    assert [d.kind for d in devices] == [str(e.device.type).split(".")[-1] for e in found]
+    assert "CPU" in {d.kind for d in devices} and set(available) >= {e.ep_name for e in found}
+    assert runtime.auto_plan().devices == devices

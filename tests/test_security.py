@@ -341,3 +341,22 @@ def test_names_that_are_not_utf8_are_a_load_error() -> None:
     with pytest.raises(onnxbridge.LoadError, match="not UTF-8"):
         onnxbridge.load(data[:at] + b"\x80" + data[at + 1:])
     assert onnxbridge.load(data).run(np.array([-1, 2], np.float32)).tolist() == [0, 2]
+
+
+def test_the_cap_admits_a_model_of_exactly_its_size(tmp_path: Path) -> None:
+    """max_bytes is the most a model may have: a stream or file of exactly that size loads, one
+    byte more is refused with the cap named (found by mutation testing: `>` vs `>=`)."""
+    import io
+
+    data = make_scale_model().SerializeToString()
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(onnxbridge.load(io.BytesIO(data), max_bytes=len(data)).run(x), [[1, 2, 3]])
+    with pytest.raises(LoadError, match=rf"gave more than {len(data) - 1:,} bytes; pass max_bytes="):
+        onnxbridge.load(io.BytesIO(data), max_bytes=len(data) - 1)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    np.testing.assert_allclose(onnxbridge.load(path, max_bytes=len(data)).run(x), [[1, 2, 3]])
+    with pytest.raises(LoadError, match=rf"over the {len(data) - 1}-byte cap"):
+        onnxbridge.load(path, max_bytes=len(data) - 1)
+    with pytest.raises(LoadError, match=r"is a text stream; open the file in binary mode \('rb'\)"):
+        onnxbridge.load(io.StringIO("not bytes"))
