@@ -679,6 +679,416 @@ class _AsIf:
         return convert
 
 
+# -- issue 15's third wave: neighbours, splines, sketches, codes, encoders ---------------------
+def _reduce(g: _Graph, op: str, x: str, axis: int) -> str:
+    """ReduceMax / ReduceMin over one axis, dropped (axes as input from opset 18)."""
+    if g.container.target_opset >= 18:
+        return g.node(op, [x, g.const([axis], np.int64)], keepdims=0)
+    return g.node(op, [x], axes=[axis], keepdims=0)
+
+
+def _pairwise(g: _Graph, x: str, points: np.ndarray, metric: str,
+              params: dict[str, Any] | None = None) -> str:
+    """scikit-learn's pairwise distances from each row of ``x`` to ``points``, [N, P], from
+    exact differences (no |x|^2 - 2 x.p + |p|^2 cancellation, so distance 0 stays 0)."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    pts = np.asarray(points, dtype=np.float64)
+    params = params or {}
+    p = params.get("p", 2)
+    if metric == "minkowski" and p in (1, 2):
+        metric = "manhattan" if p == 1 else "euclidean"
+    if params.get("w") is not None:
+        raise UnsupportedModelError("weighted minkowski distances have no ONNX form here; refit"
+                                    " without metric_params={'w': ...}")
+    if metric == "cosine":
+        norms = np.linalg.norm(pts, axis=1)
+        unit = pts / np.where(norms == 0, 1.0, norms)[:, None]
+        xn = g.node("Sqrt", [g.row_sum(g.node("Mul", [x, x]), pts.shape[1])])
+        xn = g.node("Where", [g.node("Equal", [xn, g.const(0.0)]), g.const(1.0), xn])
+        sim = g.node("MatMul", [g.node("Div", [x, xn]), g.const(unit.T)])
+        dist = g.node("Sub", [g.const(1.0), sim])
+        return g.node("Min", [g.node("Max", [dist, g.const(0.0)]), g.const(2.0)])
+    x3 = g.node("Unsqueeze", [x, g.const([1], np.int64)])
+    diff = g.node("Sub", [x3, g.const(pts[None, :, :])])
+    ones = g.const(np.ones((pts.shape[1], 1)))
+    squeeze = g.const([2], np.int64)
+    if metric in {"euclidean", "l2", "sqeuclidean"}:
+        sq = g.node("Squeeze", [g.node("MatMul", [g.node("Mul", [diff, diff]), ones]), squeeze])
+        return sq if metric == "sqeuclidean" else g.node("Sqrt", [sq])
+    if metric in {"manhattan", "cityblock", "l1"}:
+        return g.node("Squeeze", [g.node("MatMul", [g.node("Abs", [diff]), ones]), squeeze])
+    if metric in {"chebyshev", "infinity"}:
+        return _reduce(g, "ReduceMax", g.node("Abs", [diff]), 2)
+    if metric == "minkowski" and np.isfinite(p) and p > 0:
+        powered = g.node("Pow", [g.node("Abs", [diff]), g.const(float(p))])
+        total = g.node("Squeeze", [g.node("MatMul", [powered, ones]), squeeze])
+        return g.node("Pow", [total, g.const(1.0 / float(p))])
+    raise UnsupportedModelError(
+        f"the distance metric {metric!r} has no ONNX form in onnxbridge (euclidean, manhattan,"
+        " chebyshev, minkowski and cosine do); refit with one of those"
+    )
+
+
+def _neighbor_distances(g: _Graph, est: Any) -> str:
+    from onnxbridge.errors import UnsupportedModelError
+
+    if est.effective_metric_ == "precomputed" or callable(est.effective_metric_):
+        raise UnsupportedModelError(
+            f"{type(est).__name__} with a precomputed or callable metric has no ONNX form;"
+            " refit with a named metric (euclidean, manhattan, chebyshev, minkowski, cosine)")
+    return _pairwise(g, g.x(), est._fit_X, est.effective_metric_,
+                     dict(est.effective_metric_params_ or {}))
+
+
+def _nearest_neighbors(scope: Any, operator: Any, container: Any) -> None:
+    """NearestNeighbors: kneighbors(X) as ``distances`` [N, k] and ``indices`` [N, k] (int64),
+    nearest first, with the fitted n_neighbors."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    d = _neighbor_distances(g, est)
+    container.add_node("TopK", [d, g.const([int(est.n_neighbors)], np.int64)],
+                       [g.output(0), g.output(1)],
+                       name=scope.get_unique_operator_name("TopK"), largest=0, sorted=1)
+
+
+def _radius_weights(g: _Graph, est: Any) -> tuple[str, str]:
+    """(weights [N, n_fit], inside [N, n_fit] bool) of the training rows within the radius:
+    1 (uniform) or 1/d, where a row at distance 0 takes all the weight (distance)."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    d = _neighbor_distances(g, est)
+    inside = g.node("Not", [g.node("Greater", [d, g.const(float(est.radius))])])
+    flag = g.node("Cast", [inside], to=g.onnx_float)
+    if est.weights in (None, "uniform"):
+        return flag, inside
+    if est.weights != "distance":
+        raise UnsupportedModelError(f"{type(est).__name__} with callable weights has no ONNX"
+                                    " form; use weights='uniform' or 'distance'")
+    zero = g.node("Cast", [g.node("Equal", [d, g.const(0.0)])], to=g.onnx_float)
+    any_zero = g.node("Greater", [g.row_sum(zero, est.n_samples_fit_), g.const(0.0)])
+    inverse = g.node("Div", [g.const(1.0), g.node("Where", [inside, d, g.const(1.0)])])
+    inverse = g.node("Mul", [inverse, flag])
+    return g.node("Where", [any_zero, zero, inverse]), inside
+
+
+def _radius_classifier(scope: Any, operator: Any, container: Any) -> None:
+    """RadiusNeighborsClassifier: weighted votes of the training rows within the radius.
+    A row with none gets the outlier label (probability 1 on it when it is a class, else all
+    probabilities 0); without an outlier label scikit-learn raises there, the graph gives
+    all-zero probabilities."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if getattr(est, "outputs_2d_", False):
+        raise UnsupportedModelError("a multi-output RadiusNeighborsClassifier has no ONNX form"
+                                    " here; fit one per target")
+    g = _Graph(scope, operator, container)
+    classes = np.asarray(est.classes_)
+    w, inside = _radius_weights(g, est)
+    onehot = np.eye(len(classes))[np.asarray(est._y, dtype=np.int64)]
+    votes = g.node("MatMul", [w, g.const(onehot)])
+    count = g.row_sum(g.node("Cast", [inside], to=g.onnx_float), est.n_samples_fit_)
+    outlier = g.node("Equal", [count, g.const(0.0)])  # [N, 1]
+    label = (est.outlier_label_ or [None])[0]
+    hit = np.flatnonzero(classes == label) if label is not None else np.array([])
+    if hit.size == 1:
+        votes = g.node("Where", [outlier, g.const(np.eye(len(classes))[hit[0]][None, :]),
+                                 votes])
+    total = g.row_sum(votes, len(classes))
+    total = g.node("Where", [g.node("Equal", [total, g.const(0.0)]), g.const(1.0), total])
+    proba = g.node("Div", [votes, total])
+    idx = g.node("ArgMax", [proba], axis=1, keepdims=0)
+    if label is None:
+        g.label_from(idx, classes, g.output(0))
+    else:
+        table = np.append(classes.astype(object), label)
+        kind = "str" if classes.dtype.kind in "OUS" else "int"
+        table = table.astype(str).astype(object) if kind == "str" else table.astype(np.int64)
+        zero = g.node("Equal", [g.row_sum(proba, len(classes)), g.const(0.0)])
+        zero = g.node("Reshape", [zero, g.const([-1], np.int64)])
+        idx = g.node("Where", [zero, g.const(np.int64(len(classes)), np.int64), idx])
+        g.node("Gather", [g.const(table, table.dtype), idx], out=g.output(0), axis=0)
+    if len(operator.outputs) > 1:
+        g.node("Identity", [proba], out=g.output(1))
+
+
+def _radius_regressor(scope: Any, operator: Any, container: Any) -> None:
+    """RadiusNeighborsRegressor: the (weighted) mean target of the training rows within the
+    radius; NaN where there is none (as scikit-learn)."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    w, _ = _radius_weights(g, est)
+    y = np.asarray(est._y, dtype=np.float64).reshape(est.n_samples_fit_, -1)
+    total = g.node("MatMul", [w, g.const(y)])
+    g.node("Div", [total, g.row_sum(w, est.n_samples_fit_)], out=g.output(0))
+
+
+def _radius_transformer(scope: Any, operator: Any, container: Any) -> None:
+    """RadiusNeighborsTransformer: its sparse neighbour graph as a dense [N, n_fit] matrix
+    (distance, or 1, within the radius; 0 elsewhere)."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    d = _neighbor_distances(g, est)
+    inside = g.node("Not", [g.node("Greater", [d, g.const(float(est.radius))])])
+    if est.mode == "connectivity":
+        g.node("Cast", [inside], out=g.output(0), to=g.onnx_float)
+    else:
+        g.node("Where", [inside, d, g.const(0.0)], out=g.output(0))
+
+
+def _isomap(scope: Any, operator: Any, container: Any) -> None:
+    """Isomap: geodesic distances through the nearest training rows, then the fitted kernel
+    PCA (centred with the training kernel's means)."""
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    if est.n_neighbors is None:
+        raise UnsupportedModelError("Isomap with a radius (n_neighbors=None) has no ONNX form"
+                                    " here; refit with n_neighbors")
+    g = _Graph(scope, operator, container)
+    d = _neighbor_distances(g, est.nbrs_)
+    k = int(est.n_neighbors)
+    vals, idx = g.name("knn_d"), g.name("knn_i")
+    container.add_node("TopK", [d, g.const([k], np.int64)], [vals, idx],
+                       name=scope.get_unique_operator_name("TopK"), largest=0, sorted=1)
+    rows = g.node("Gather", [g.const(est.dist_matrix_), idx], axis=0)  # [N, k, n_fit]
+    via = g.node("Add", [rows, g.node("Unsqueeze", [vals, g.const([2], np.int64)])])
+    geo = _reduce(g, "ReduceMin", via, 1)
+    kern = g.node("Mul", [g.node("Mul", [geo, geo]), g.const(-0.5)])
+    kpca = est.kernel_pca_
+    n_fit = int(est.nbrs_.n_samples_fit_)
+    centre = kpca._centerer
+    row_mean = g.node("Mul", [g.row_sum(kern, n_fit), g.const(1.0 / n_fit)])
+    kern = g.node("Sub", [g.node("Sub", [kern, g.const(np.asarray(centre.K_fit_rows_)[None, :])]),
+                          row_mean])
+    kern = g.node("Add", [kern, g.const(float(centre.K_fit_all_))])
+    vecs = np.asarray(kpca.eigenvectors_, dtype=np.float64)
+    vals_ = np.asarray(kpca.eigenvalues_, dtype=np.float64)
+    scaled = np.zeros_like(vecs)
+    nz = np.flatnonzero(vals_)
+    scaled[:, nz] = vecs[:, nz] / np.sqrt(vals_[nz])
+    g.node("MatMul", [kern, g.const(scaled)], out=g.output(0))
+
+
+def _spline(scope: Any, operator: Any, container: Any) -> None:
+    """SplineTransformer: each feature's B-spline basis as piecewise polynomials (Taylor
+    coefficients at each knot, evaluated by Horner), with scikit-learn's extrapolation;
+    NaN gives 0 (handle_missing='zeros'). extrapolation='error' gives NaN out of range,
+    where scikit-learn raises."""
+    import copy
+    import math
+
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x_all = g.x() if len(operator.inputs) == 1 else g.node(
+        "Concat", [str(v.full_name) for v in operator.inputs], axis=1)
+    mode = est.extrapolation
+    parts = []
+    for i, spline in enumerate(est.bsplines_):
+        spl = copy.deepcopy(spline)  # evaluating a scipy BSpline can replace its arrays
+        k = int(spl.k)
+        t = np.asarray(spl.t, dtype=np.float64)
+        n = t.size - k - 1
+        breaks = t[k:n + 1]
+        n_out = int(spl.c.shape[1])
+        col = g.node("Gather", [x_all, g.const(np.array([i], dtype=np.int64), np.int64)],
+                     axis=1)  # [N, 1]
+        x = col
+        period = breaks[-1] - breaks[0]
+        if mode == "periodic":
+            if period > 0:
+                r = g.node("Mod", [g.node("Sub", [col, g.const(breaks[0])]),
+                                   g.const(period)], fmod=1)
+                r = g.node("Where", [g.node("Less", [r, g.const(0.0)]),
+                                     g.node("Add", [r, g.const(period)]), r])
+                x = g.node("Add", [r, g.const(breaks[0])])
+            else:
+                x = g.node("Mul", [col, g.const(0.0)])
+        starts = breaks[:-1]
+        coef = [np.stack([np.asarray(spl(b, nu=p), dtype=np.float64) / math.factorial(p)
+                          for b in starts]) for p in range(k + 1)]  # each [m, n_out]
+        if len(starts) > 1:
+            ge = g.node("Cast", [g.node("Not", [g.node("Less", [x, g.const(starts[None, 1:])])])],
+                        to=g.onnx_float)
+            idx = g.node("Cast", [g.row_sum(ge, len(starts) - 1)], to=7)  # int64 [N, 1]
+        else:
+            idx = g.node("Cast", [g.node("Mul", [x, g.const(0.0)])], to=7)
+        idx = g.node("Reshape", [idx, g.const([-1], np.int64)])
+        u = g.node("Sub", [x, g.node("Unsqueeze", [g.node("Gather", [g.const(starts), idx],
+                                                          axis=0), g.const([1], np.int64)])])
+        val = g.node("Gather", [g.const(coef[k]), idx], axis=0)
+        for p in range(k - 1, -1, -1):
+            val = g.node("Add", [g.node("Mul", [val, u]),
+                                 g.node("Gather", [g.const(coef[p]), idx], axis=0)])
+        lo, hi = float(breaks[0]), float(breaks[-1])
+        if mode in {"constant", "linear", "error"}:
+            below = g.node("Less", [col, g.const(lo)])
+            above = g.node("Greater", [col, g.const(hi)])
+            outside = g.node("Or", [below, above])
+            val = g.node("Where", [outside, g.const(np.nan if mode == "error" else 0.0), val])
+        if mode in {"constant", "linear"}:
+            f_lo, f_hi = np.asarray(spl(lo), dtype=np.float64), np.asarray(spl(hi), np.float64)
+            if mode == "constant":
+                row_lo, row_hi = np.zeros(n_out), np.zeros(n_out)
+                if k:
+                    row_lo[:k], row_hi[-k:] = f_lo[:k], f_hi[-k:]
+                val = g.node("Where", [below, g.const(row_lo[None, :]), val])
+                val = g.node("Where", [above, g.const(row_hi[None, :]), val])
+            else:
+                s_lo, s_hi = np.asarray(spl(lo, nu=1)), np.asarray(spl(hi, nu=1))
+                m = max(k, 2) if k <= 1 else k
+                base_lo, slope_lo = np.zeros(n_out), np.zeros(n_out)
+                base_hi, slope_hi = np.zeros(n_out), np.zeros(n_out)
+                for j in range(min(m, n_out)):
+                    base_lo[j], slope_lo[j] = f_lo[j], s_lo[j]
+                    kk = n_out - 1 - j
+                    base_hi[kk], slope_hi[kk] = f_hi[kk], s_hi[kk]
+                ext_lo = g.node("Add", [g.const(base_lo[None, :]), g.node(
+                    "Mul", [g.node("Sub", [col, g.const(lo)]), g.const(slope_lo[None, :])])])
+                ext_hi = g.node("Add", [g.const(base_hi[None, :]), g.node(
+                    "Mul", [g.node("Sub", [col, g.const(hi)]), g.const(slope_hi[None, :])])])
+                val = g.node("Where", [below, ext_lo, val])
+                val = g.node("Where", [above, ext_hi, val])
+        val = g.node("Where", [g.node("IsNaN", [col]), g.const(0.0), val])
+        if not est.include_bias:
+            val = g.node("Slice", [val, g.const([0], np.int64), g.const([n_out - 1], np.int64),
+                                   g.const([1], np.int64)])
+        parts.append(val)
+    out = parts[0] if len(parts) == 1 else g.node("Concat", parts, axis=1)
+    g.node("Identity", [out], out=g.output(0))
+
+
+def _count_sketch(scope: Any, operator: Any, container: Any) -> None:
+    """PolynomialCountSketch: one count sketch per degree (the fitted hash buckets and signs as
+    a fixed matrix), multiplied in the Fourier domain (ONNX DFT), the real part back."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.node("Mul", [g.x(), g.const(float(np.sqrt(est.gamma)))])
+    if est.coef0 != 0:
+        x = g.node("Concat", [x, g.rows(x, 1, np.full((1, 1), np.sqrt(est.coef0),
+                                                      dtype=g.dtype))], axis=1)
+    n_in = est.indexHash_.shape[1]
+    n = int(est.n_components)
+    opset = container.target_opset
+    product_re = product_im = ""
+    for d in range(int(est.degree)):
+        m = np.zeros((n_in, n))
+        for j in range(n_in):
+            m[j, est.indexHash_[d, j]] += est.bitHash_[d, j]
+        sketch = g.node("Unsqueeze", [g.node("MatMul", [x, g.const(m)]),
+                                      g.const([2], np.int64)])  # [N, n, 1]
+        if opset >= 20:
+            spec = g.node("DFT", [sketch, g.const(np.int64(n), np.int64),
+                                  g.const(np.int64(1), np.int64)])
+        else:
+            spec = g.node("DFT", [sketch], axis=1)
+        re = g.node("Gather", [spec, g.const(np.int64(0), np.int64)], axis=2)
+        im = g.node("Gather", [spec, g.const(np.int64(1), np.int64)], axis=2)
+        if not product_re:
+            product_re, product_im = re, im
+        else:
+            product_re, product_im = (
+                g.node("Sub", [g.node("Mul", [product_re, re]), g.node("Mul", [product_im, im])]),
+                g.node("Add", [g.node("Mul", [product_re, im]), g.node("Mul", [product_im, re])]),
+            )
+    axis = g.const([2], np.int64)
+    spec = g.node("Concat", [g.node("Unsqueeze", [product_re, axis]),
+                             g.node("Unsqueeze", [product_im, axis])], axis=2)
+    if opset >= 20:
+        back = g.node("DFT", [spec, g.const(np.int64(n), np.int64),
+                              g.const(np.int64(1), np.int64)], inverse=1)
+    else:
+        back = g.node("DFT", [spec], axis=1, inverse=1)
+    g.node("Gather", [back, g.const(np.int64(0), np.int64)], out=g.output(0), axis=2)
+
+
+def _output_code(scope: Any, operator: Any, container: Any) -> None:
+    """OutputCodeClassifier: each binary estimator's score (decision function of a linear
+    model, a constant, or the positive-class probability), then the class whose code is
+    nearest (label only: scikit-learn has no predict_proba here)."""
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxIdentity
+
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.x()
+    scores = []
+    for i, e in enumerate(est.estimators_):
+        if hasattr(e, "y_") and type(e).__name__ == "_ConstantPredictor":
+            scores.append(g.rows(x, 1, np.asarray(e.y_, dtype=g.dtype).reshape(1, 1)))
+        elif hasattr(e, "decision_function") and hasattr(e, "coef_") and \
+                hasattr(e, "intercept_") and np.asarray(e.coef_).ndim == 2 \
+                and np.asarray(e.coef_).shape[0] == 1:
+            coef = np.asarray(e.coef_, dtype=np.float64)
+            scores.append(g.node("Add", [g.node("MatMul", [x, g.const(coef.T)]),
+                                         g.const(np.asarray(e.intercept_, np.float64))]))
+        elif not hasattr(e, "decision_function") and hasattr(e, "predict_proba"):
+            sub = OnnxSubEstimator(e, operator.inputs[0], op_version=container.target_opset,
+                                   options={"zipmap": False})
+            name = g.name(f"proba_{i}")
+            OnnxIdentity(sub[1], op_version=container.target_opset,
+                         output_names=[name]).add_to(scope, container)
+            scores.append(g.node("Slice", [name, g.const([1], np.int64),
+                                           g.const([2], np.int64), g.const([1], np.int64)]))
+        else:
+            raise UnsupportedModelError(
+                f"OutputCodeClassifier over {type(e).__name__} has no ONNX form here (linear"
+                " models with decision_function and models with predict_proba only do); use"
+                " LogisticRegression, LinearSVC, RidgeClassifier or a tree/NB estimator inside")
+    y = scores[0] if len(scores) == 1 else g.node("Concat", scores, axis=1)
+    d = _pairwise(g, y, np.asarray(est.code_book_, dtype=np.float64), "sqeuclidean")
+    g.argmax_label(g.node("Neg", [d]), est.classes_, g.output(0))
+
+
+def _target_encoder(scope: Any, operator: Any, container: Any) -> None:
+    """TargetEncoder (binary, continuous and multiclass targets): each category's fitted
+    encoding, the target mean for an unseen category (transform, not fit_transform)."""
+    from skl2onnx.common.data_types import StringTensorType
+
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    inputs = [str(v.full_name) for v in operator.inputs]
+    strings = isinstance(operator.inputs[0].type, StringTensorType)
+    if strings:
+        x = inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, axis=1)
+    else:
+        x = g.x() if len(inputs) == 1 else g.node(
+            "Concat", [g.node("Cast", [n], to=g.onnx_float) for n in inputs], axis=1)
+    multiclass = est.target_type_ == "multiclass"
+    n_classes = len(est.classes_) if multiclass else 1
+    mean = np.asarray(est.target_mean_, dtype=np.float64).reshape(-1)
+    parts = []
+    for i, cats in enumerate(est.categories_):
+        col = g.node("Gather", [x, g.const(np.array([i], dtype=np.int64), np.int64)], axis=1)
+        enc = np.stack([np.asarray(est.encodings_[i * n_classes + c], dtype=np.float64)
+                        for c in range(n_classes)], axis=1)  # [n_cats, n_classes]
+        cats = np.asarray(cats)
+        if strings or cats.dtype.kind in "OUS":
+            known = [j for j, c in enumerate(cats) if isinstance(c, str)]
+            hit = g.node("Equal", [col, g.const(cats[known].astype(str).astype(object)[None, :],
+                                                object)])
+            enc = enc[known]
+        else:
+            values = cats.astype(np.float64)
+            finite = np.flatnonzero(~np.isnan(values))
+            hit = g.node("Equal", [col, g.const(values[finite][None, :])])
+            if len(finite) < len(values):
+                hit = g.node("Concat", [hit, g.node("IsNaN", [col])], axis=1)
+                enc = np.vstack([enc[finite], enc[np.isnan(values)][:1]])
+            else:
+                enc = enc[finite]
+        onehot = g.node("Cast", [hit], to=g.onnx_float)
+        found = g.row_sum(onehot, enc.shape[0])
+        value = g.node("MatMul", [onehot, g.const(enc)])
+        unseen = g.node("Mul", [g.node("Sub", [g.const(1.0), found]), g.const(mean[None, :])])
+        parts.append(g.node("Add", [value, unseen]))
+    out = parts[0] if len(parts) == 1 else g.node("Concat", parts, axis=1)
+    g.node("Identity", [out], out=g.output(0))
+
+
 # -- registration ----------------------------------------------------------------------------
 def _classifier_shapes(operator: Any) -> None:
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
@@ -695,7 +1105,7 @@ def _regressor_shapes(operator: Any) -> None:
     if hasattr(est, "regressor_"):
         pred = np.asarray(est.regressor_.predict(np.zeros((2, est.n_features_in_))))
         width = int(pred.shape[1]) if pred.ndim == 2 else 1
-    for attr in ("constant_", "dual_coef_"):
+    for attr in ("constant_", "dual_coef_", "_y"):
         value = getattr(est, attr, None)
         if value is not None:
             arr = np.asarray(value)
@@ -710,10 +1120,37 @@ def _transform_shapes(operator: Any) -> None:
 
     est = operator.raw_operator
     n = operator.inputs[0].get_first_dimension()
-    width = int(np.asarray(est.transform(np.zeros((2, est.n_features_in_)))).shape[1])
+    if type(est).__name__ == "TargetEncoder":  # its categories may be strings
+        width = len(est.get_feature_names_out())
+    else:  # RadiusNeighborsTransformer's is sparse; a copy (scipy splines tidy themselves)
+        import copy
+
+        width = int(copy.deepcopy(est).transform(np.zeros((2, est.n_features_in_))).shape[1])
     cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
         else FloatTensorType
     operator.outputs[0].type = cls([n, width])
+
+
+def _neighbors_shapes(operator: Any) -> None:
+    """NearestNeighbors: float ``distances`` and int64 ``indices``, both [N, n_neighbors]."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, Int64TensorType
+
+    n = operator.inputs[0].get_first_dimension()
+    k = int(operator.raw_operator.n_neighbors)
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) \
+        else FloatTensorType
+    operator.outputs[0].type = cls([n, k])
+    operator.outputs[1].type = Int64TensorType([n, k])
+
+
+def _label_shapes(operator: Any) -> None:
+    """A classifier with labels only: int64 or string ``label`` [N]."""
+    from skl2onnx.common.data_types import Int64TensorType, StringTensorType
+
+    n = operator.inputs[0].get_first_dimension()
+    classes = np.asarray(operator.raw_operator.classes_)
+    cls = StringTensorType if classes.dtype.kind in "OUS" else Int64TensorType
+    operator.outputs[0].type = cls([n])
 
 
 def _vector_shapes(operator: Any) -> None:
@@ -793,6 +1230,23 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
      "OnnxbridgeSequentialFeatureSelector", "selector", _selector),
     ("sklearn.compose", "TransformedTargetRegressor", "OnnxbridgeTransformedTargetRegressor",
      "regressor", _transformed_target),
+    ("sklearn.neighbors", "NearestNeighbors", "OnnxbridgeNearestNeighbors", "neighbors",
+     _nearest_neighbors),
+    ("sklearn.neighbors", "RadiusNeighborsClassifier", "OnnxbridgeRadiusNeighborsClassifier",
+     "classifier", _radius_classifier),
+    ("sklearn.neighbors", "RadiusNeighborsRegressor", "OnnxbridgeRadiusNeighborsRegressor",
+     "regressor", _radius_regressor),
+    ("sklearn.neighbors", "RadiusNeighborsTransformer", "OnnxbridgeRadiusNeighborsTransformer",
+     "transform", _radius_transformer),
+    ("sklearn.manifold", "Isomap", "OnnxbridgeIsomap", "transform", _isomap),
+    ("sklearn.preprocessing", "SplineTransformer", "OnnxbridgeSplineTransformer", "transform",
+     _spline),
+    ("sklearn.kernel_approximation", "PolynomialCountSketch",
+     "OnnxbridgePolynomialCountSketch", "transform", _count_sketch),
+    ("sklearn.multiclass", "OutputCodeClassifier", "OnnxbridgeOutputCodeClassifier", "label",
+     _output_code),
+    ("sklearn.preprocessing", "TargetEncoder", "OnnxbridgeTargetEncoder", "transform",
+     _target_encoder),
 ]
 
 # skl2onnx's converters run on a copy with these settings (same values, other container).
@@ -818,6 +1272,23 @@ def _one_output_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any 
     return operator.outputs
 
 
+def _outputs_parser(*outputs: tuple[str, str]) -> Callable[..., Any]:
+    """A skl2onnx parser declaring these (name, 'float' | 'int64') outputs."""
+
+    def parse(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+        from skl2onnx._supported_operators import _get_sklearn_operator_name
+        from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+
+        operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+        operator.inputs = inputs
+        for name, kind in outputs:
+            typ = Int64TensorType() if kind == "int64" else FloatTensorType()
+            operator.outputs.append(scope.declare_local_variable(name, typ))
+        return operator.outputs
+
+    return parse
+
+
 def register_own_converters() -> None:
     """Register (or re-register) onnxbridge's converters with skl2onnx."""
     import importlib
@@ -838,14 +1309,21 @@ def register_own_converters() -> None:
             importlib.import_module(module)
         cls = getattr(sys.modules[module], cls_name)
         if kind == "classifier":
-            update_registered_converter(cls, alias, _classifier_shapes, fct, options=options)
+            update_registered_converter(cls, alias, _classifier_shapes, fct, options=options,
+                                        overwrite=True)
+        elif kind == "label":
+            update_registered_converter(cls, alias, _label_shapes, fct, overwrite=True,
+                                        parser=_outputs_parser(("label", "int64")))
         else:
             shapes = {"transform": _transform_shapes, "vector": _vector_shapes,
                       "label_scores": _label_scores_shapes,
-                      "indicator": _indicator_shapes,
+                      "indicator": _indicator_shapes, "neighbors": _neighbors_shapes,
                       "selector": _selector_shapes}.get(kind, _regressor_shapes)
             parser = _one_output_parser if cls_name == "FeatureAgglomeration" else None
-            update_registered_converter(cls, alias, shapes, fct, parser=parser)
+            if kind == "neighbors":
+                parser = _outputs_parser(("distances", "float"), ("indices", "int64"))
+            update_registered_converter(cls, alias, shapes, fct, parser=parser,
+                                        overwrite=True)
     for module, cls_name, alias, params in AS_IF:
         conv = get_converter(alias)
         if getattr(getattr(conv, "_fct", conv), "_onnxbridge", False):

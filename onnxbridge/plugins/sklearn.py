@@ -584,6 +584,10 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
         label = np.asarray(model.predict(x))
         # one target: [N], whatever the step returns (CatBoost in a Pipeline gives [N, 1])
         return label.reshape(-1) if label.ndim == 2 and label.shape[1] == 1 else label
+    if name in {"distances", "indices"}:  # NearestNeighbors: kneighbors, alone or last step
+        if not hasattr(model, "kneighbors") and hasattr(model, "steps"):
+            x, model = model[:-1].transform(x), model.steps[-1][1]
+        return _kneighbors_by_index(model, x)[0 if name == "distances" else 1]
     if name == "probabilities":
         if hasattr(model, "predict_proba"):
             return np.asarray(model.predict_proba(x))
@@ -612,6 +616,27 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
     if y.ndim == 1 and len(x) == 1 and y.size > 1:  # SparsePCA drops the batch axis of one row
         y = y.reshape(1, -1)
     return y
+
+
+def _kneighbors_by_index(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kneighbors(x) with exact ties in distance broken by the lower training index (the
+    graph's rule; scikit-learn's choice among ties depends on its search tree). Rows whose
+    k-th and (k+1)-th neighbours tie get their tied candidates from radius_neighbors."""
+    k = int(model.n_neighbors)
+    n_fit = int(model.n_samples_fit_)
+    dist, ind = (np.asarray(a) for a in model.kneighbors(x, n_neighbors=min(k + 1, n_fit)))
+    if dist.shape[1] > k:
+        rows = np.flatnonzero(dist[:, k] == dist[:, k - 1])
+        dist, ind = dist[:, :k].copy(), ind[:, :k].copy()
+        xs = np.asarray(x)
+        for r in rows:
+            reach = dist[r, -1] * (1 + 1e-9) + 1e-300  # the search's own rounding
+            rd, ri = model.radius_neighbors(xs[r:r + 1], radius=reach, sort_results=True)
+            rd, ri = np.asarray(rd[0]), np.asarray(ri[0])
+            order = np.lexsort((ri, rd))[:k]
+            dist[r], ind[r] = rd[order], ri[order]
+    order = np.lexsort((ind, dist), axis=1)
+    return dist, np.take_along_axis(ind, order, axis=1)
 
 
 def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[Any]]:
