@@ -322,15 +322,21 @@ def _simple_imputer(original: Callable[..., None]) -> Callable[..., None]:
 # -- transformers, covariance, clustering (issue 15's second wave) -----------------------------
 # Transformers whose transform is affine, x -> x @ W + b: W and b are read off the estimator's
 # own transform (of the zero row and the unit rows), in float64.
-AFFINE = ("FactorAnalysis", "FastICA", "SparsePCA", "MiniBatchSparsePCA", "FeatureAgglomeration")
+AFFINE = ("FactorAnalysis", "FastICA", "SparsePCA", "MiniBatchSparsePCA", "FeatureAgglomeration",
+          "SparseRandomProjection", "PLSSVD", "CCA", "PLSCanonical")
 
 
 def _affine(scope: Any, operator: Any, container: Any) -> None:
+    """An affine transform, or (CCA, PLSCanonical) an affine predict, read off the estimator."""
+    from sklearn.base import is_regressor
+
     est = operator.raw_operator
     n = int(est.n_features_in_)
     # one batch of n + 2 rows (SparsePCA gives a 1-D result for a single row)
-    probe = np.asarray(est.transform(np.vstack([np.eye(n), np.zeros((2, n))])),
-                       dtype=np.float64)
+    rows = np.vstack([np.eye(n), np.zeros((2, n))])
+    probe = est.predict(rows) if is_regressor(est) else est.transform(rows)
+    probe = probe.toarray() if hasattr(probe, "toarray") else probe
+    probe = np.asarray(probe, dtype=np.float64).reshape(n + 2, -1)
     b = probe[n:n + 1]
     w = probe[:n] - b
     g = _Graph(scope, operator, container)
@@ -1089,6 +1095,88 @@ def _target_encoder(scope: Any, operator: Any, container: Any) -> None:
     g.node("Identity", [out], out=g.output(0))
 
 
+def _inner(est: Any) -> Any:
+    """The fitted estimator a wrapper predicts with."""
+    for attr in ("best_estimator_", "estimator_"):
+        if getattr(est, attr, None) is not None:
+            return getattr(est, attr)
+    return est.estimator  # FrozenEstimator
+
+
+def _delegate(scope: Any, operator: Any, container: Any) -> None:
+    """Wrappers that predict with one fitted estimator (FrozenEstimator, RandomizedSearchCV,
+    SelfTrainingClassifier): that estimator's graph, its outputs as the wrapper's."""
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxIdentity
+    from sklearn.base import is_classifier
+
+    inner = _inner(operator.raw_operator)
+    opv = container.target_opset
+    sub = OnnxSubEstimator(inner, operator.inputs[0], op_version=opv,
+                           options={"zipmap": False} if is_classifier(inner) else None)
+    if len(operator.outputs) == 1:
+        OnnxIdentity(sub, op_version=opv,
+                     output_names=[operator.outputs[0]]).add_to(scope, container)
+        return
+    for i, out in enumerate(operator.outputs):
+        OnnxIdentity(sub[i], op_version=opv, output_names=[out]).add_to(scope, container)
+
+
+def _threshold(scope: Any, operator: Any, container: Any) -> None:
+    """FixedThresholdClassifier / TunedThresholdClassifierCV: the positive class where the
+    inner estimator's positive-class probability (or linear decision) reaches the threshold;
+    probabilities are the inner estimator's."""
+    from skl2onnx.algebra.onnx_operator import OnnxSubEstimator
+    from skl2onnx.algebra.onnx_ops import OnnxIdentity
+
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    inner = est.estimator_
+    classes = np.asarray(est.classes_)
+    pos = getattr(est, "pos_label", None)
+    if pos is not None and pos != classes[1]:
+        raise UnsupportedModelError(f"{type(est).__name__} with pos_label={pos!r} (not the"
+                                    " second class) has no ONNX form here; refit with"
+                                    " pos_label=None")
+    method = est.response_method
+    if method == "auto":
+        method = "predict_proba" if hasattr(inner, "predict_proba") else "decision_function"
+    threshold = getattr(est, "best_threshold_", None)
+    if threshold is None:
+        threshold = est.threshold
+        if threshold == "auto":
+            threshold = 0.5 if method == "predict_proba" else 0.0
+    g = _Graph(scope, operator, container)
+    opv = container.target_opset
+    proba = ""
+    if hasattr(inner, "predict_proba"):
+        sub = OnnxSubEstimator(inner, operator.inputs[0], op_version=opv,
+                               options={"zipmap": False})
+        proba = g.name("inner_proba")
+        OnnxIdentity(sub[1], op_version=opv, output_names=[proba]).add_to(scope, container)
+    if method == "predict_proba" and proba:
+        score = g.node("Gather", [proba, g.const(np.int64(1), np.int64)], axis=1)
+    elif method == "decision_function" and hasattr(inner, "coef_"):
+        coef = np.asarray(inner.coef_, dtype=np.float64).reshape(-1, 1)
+        score = g.node("Add", [g.node("MatMul", [g.x(), g.const(coef)]),
+                               g.const(np.asarray(inner.intercept_, np.float64).reshape(-1))])
+        score = g.node("Reshape", [score, g.const([-1], np.int64)])
+    else:
+        raise UnsupportedModelError(
+            f"{type(est).__name__} over {type(inner).__name__} with response_method"
+            f" {method!r} has no ONNX form here (predict_proba, or a linear decision"
+            " function, does); use such an inner estimator")
+    hit = g.node("Cast", [g.node("Not", [g.node("Less", [score, g.const(float(threshold))])])],
+                 to=7)
+    g.label_from(hit, classes, g.output(0))
+    if len(operator.outputs) > 1:
+        if not proba:
+            raise UnsupportedModelError(f"{type(est).__name__} over {type(inner).__name__}"
+                                        " gives no probabilities to convert")
+        g.node("Identity", [proba], out=g.output(1))
+
+
 # -- registration ----------------------------------------------------------------------------
 def _classifier_shapes(operator: Any) -> None:
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
@@ -1104,6 +1192,12 @@ def _regressor_shapes(operator: Any) -> None:
     width = 1
     if hasattr(est, "regressor_"):
         pred = np.asarray(est.regressor_.predict(np.zeros((2, est.n_features_in_))))
+        width = int(pred.shape[1]) if pred.ndim == 2 else 1
+    if hasattr(est, "x_weights_") or hasattr(est, "best_estimator_") or hasattr(est, "estimator"):
+        import copy
+
+        pred = np.asarray(copy.deepcopy(_inner(est) if not hasattr(est, "x_weights_") else est)
+                          .predict(np.zeros((2, est.n_features_in_))))
         width = int(pred.shape[1]) if pred.ndim == 2 else 1
     for attr in ("constant_", "dual_coef_", "_y"):
         value = getattr(est, attr, None)
@@ -1203,6 +1297,21 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
      _affine),
     ("sklearn.cluster", "FeatureAgglomeration", "OnnxbridgeFeatureAgglomeration", "transform",
      _affine),
+    ("sklearn.random_projection", "SparseRandomProjection", "OnnxbridgeSparseRandomProjection",
+     "transform", _affine),
+    ("sklearn.cross_decomposition", "PLSSVD", "OnnxbridgePLSSVD", "transform", _affine),
+    ("sklearn.cross_decomposition", "CCA", "OnnxbridgeCCA", "regressor", _affine),
+    ("sklearn.cross_decomposition", "PLSCanonical", "OnnxbridgePLSCanonical", "regressor",
+     _affine),
+    ("sklearn.model_selection", "FixedThresholdClassifier",
+     "OnnxbridgeFixedThresholdClassifier", "classifier", _threshold),
+    ("sklearn.model_selection", "TunedThresholdClassifierCV",
+     "OnnxbridgeTunedThresholdClassifierCV", "classifier", _threshold),
+    ("sklearn.frozen", "FrozenEstimator", "OnnxbridgeFrozenEstimator", "delegate", _delegate),
+    ("sklearn.semi_supervised", "SelfTrainingClassifier", "OnnxbridgeSelfTrainingClassifier",
+     "classifier", _delegate),
+    ("sklearn.model_selection", "RandomizedSearchCV", "OnnxbridgeRandomizedSearchCV",
+     "delegate", _delegate),
     ("sklearn.kernel_approximation", "RBFSampler", "OnnxbridgeRBFSampler", "transform",
      _random_features),
     ("sklearn.kernel_approximation", "SkewedChi2Sampler", "OnnxbridgeSkewedChi2Sampler",
@@ -1272,6 +1381,32 @@ def _one_output_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any 
     return operator.outputs
 
 
+def _delegate_shapes(operator: Any) -> None:
+    from sklearn.base import is_classifier
+
+    inner = _inner(operator.raw_operator)
+    if is_classifier(inner):
+        from skl2onnx.common.data_types import Int64TensorType, StringTensorType
+
+        _classifier_shapes(operator)
+        n = operator.inputs[0].get_first_dimension()
+        strings = np.asarray(inner.classes_).dtype.kind in "OUS"
+        operator.outputs[0].type = (StringTensorType if strings else Int64TensorType)([n])
+    elif hasattr(inner, "predict"):
+        _regressor_shapes(operator)
+    else:
+        _transform_shapes(operator)
+
+
+def _delegate_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+    from sklearn.base import is_classifier
+
+    if is_classifier(_inner(model)):
+        return _outputs_parser(("label", "int64"), ("probabilities", "float"))(scope, model,
+                                                                              inputs)
+    return _outputs_parser(("variable", "float"))(scope, model, inputs)
+
+
 def _outputs_parser(*outputs: tuple[str, str]) -> Callable[..., Any]:
     """A skl2onnx parser declaring these (name, 'float' | 'int64') outputs."""
 
@@ -1320,10 +1455,13 @@ def register_own_converters() -> None:
                       "indicator": _indicator_shapes, "neighbors": _neighbors_shapes,
                       "selector": _selector_shapes}.get(kind, _regressor_shapes)
             parser = _one_output_parser if cls_name == "FeatureAgglomeration" else None
+            if kind == "delegate":
+                shapes, parser = _delegate_shapes, _delegate_parser
             if kind == "neighbors":
                 parser = _outputs_parser(("distances", "float"), ("indices", "int64"))
             update_registered_converter(cls, alias, shapes, fct, parser=parser,
-                                        overwrite=True)
+                                        overwrite=True,
+                                        options=options if kind == "delegate" else None)
     for module, cls_name, alias, params in AS_IF:
         conv = get_converter(alias)
         if getattr(getattr(conv, "_fct", conv), "_onnxbridge", False):
