@@ -1056,19 +1056,23 @@ def _target_encoder(scope: Any, operator: Any, container: Any) -> None:
 
     est = operator.raw_operator
     g = _Graph(scope, operator, container)
-    inputs = [str(v.full_name) for v in operator.inputs]
-    strings = isinstance(operator.inputs[0].type, StringTensorType)
-    if strings:
-        x = inputs[0] if len(inputs) == 1 else g.node("Concat", inputs, axis=1)
+    if len(operator.inputs) == len(est.categories_):  # one input per column (a DataFrame)
+        columns = [(str(v.full_name), isinstance(v.type, StringTensorType))
+                   for v in operator.inputs]
     else:
-        x = g.x() if len(inputs) == 1 else g.node(
-            "Concat", [g.node("Cast", [n], to=g.onnx_float) for n in inputs], axis=1)
+        strings = isinstance(operator.inputs[0].type, StringTensorType)
+        names = [str(v.full_name) for v in operator.inputs]
+        x = names[0] if len(names) == 1 else g.node("Concat", names, axis=1)
+        columns = [(g.node("Gather", [x, g.const(np.array([i], dtype=np.int64), np.int64)],
+                           axis=1), strings) for i in range(len(est.categories_))]
     multiclass = est.target_type_ == "multiclass"
     n_classes = len(est.classes_) if multiclass else 1
     mean = np.asarray(est.target_mean_, dtype=np.float64).reshape(-1)
     parts = []
     for i, cats in enumerate(est.categories_):
-        col = g.node("Gather", [x, g.const(np.array([i], dtype=np.int64), np.int64)], axis=1)
+        col, strings = columns[i]
+        if not strings:
+            col = g.node("Cast", [col], to=g.onnx_float)
         enc = np.stack([np.asarray(est.encodings_[i * n_classes + c], dtype=np.float64)
                         for c in range(n_classes)], axis=1)  # [n_cats, n_classes]
         cats = np.asarray(cats)
