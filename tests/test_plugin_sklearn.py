@@ -762,3 +762,17 @@ def test_cross_decomposition_and_sparse_projection() -> None:
                   SparseRandomProjection(3, random_state=0).fit(xs)):
         np.testing.assert_allclose(onnxbridge.to_onnx(model, xs[:40]).run(xs),
                                    model.transform(xs), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("data", ["breast_cancer", "wine"])
+def test_gaussian_process_classifier_binary_and_multiclass(data: str) -> None:
+    from sklearn.gaussian_process import GaussianProcessClassifier
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel, Matern
+
+    Xf, y = _bundled(data)
+    xs = StandardScaler().fit_transform(Xf.to_numpy()[:, :5])
+    kernel = 1.0 * RBF(1.0) if data == "wine" else Matern(nu=1.5) + WhiteKernel(0.1)
+    model = GaussianProcessClassifier(kernel, random_state=0).fit(xs[::3], y[::3])
+    label, probs = onnxbridge.to_onnx(model, xs[:40]).run(xs)
+    np.testing.assert_allclose(probs, model.predict_proba(xs), atol=1e-5)
+    np.testing.assert_array_equal(label, model.predict(xs))

@@ -694,7 +694,7 @@ def _reduce(g: _Graph, op: str, x: str, axis: int) -> str:
 
 
 def _pairwise(g: _Graph, x: str, points: np.ndarray, metric: str,
-              params: dict[str, Any] | None = None) -> str:
+              params: dict[str, Any] | None = None, dtype: Any = None) -> str:
     """scikit-learn's pairwise distances from each row of ``x`` to ``points``, [N, P], from
     exact differences (no |x|^2 - 2 x.p + |p|^2 cancellation, so distance 0 stays 0)."""
     from onnxbridge.errors import UnsupportedModelError
@@ -711,13 +711,13 @@ def _pairwise(g: _Graph, x: str, points: np.ndarray, metric: str,
         norms = np.linalg.norm(pts, axis=1)
         unit = pts / np.where(norms == 0, 1.0, norms)[:, None]
         xn = g.node("Sqrt", [g.row_sum(g.node("Mul", [x, x]), pts.shape[1])])
-        xn = g.node("Where", [g.node("Equal", [xn, g.const(0.0)]), g.const(1.0), xn])
-        sim = g.node("MatMul", [g.node("Div", [x, xn]), g.const(unit.T)])
-        dist = g.node("Sub", [g.const(1.0), sim])
-        return g.node("Min", [g.node("Max", [dist, g.const(0.0)]), g.const(2.0)])
+        xn = g.node("Where", [g.node("Equal", [xn, g.const(0.0, dtype)]), g.const(1.0, dtype), xn])
+        sim = g.node("MatMul", [g.node("Div", [x, xn]), g.const(unit.T, dtype)])
+        dist = g.node("Sub", [g.const(1.0, dtype), sim])
+        return g.node("Min", [g.node("Max", [dist, g.const(0.0, dtype)]), g.const(2.0, dtype)])
     x3 = g.node("Unsqueeze", [x, g.const([1], np.int64)])
-    diff = g.node("Sub", [x3, g.const(pts[None, :, :])])
-    ones = g.const(np.ones((pts.shape[1], 1)))
+    diff = g.node("Sub", [x3, g.const(pts[None, :, :], dtype)])
+    ones = g.const(np.ones((pts.shape[1], 1)), dtype)
     squeeze = g.const([2], np.int64)
     if metric in {"euclidean", "l2", "sqeuclidean"}:
         sq = g.node("Squeeze", [g.node("MatMul", [g.node("Mul", [diff, diff]), ones]), squeeze])
@@ -727,9 +727,9 @@ def _pairwise(g: _Graph, x: str, points: np.ndarray, metric: str,
     if metric in {"chebyshev", "infinity"}:
         return _reduce(g, "ReduceMax", g.node("Abs", [diff]), 2)
     if metric == "minkowski" and np.isfinite(p) and p > 0:
-        powered = g.node("Pow", [g.node("Abs", [diff]), g.const(float(p))])
+        powered = g.node("Pow", [g.node("Abs", [diff]), g.const(float(p), dtype)])
         total = g.node("Squeeze", [g.node("MatMul", [powered, ones]), squeeze])
-        return g.node("Pow", [total, g.const(1.0 / float(p))])
+        return g.node("Pow", [total, g.const(1.0 / float(p), dtype)])
     raise UnsupportedModelError(
         f"the distance metric {metric!r} has no ONNX form in onnxbridge (euclidean, manhattan,"
         " chebyshev, minkowski and cosine do); refit with one of those"
@@ -1099,6 +1099,152 @@ def _target_encoder(scope: Any, operator: Any, container: Any) -> None:
     g.node("Identity", [out], out=g.output(0))
 
 
+def _gp_kernel(g: _Graph, kernel: Any, x: str, train: np.ndarray) -> tuple[str, str]:
+    """A fitted scikit-learn GP kernel in float64: (k(x, train) [N, P], k.diag(x) [N, 1])."""
+    from sklearn.gaussian_process import kernels as gk
+
+    from onnxbridge.errors import UnsupportedModelError
+
+    def c(value: Any) -> str:
+        return g.const(value, np.float64)
+
+    ones = c(np.ones((train.shape[1], 1)))
+    if isinstance(kernel, (gk.Sum, gk.Product)):
+        a, da = _gp_kernel(g, kernel.k1, x, train)
+        b, db = _gp_kernel(g, kernel.k2, x, train)
+        op = "Add" if isinstance(kernel, gk.Sum) else "Mul"
+        return g.node(op, [a, b]), g.node(op, [da, db])
+    zero_col = g.node("Mul", [g.node("MatMul", [x, ones]), c(0.0)])  # [N, 1] zeros
+    if isinstance(kernel, gk.ConstantKernel):
+        value = float(kernel.constant_value)
+        return (g.node("Add", [g.node("Mul", [g.node("MatMul", [x, c(np.zeros((train.shape[1],
+                                                                               len(train))))]),
+                                               c(0.0)]), c(value)]),
+                g.node("Add", [zero_col, c(value)]))
+    if isinstance(kernel, gk.WhiteKernel):  # zero between distinct points
+        return (g.node("MatMul", [x, c(np.zeros((train.shape[1], len(train))))]),
+                g.node("Add", [zero_col, c(float(kernel.noise_level))]))
+    if isinstance(kernel, gk.DotProduct):
+        s2 = float(kernel.sigma_0) ** 2
+        return (g.node("Add", [g.node("MatMul", [x, c(train.T)]), c(s2)]),
+                g.node("Add", [g.node("MatMul", [g.node("Mul", [x, x]), ones]), c(s2)]))
+    if isinstance(kernel, (gk.RBF, gk.Matern, gk.RationalQuadratic)):
+        scale = np.asarray(kernel.length_scale, dtype=np.float64)
+        if isinstance(kernel, gk.RationalQuadratic):
+            scale = np.float64(1.0)  # applied below, as scikit-learn does
+        xs = g.node("Div", [x, c(scale)])
+        sq = _pairwise(g, xs, train / scale, "sqeuclidean", dtype=np.float64)
+        one = g.node("Add", [zero_col, c(1.0)])
+        if isinstance(kernel, gk.RationalQuadratic):
+            a, ls = float(kernel.alpha), float(kernel.length_scale)
+            base = g.node("Add", [c(1.0), g.node("Div", [sq, c(2 * a * ls ** 2)])])
+            return g.node("Pow", [base, c(-a)]), one
+        nu = float(getattr(kernel, "nu", np.inf))
+        if np.isinf(nu):
+            return g.node("Exp", [g.node("Mul", [sq, c(-0.5)])]), one
+        d = g.node("Sqrt", [sq])
+        if nu == 0.5:
+            return g.node("Exp", [g.node("Neg", [d])]), one
+        if nu in (1.5, 2.5):
+            r = g.node("Mul", [d, c(np.sqrt(2 * nu))])
+            poly = g.node("Add", [c(1.0), r])
+            if nu == 2.5:
+                poly = g.node("Add", [poly, g.node("Mul", [g.node("Mul", [r, r]), c(1 / 3)])])
+            return g.node("Mul", [poly, g.node("Exp", [g.node("Neg", [r])])]), one
+    raise UnsupportedModelError(
+        f"the Gaussian-process kernel {kernel} has no ONNX form in onnxbridge (sums and"
+        " products of ConstantKernel, RBF, Matern with nu 0.5/1.5/2.5/inf, RationalQuadratic,"
+        " DotProduct and WhiteKernel do); refit with those")
+
+
+def _erf64(g: _Graph, z: str) -> str:
+    """erf in float64 (onnxruntime's Erf is float32 only, and the GP classifier's five-erf
+    sum cancels terms in the thousands): erf(a) = 2/sqrt(pi) exp(-a^2) sum_n a (2a^2)^n /
+    (1 3 5 ... (2n+1)) for a = min(|z|, 6), 111 positive terms summed at once in log space
+    (error below 1e-14 on [-8, 8])."""
+    n = np.arange(111, dtype=np.float64)
+    log_odd = np.concatenate([[0.0], np.cumsum(np.log(2 * n[1:] + 1))])
+
+    def c(value: Any) -> str:
+        return g.const(value, np.float64)
+
+    a = g.node("Max", [g.node("Min", [g.node("Abs", [z]), c(6.0)]), c(1e-150)])
+    log_a = g.node("Unsqueeze", [g.node("Log", [a]), g.const([-1], np.int64)])
+    log_q = g.node("Unsqueeze", [g.node("Log", [g.node("Mul", [g.node("Mul", [a, a]), c(2.0)])]),
+                                 g.const([-1], np.int64)])
+    terms = g.node("Exp", [g.node("Sub", [g.node("Add", [log_a, g.node("Mul", [log_q, c(n)])]),
+                                          c(log_odd)])])  # [..., 111]
+    total = g.node("MatMul", [terms, c(np.ones((len(n), 1)))])
+    total = g.node("Squeeze", [total, g.const([-1], np.int64)])
+    scale = g.node("Mul", [g.node("Exp", [g.node("Neg", [g.node("Mul", [a, a])])]),
+                           c(2.0 / np.sqrt(np.pi))])
+    return g.node("Mul", [g.node("Mul", [total, scale]), g.node("Sign", [z])])
+
+
+def _gpc_positive(g: _Graph, x: str, est: Any) -> tuple[str, str]:
+    """One binary Laplace GP classifier: (latent mean [N, 1], P(positive) [N, 1]) in float64.
+    The variance's triangular solve is a fixed matrix: v = (L^-1 diag(W_sr)) k*."""
+    from scipy.linalg import solve_triangular
+    from sklearn.gaussian_process import _gpc
+
+    train = np.asarray(est.X_train_, dtype=np.float64)
+    k_star, k_diag = _gp_kernel(g, est.kernel_, x, train)
+    resid = (np.asarray(est.y_train_, np.float64) - np.asarray(est.pi_, np.float64))
+    mean = g.node("MatMul", [k_star, g.const(resid[:, None], np.float64)])
+    solve = solve_triangular(np.asarray(est.L_, np.float64),
+                             np.diag(np.asarray(est.W_sr_, np.float64)), lower=True)
+    v = g.node("MatMul", [k_star, g.const(solve.T, np.float64)])
+    var = g.node("Sub", [k_diag, g.node("MatMul", [g.node("Mul", [v, v]),
+                                                   g.const(np.ones((len(train), 1)),
+                                                           np.float64)])])
+    lambdas = np.asarray(_gpc.LAMBDAS, np.float64).reshape(1, -1)
+    coefs = np.asarray(_gpc.COEFS, np.float64).reshape(-1, 1)
+    alpha = g.node("Div", [g.const(0.5, np.float64), var])  # 1 / (2 var)   [N, 1]
+    gamma = g.node("Mul", [mean, g.const(lambdas, np.float64)])  # [N, 5]
+    ratio = g.node("Sqrt", [g.node("Div", [alpha, g.node("Add", [alpha, g.const(
+        lambdas ** 2, np.float64)])])])
+    erf = _erf64(g, g.node("Mul", [gamma, ratio]))
+    front = g.node("Sqrt", [g.node("Div", [g.const(np.pi, np.float64), alpha])])
+    back = g.node("Mul", [g.const(2.0, np.float64), g.node("Sqrt", [
+        g.node("Mul", [var, g.const(2 * np.pi, np.float64)])])])
+    integrals = g.node("Div", [g.node("Mul", [front, erf]), back])
+    p = g.node("Add", [g.node("MatMul", [integrals, g.const(coefs, np.float64)]),
+                       g.const(0.5 * float(coefs.sum()), np.float64)])
+    return mean, p
+
+
+def _gp_classifier(scope: Any, operator: Any, container: Any) -> None:
+    """GaussianProcessClassifier (Laplace; binary, or multiclass one-vs-rest): scikit-learn's
+    latent mean and variance and its five-erf approximation, computed in float64."""
+    from onnx import TensorProto
+
+    from onnxbridge.errors import UnsupportedModelError
+
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.node("Cast", [g.x()], to=TensorProto.DOUBLE)
+    classes = np.asarray(est.classes_)
+    base = est.base_estimator_
+    if len(classes) == 2:
+        mean, p = _gpc_positive(g, x, base)
+        proba = g.node("Concat", [g.node("Sub", [g.const(1.0, np.float64), p]), p], axis=1)
+        hit = g.node("Cast", [g.node("Greater", [mean, g.const(0.0, np.float64)])], to=7)
+        g.label_from(g.node("Reshape", [hit, g.const([-1], np.int64)]), classes,
+                     g.output(0))
+    elif type(base).__name__ == "OneVsRestClassifier":
+        ps = [_gpc_positive(g, x, e)[1] for e in base.estimators_]
+        raw = g.node("Concat", ps, axis=1)
+        proba = g.node("Div", [raw, g.node("MatMul", [raw, g.const(np.ones((len(ps), 1)),
+                                                                   np.float64)])])
+        g.argmax_label(raw, classes, g.output(0))
+    else:
+        raise UnsupportedModelError(
+            "GaussianProcessClassifier(multi_class='one_vs_one') has no predict_proba and no"
+            " ONNX form here; refit with multi_class='one_vs_rest' (the default)")
+    if len(operator.outputs) > 1:
+        g.node("Cast", [proba], out=g.output(1), to=g.onnx_float)
+
+
 def _inner(est: Any) -> Any:
     """The fitted estimator a wrapper predicts with."""
     for attr in ("best_estimator_", "estimator_"):
@@ -1311,6 +1457,8 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
      "OnnxbridgeFixedThresholdClassifier", "classifier", _threshold),
     ("sklearn.model_selection", "TunedThresholdClassifierCV",
      "OnnxbridgeTunedThresholdClassifierCV", "classifier", _threshold),
+    ("sklearn.gaussian_process", "GaussianProcessClassifier",
+     "OnnxbridgeGaussianProcessClassifier", "classifier", _gp_classifier),
     ("sklearn.frozen", "FrozenEstimator", "OnnxbridgeFrozenEstimator", "delegate", _delegate),
     ("sklearn.semi_supervised", "SelfTrainingClassifier", "OnnxbridgeSelfTrainingClassifier",
      "classifier", _delegate),
