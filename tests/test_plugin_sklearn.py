@@ -767,7 +767,7 @@ def test_cross_decomposition_and_sparse_projection() -> None:
 @pytest.mark.parametrize("data", ["breast_cancer", "wine"])
 def test_gaussian_process_classifier_binary_and_multiclass(data: str) -> None:
     from sklearn.gaussian_process import GaussianProcessClassifier
-    from sklearn.gaussian_process.kernels import RBF, WhiteKernel, Matern
+    from sklearn.gaussian_process.kernels import RBF, Matern, WhiteKernel
 
     Xf, y = _bundled(data)
     xs = StandardScaler().fit_transform(Xf.to_numpy()[:, :5])

@@ -1129,16 +1129,16 @@ def _gp_kernel(g: _Graph, kernel: Any, x: str, train: np.ndarray) -> tuple[str, 
         return (g.node("Add", [g.node("MatMul", [x, c(train.T)]), c(s2)]),
                 g.node("Add", [g.node("MatMul", [g.node("Mul", [x, x]), ones]), c(s2)]))
     if isinstance(kernel, (gk.RBF, gk.Matern, gk.RationalQuadratic)):
-        scale = np.asarray(kernel.length_scale, dtype=np.float64)
+        scale: Any = np.asarray(kernel.length_scale, dtype=np.float64)
         if isinstance(kernel, gk.RationalQuadratic):
             scale = np.float64(1.0)  # applied below, as scikit-learn does
         xs = g.node("Div", [x, c(scale)])
         sq = _pairwise(g, xs, train / scale, "sqeuclidean", dtype=np.float64)
         one = g.node("Add", [zero_col, c(1.0)])
         if isinstance(kernel, gk.RationalQuadratic):
-            a, ls = float(kernel.alpha), float(kernel.length_scale)
-            base = g.node("Add", [c(1.0), g.node("Div", [sq, c(2 * a * ls ** 2)])])
-            return g.node("Pow", [base, c(-a)]), one
+            alpha, ls = float(kernel.alpha), float(kernel.length_scale)
+            base = g.node("Add", [c(1.0), g.node("Div", [sq, c(2 * alpha * ls ** 2)])])
+            return g.node("Pow", [base, c(-alpha)]), one
         nu = float(getattr(kernel, "nu", np.inf))
         if np.isinf(nu):
             return g.node("Exp", [g.node("Mul", [sq, c(-0.5)])]), one
