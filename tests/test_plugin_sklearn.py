@@ -776,3 +776,16 @@ def test_gaussian_process_classifier_binary_and_multiclass(data: str) -> None:
     label, probs = onnxbridge.to_onnx(model, xs[:40]).run(xs)
     np.testing.assert_allclose(probs, model.predict_proba(xs), atol=1e-5)
     np.testing.assert_array_equal(label, model.predict(xs))
+
+
+@pytest.mark.parametrize("out_of_bounds", ["nan", "clip"])
+def test_isotonic_regression_between_and_beyond_the_thresholds(out_of_bounds: str) -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    Xf, y = _bundled("diabetes")
+    x = Xf[["bmi"]].to_numpy()
+    model = IsotonicRegression(out_of_bounds=out_of_bounds).fit(x[::2], y[::2])
+    got = onnxbridge.to_onnx(model, x[::2][:40]).run(x)[:, 0]
+    want = model.predict(x)
+    assert np.isnan(want).any() == (out_of_bounds == "nan")  # rows beyond the fitted range
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)

@@ -1245,6 +1245,40 @@ def _gp_classifier(scope: Any, operator: Any, container: Any) -> None:
         g.node("Cast", [proba], out=g.output(1), to=g.onnx_float)
 
 
+def _isotonic(scope: Any, operator: Any, container: Any) -> None:
+    """IsotonicRegression: linear interpolation between the fitted thresholds (scikit-learn's
+    interp1d), clipped or NaN beyond them (out_of_bounds='raise' gives NaN there, where
+    scikit-learn raises)."""
+    est = operator.raw_operator
+    g = _Graph(scope, operator, container)
+    x = g.node("Reshape", [g.x(), g.const([-1, 1], np.int64)])
+    xt = np.asarray(est.X_thresholds_, dtype=np.float64)
+    yt = np.asarray(est.y_thresholds_, dtype=np.float64)
+    lo, hi = float(est.X_min_), float(est.X_max_)
+    if est.out_of_bounds == "clip":
+        x = g.node("Min", [g.node("Max", [x, g.const(lo)]), g.const(hi)])
+    if len(xt) < 2:
+        val = g.node("Add", [g.node("Mul", [x, g.const(0.0)]), g.const(float(yt[0]))])
+    else:
+        ge = g.node("Cast", [g.node("Not", [g.node("Less", [x, g.const(xt[None, 1:-1])])])],
+                    to=g.onnx_float) if len(xt) > 2 else g.node("Mul", [x, g.const(0.0)])
+        idx = g.node("Cast", [g.row_sum(ge, max(len(xt) - 2, 1))], to=7)
+        idx = g.node("Reshape", [idx, g.const([-1], np.int64)])
+        slope = np.diff(yt) / np.diff(xt)
+        x0 = g.node("Unsqueeze", [g.node("Gather", [g.const(xt[:-1]), idx], axis=0),
+                                  g.const([1], np.int64)])
+        y0 = g.node("Unsqueeze", [g.node("Gather", [g.const(yt[:-1]), idx], axis=0),
+                                  g.const([1], np.int64)])
+        s = g.node("Unsqueeze", [g.node("Gather", [g.const(slope), idx], axis=0),
+                                 g.const([1], np.int64)])
+        val = g.node("Add", [g.node("Mul", [s, g.node("Sub", [x, x0])]), y0])
+    if est.out_of_bounds != "clip":
+        outside = g.node("Or", [g.node("Less", [x, g.const(lo)]),
+                                g.node("Greater", [x, g.const(hi)])])
+        val = g.node("Where", [outside, g.const(np.nan), val])
+    g.node("Identity", [val], out=g.output(0))
+
+
 def _inner(est: Any) -> Any:
     """The fitted estimator a wrapper predicts with."""
     for attr in ("best_estimator_", "estimator_"):
@@ -1459,6 +1493,8 @@ OWN_CONVERTERS: list[tuple[str, str, str, str, Callable[..., None]]] = [
      "OnnxbridgeTunedThresholdClassifierCV", "classifier", _threshold),
     ("sklearn.gaussian_process", "GaussianProcessClassifier",
      "OnnxbridgeGaussianProcessClassifier", "classifier", _gp_classifier),
+    ("sklearn.isotonic", "IsotonicRegression", "OnnxbridgeIsotonicRegression", "regressor",
+     _isotonic),
     ("sklearn.frozen", "FrozenEstimator", "OnnxbridgeFrozenEstimator", "delegate", _delegate),
     ("sklearn.semi_supervised", "SelfTrainingClassifier", "OnnxbridgeSelfTrainingClassifier",
      "classifier", _delegate),
