@@ -259,3 +259,30 @@ def test_boosting_on_bundled_frame_matches_columns_by_name(est: object) -> None:
     np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
     with pytest.raises(InputError, match="lacks column"):
         m.run(shuffled.iloc[:, 1:])
+
+
+# -- issue 15: errors from inside onnxmltools, for boosters outside a Pipeline ----------------
+def test_lightgbm_objective_onnxmltools_lacks_is_named_with_a_fix_that_works() -> None:
+    import re
+
+    X, y = _regression(nan=False)
+    model = lightgbm.LGBMRegressor(objective="mape", n_estimators=5, verbose=-1).fit(X, y)
+    with pytest.raises(UnsupportedModelError) as info:
+        onnxbridge.to_onnx(model, X[:20])
+    text = str(info.value)
+    assert "LGBMRegressor" in text and "objective 'mape'" in text and "Instead:" in text
+    # the fix the message gives, followed as written
+    model_str = model.booster_.model_to_string()
+    model_str = model_str.replace("objective=mape", "objective=regression", 1)
+    model_str = model_str.replace("[objective: mape]", "[objective: regression]")
+    assert not re.search(r"objective[=:] ?mape", model_str)
+    m = onnxbridge.to_onnx(lightgbm.Booster(model_str=model_str), X[:20])
+    np.testing.assert_allclose(m.run(X)[:, 0], model.predict(X), rtol=1e-4, atol=1e-4)
+
+
+def test_xgboost_multi_output_trees_are_refused_with_the_fix() -> None:
+    X, y = _regression(nan=False)
+    model = xgboost.XGBRegressor(n_estimators=3, tree_method="hist",
+                                 multi_strategy="multi_output_tree").fit(X, np.c_[y, -y])
+    with pytest.raises(UnsupportedModelError, match="XGBRegressor.*one_output_per_tree"):
+        onnxbridge.to_onnx(model, X[:20])

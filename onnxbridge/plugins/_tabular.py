@@ -339,3 +339,53 @@ def unsupported_categorical(
         f"{library} model uses categorical feature(s) {names}: {why}. {fix}"
     )
 
+
+
+# LightGBM objectives whose prediction is the raw tree sum, as for 'regression', but whose name
+# onnxmltools does not know.
+_IDENTITY_LINK = ("mape", "fair", "regression_l1", "l1", "mae", "huber", "quantile")
+
+
+def onnxmltools_failure(library: str, model: Any, exc: BaseException,
+                        objective: str) -> Exception:
+    """An error from inside onnxmltools as ours: the model, the cause in our words, the fix."""
+    from onnxbridge.errors import ConversionError, OnnxBridgeError
+
+    if isinstance(exc, OnnxBridgeError):
+        return exc
+    name = type(model).__name__
+    lines = str(exc).strip().splitlines()
+    detail = " ".join(lines[0].split())[:300] if lines else type(exc).__name__
+    said = f"({type(exc).__name__}: {detail})"
+    if "multi-target" in str(exc).lower():
+        return UnsupportedModelError(
+            f"{name} ({library}) cannot be converted: it grows multi-output trees"
+            f" (multi_strategy='multi_output_tree'), which onnxmltools cannot read {said}."
+            " Instead: retrain with multi_strategy='one_output_per_tree' (the default), or"
+            " one model per target"
+        )
+    if "objective" in str(exc).lower():
+        if library == "LightGBM" and objective in _IDENTITY_LINK:
+            fix = (
+                f"its prediction is the raw tree sum, as for 'regression', so convert a copy"
+                f" relabelled as such: text = booster.model_to_string(); replace"
+                f" 'objective={objective}' and '[objective: {objective}]' with"
+                f" 'objective=regression' and '[objective: regression]'; then"
+                f" onnxbridge.to_onnx(lightgbm.Booster(model_str=text), X), which predicts the"
+                f" same values"
+            )
+        else:
+            fix = ("retrain with an objective onnxmltools converts (regression, binary,"
+                   " multiclass, poisson, gamma, tweedie, quantile, lambdarank)"
+                   if library == "LightGBM" else
+                   "retrain with binary:logistic, multi:softprob, reg:* or count:poisson")
+        return UnsupportedModelError(
+            f"{name} ({library}, objective {objective!r}) cannot be converted: onnxmltools does"
+            f" not know this objective {said}. Instead: {fix}"
+        )
+    return ConversionError(
+        f"{name} ({library}, objective {objective!r}) could not be converted: onnxmltools"
+        f" stopped on it {said}. Check that it was trained on numeric features only, try a"
+        " newer onnxmltools (pip install -U onnxmltools), or report the model to onnxbridge"
+        " with this message"
+    )

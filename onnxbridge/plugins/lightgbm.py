@@ -66,6 +66,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         canonical_outputs,
         check_sample_matrix,
         conversion_lock,
+        onnxmltools_failure,
     )
     from onnxbridge.plugins._trees import apply_tree_options, exact_lightgbm_thresholds
 
@@ -81,13 +82,16 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     objective = _objective(booster)
     classifier = (objective in _CLASSIFY and objective not in ("cross_entropy", "xentropy")
                   if raw else isinstance(model, lightgbm.LGBMClassifier))
-    with conversion_lock:
-        proto = convert_lightgbm(
-            model,
-            initial_types=[("X", FloatTensorType([None, n_features]))],
-            target_opset=options.opset,
-            zipmap=False,
-        )
+    try:
+        with conversion_lock:
+            proto = convert_lightgbm(
+                model,
+                initial_types=[("X", FloatTensorType([None, n_features]))],
+                target_opset=options.opset,
+                zipmap=False,
+            )
+    except Exception as exc:
+        raise onnxmltools_failure("LightGBM", model, exc, objective) from exc
     n_classes = None
     if classifier:
         n_classes = len(model.classes_) if not raw else max(booster.num_model_per_iteration(), 2)
