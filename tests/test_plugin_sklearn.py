@@ -789,3 +789,27 @@ def test_isotonic_regression_between_and_beyond_the_thresholds(out_of_bounds: st
     want = model.predict(x)
     assert np.isnan(want).any() == (out_of_bounds == "nan")  # rows beyond the fitted range
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+# -- issue 12: skl2onnx internals behind a probe ----------------------------------------------
+def test_a_missing_skl2onnx_internal_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # The one acceptable monkeypatch: an internal of the installed skl2onnx cannot be made
+    # absent any other way. Without the probe, conversion died on the missing attribute.
+    import skl2onnx.common.tree_ensemble as tree_ensemble
+
+    from onnxbridge.plugins import _sklearn_ops
+
+    monkeypatch.setattr(_sklearn_ops, "_PROBED", {})
+    monkeypatch.delattr(tree_ensemble, "add_node")
+    xs, y = _iris_scaled()
+    model = LogisticRegression(max_iter=500).fit(xs, y)
+    with pytest.warns(onnxbridge.OnnxBridgeWarning,
+                      match=r"skl2onnx .* has no skl2onnx\.common\.tree_ensemble\.add_node.*"
+                            r"HistGradientBoosting.*pin"):
+        m = onnxbridge.to_onnx(model, xs[:30])
+    np.testing.assert_array_equal(m.run(xs)[0], model.predict(xs))
+    # every internal onnxbridge uses is there in the skl2onnx installed here
+    monkeypatch.undo()
+    monkeypatch.setattr(_sklearn_ops, "_PROBED", {})
+    assert all(_sklearn_ops.has_internal(key) for key in _sklearn_ops.SKL2ONNX_INTERNALS)

@@ -1557,18 +1557,6 @@ AS_IF: list[tuple[str, str, str, dict[str, Any]]] = [
 ]
 
 
-def _one_output_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
-    """Declare a single ``variable`` output (FeatureAgglomeration is a ClusterMixin, which
-    skl2onnx would give a label and scores, but it only transforms)."""
-    from skl2onnx._supported_operators import _get_sklearn_operator_name
-    from skl2onnx.common.data_types import FloatTensorType
-
-    operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
-    operator.inputs = inputs
-    operator.outputs.append(scope.declare_local_variable("variable", FloatTensorType()))
-    return operator.outputs
-
-
 def _delegate_shapes(operator: Any) -> None:
     from sklearn.base import is_classifier
 
@@ -1586,23 +1574,27 @@ def _delegate_shapes(operator: Any) -> None:
         _transform_shapes(operator)
 
 
-def _delegate_parser(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
-    from sklearn.base import is_classifier
+def _delegate_parser(alias: str) -> Callable[..., Any]:
+    def parse(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
+        from sklearn.base import is_classifier
 
-    if is_classifier(_inner(model)):
-        return _outputs_parser(("label", "int64"), ("probabilities", "float"))(scope, model,
-                                                                              inputs)
-    return _outputs_parser(("variable", "float"))(scope, model, inputs)
+        if is_classifier(_inner(model)):
+            return _outputs_parser(alias, ("label", "int64"), ("probabilities", "float"))(
+                scope, model, inputs)
+        return _outputs_parser(alias, ("variable", "float"))(scope, model, inputs)
+
+    return parse
 
 
-def _outputs_parser(*outputs: tuple[str, str]) -> Callable[..., Any]:
-    """A skl2onnx parser declaring these (name, 'float' | 'int64') outputs."""
+def _outputs_parser(alias: str, *outputs: tuple[str, str]) -> Callable[..., Any]:
+    """A skl2onnx parser declaring these (name, 'float' | 'int64') outputs for the operator
+    registered as ``alias`` (FeatureAgglomeration is a ClusterMixin, which skl2onnx would give
+    a label and scores, but it only transforms; NearestNeighbors gives two outputs)."""
 
     def parse(scope: Any, model: Any, inputs: Any, custom_parsers: Any = None) -> Any:
-        from skl2onnx._supported_operators import _get_sklearn_operator_name
         from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
 
-        operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+        operator = scope.declare_local_operator(alias, model)
         operator.inputs = inputs
         for name, kind in outputs:
             typ = Int64TensorType() if kind == "int64" else FloatTensorType()
@@ -1612,16 +1604,87 @@ def _outputs_parser(*outputs: tuple[str, str]) -> Callable[..., Any]:
     return parse
 
 
+# skl2onnx internals onnxbridge reaches into, where no public API does the job: key ->
+# (module, attribute, what onnxbridge uses it for, what is lost without it). Each is probed
+# once per process; a missing one gives an OnnxBridgeWarning and its patch is skipped.
+SKL2ONNX_INTERNALS: dict[str, tuple[str, str, str, str]] = {
+    "tree_add_node": (
+        "skl2onnx.common.tree_ensemble", "add_node",
+        "pass HistGradientBoosting's missing-value flags as ints",
+        "HistGradientBoosting models may fail in onnx >= 1.17"),
+    "container_add_node": (
+        "skl2onnx.common._container", "ModelComponentContainer.add_node",
+        "keep tree thresholds in float64 when converting in double precision",
+        "double-precision trees keep float32 thresholds"),
+    "converter_pool": (
+        "skl2onnx.common._registration", "_converter_pool",
+        "adjust registered converters (HistGradientBoosting's opset, the zipmap option)",
+        "Pipelines ending in LinearSVC and double-precision HistGradientBoosting"
+        " classifiers may fail"),
+    "operator_name_map": (
+        "skl2onnx._supported_operators", "sklearn_operator_name_map",
+        "find a classifier's registered converter", "Pipelines ending in LinearSVC may fail"),
+    "classifier_list": (
+        "skl2onnx._supported_operators", "sklearn_classifier_list",
+        "declare CatBoostClassifier a classifier", "CatBoost classifiers inside a Pipeline"
+        " may fail"),
+    "registration": (
+        "skl2onnx.common._registration", "get_converter",
+        "wrap skl2onnx's own SimpleImputer, OneHotEncoder, VotingClassifier, KBinsDiscretizer"
+        " and RandomTreesEmbedding converters",
+        "string columns with NaN, float one-hot categories, soft voting, one-hot bins and"
+        " dense tree embeddings go to skl2onnx unwrapped"),
+}
+_PROBED: dict[str, bool] = {}
+
+
+def has_internal(key: str) -> bool:
+    """Whether the installed skl2onnx still has this internal (warns once when not)."""
+    import importlib
+    import warnings
+
+    if key in _PROBED:
+        return _PROBED[key]
+    module, attr, purpose, loss = SKL2ONNX_INTERNALS[key]
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if key == "registration":  # the converter objects' fields onnxbridge reads
+            conv = obj("SklearnLinearRegressor")
+            ok = all(hasattr(conv, a) for a in ("_fct", "_options", "get_allowed_options")) \
+                and hasattr(importlib.import_module(module), "get_shape_calculator")
+        else:
+            ok = True
+    except Exception:
+        ok = False
+    _PROBED[key] = ok
+    if not ok:
+        from skl2onnx import __version__ as version
+
+        from onnxbridge.errors import OnnxBridgeWarning
+
+        warnings.warn(OnnxBridgeWarning(
+            f"skl2onnx {version} has no {module}.{attr}, which onnxbridge uses to {purpose};"
+            f" converting without that adjustment ({loss}). onnxbridge is tested with"
+            " skl2onnx 1.20: pin it (pip install 'skl2onnx==1.20.*') if a model now fails,"
+            " and report the new version to onnxbridge"), stacklevel=3)
+    return ok
+
+
 def register_own_converters() -> None:
     """Register (or re-register) onnxbridge's converters with skl2onnx."""
     import importlib
 
     from skl2onnx import update_registered_converter
-    from skl2onnx.common._registration import get_converter, get_shape_calculator
     from sklearn.impute import SimpleImputer
 
-    original = get_converter("SklearnSimpleImputer")
-    if not getattr(getattr(original, "_fct", original), "_onnxbridge", False):
+    wrap = has_internal("registration")
+    if wrap:
+        from skl2onnx.common._registration import get_converter, get_shape_calculator
+
+        original = get_converter("SklearnSimpleImputer")
+    if wrap and not getattr(getattr(original, "_fct", original), "_onnxbridge", False):
         wrapped = _simple_imputer(original)
         wrapped._onnxbridge = True  # type: ignore[attr-defined]
         update_registered_converter(SimpleImputer, "SklearnSimpleImputer",
@@ -1636,20 +1699,23 @@ def register_own_converters() -> None:
                                         overwrite=True)
         elif kind == "label":
             update_registered_converter(cls, alias, _label_shapes, fct, overwrite=True,
-                                        parser=_outputs_parser(("label", "int64")))
+                                        parser=_outputs_parser(alias, ("label", "int64")))
         else:
             shapes = {"transform": _transform_shapes, "vector": _vector_shapes,
                       "label_scores": _label_scores_shapes,
                       "indicator": _indicator_shapes, "neighbors": _neighbors_shapes,
                       "selector": _selector_shapes}.get(kind, _regressor_shapes)
-            parser = _one_output_parser if cls_name == "FeatureAgglomeration" else None
+            parser = (_outputs_parser(alias, ("variable", "float"))
+                      if cls_name == "FeatureAgglomeration" else None)
             if kind == "delegate":
-                shapes, parser = _delegate_shapes, _delegate_parser
+                shapes, parser = _delegate_shapes, _delegate_parser(alias)
             if kind == "neighbors":
-                parser = _outputs_parser(("distances", "float"), ("indices", "int64"))
+                parser = _outputs_parser(alias, ("distances", "float"), ("indices", "int64"))
             update_registered_converter(cls, alias, shapes, fct, parser=parser,
                                         overwrite=True,
                                         options=options if kind == "delegate" else None)
+    if not wrap:
+        return
     for module, cls_name, alias, params in AS_IF:
         conv = get_converter(alias)
         if getattr(getattr(conv, "_fct", conv), "_onnxbridge", False):

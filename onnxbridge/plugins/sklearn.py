@@ -22,6 +22,13 @@ import numpy as np
 
 from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
 
+
+def has_internal(key: str) -> bool:
+    """Whether skl2onnx still has an internal onnxbridge patches (see _sklearn_ops)."""
+    from onnxbridge.plugins._sklearn_ops import has_internal as probe
+
+    return probe(key)
+
 SPECS = [
     ConverterSpec(
         name="sklearn",
@@ -310,7 +317,6 @@ def _register_gbdt_converters() -> None:
     Registering twice is harmless (skl2onnx overwrites the entry).
     """
     from skl2onnx import update_registered_converter
-    from skl2onnx._supported_operators import sklearn_classifier_list
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
@@ -344,8 +350,9 @@ def _register_gbdt_converters() -> None:
                 cls, f"LightGbm{cls.__name__}",
                 calculate_linear_regressor_output_shapes, convert_lightgbm,
             )
-    if "catboost" in sys.modules:
+    if "catboost" in sys.modules and has_internal("classifier_list"):
         import catboost
+        from skl2onnx._supported_operators import sklearn_classifier_list
 
         from onnxbridge.plugins.catboost import skl2onnx_catboost_converter
 
@@ -368,6 +375,8 @@ def _allow_zipmap_option(model: Any, stack: Any) -> None:
     """skl2onnx's parser asks a Pipeline's final classifier for the zipmap option, then
     refuses it for converters that do not list it (LinearSVC: "Option 'zipmap' not in ...").
     Listing it for the duration of the conversion lets such pipelines convert."""
+    if not (has_internal("operator_name_map") and has_internal("converter_pool")):
+        return
     from skl2onnx._supported_operators import sklearn_operator_name_map
     from skl2onnx.common._registration import _converter_pool
     from sklearn.base import is_classifier
@@ -389,11 +398,8 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
     import contextlib
     import functools
 
-    import skl2onnx.common.tree_ensemble as tree_ensemble
     from skl2onnx import get_latest_tested_opset_version
     from skl2onnx import to_onnx as skl_to_onnx
-    from skl2onnx.common._container import ModelComponentContainer
-    from skl2onnx.common._registration import _converter_pool
 
     from onnxbridge.plugins._sklearn_ops import register_own_converters
     from onnxbridge.plugins._tabular import conversion_lock, patched
@@ -401,12 +407,20 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
     with conversion_lock, contextlib.ExitStack() as stack:
         _register_gbdt_converters()
         register_own_converters()
-        stack.enter_context(
-            patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
-        )
-        if double:
+        if has_internal("tree_add_node"):
+            import skl2onnx.common.tree_ensemble as tree_ensemble
+
+            stack.enter_context(
+                patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
+            )
+        if double and has_internal("container_add_node"):
+            from skl2onnx.common._container import ModelComponentContainer
+
             stack.enter_context(patched(ModelComponentContainer, "add_node",
                                         _double_tree_node(ModelComponentContainer.add_node)))
+        if double and has_internal("converter_pool") and has_internal("registration"):
+            from skl2onnx.common._registration import _converter_pool
+
             # Its classifier converter rounds thresholds to float32 below ai.onnx.ml opset 3.
             hgb = _converter_pool.get("SklearnHistGradientBoostingClassifier")
             if hgb is not None:
