@@ -145,13 +145,36 @@ def test_lightgbm_integer_categorical_converts() -> None:
     _check_classifier(m, X, model.predict_proba(X), model.predict(X))
 
 
-def test_lightgbm_pandas_category_is_refused_clearly() -> None:
+def test_lightgbm_pandas_category_columns_convert_with_unseen_and_missing() -> None:
+    pd = pytest.importorskip("pandas")
+    X, _ = _data(nan=False)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    df["shop"] = pd.Categorical(rng.choice(["north", "south", "east", "west"], len(df)))
+    df.loc[::13, "shop"] = np.nan
+    y = ((df["shop"].astype(str) == "north") | (df["a"] > 1)).astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=10, min_child_samples=5,
+                                    verbose=-1).fit(df, y)
+    m = onnxbridge.to_onnx(model, df)
+    assert [s.name for s in m.inputs] == ["a", "b", "shop"]
+    fresh = pd.DataFrame({"shop": pd.Categorical(["north", "mars", None, "east"]),
+                          "b": [0.0, 1.0, -1.0, 2.0], "a": [0.1, 2.0, -1.0, 0.0]})
+    label, probs = m.run(fresh)  # columns by name, in another order; an unseen category
+    want = fresh[["a", "b", "shop"]]
+    np.testing.assert_array_equal(label, model.predict(want))
+    np.testing.assert_allclose(probs, model.predict_proba(want), atol=1e-5)
+    reg = lightgbm.LGBMRegressor(n_estimators=10, verbose=-1).fit(df, df["a"] * 2 + y)
+    np.testing.assert_allclose(onnxbridge.to_onnx(reg, df).run(df)[:, 0], reg.predict(df),
+                               atol=1e-5)
+
+
+def test_lightgbm_non_string_categories_are_refused_clearly() -> None:
     pd = pytest.importorskip("pandas")
     X, y = _data(nan=False)
     df = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])
-    df["shop"] = pd.Categorical(np.where(X[:, 3] > 0, "north", "south"))
+    df["shop"] = pd.Categorical(np.where(X[:, 3] > 0, 10, 20))
     model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(df, y)
-    with pytest.raises(UnsupportedModelError, match=r"'shop'.*cat.codes"):
+    with pytest.raises(UnsupportedModelError, match=r"'shop'.*not strings.*cat.codes"):
         onnxbridge.to_onnx(model, df)
 
 
