@@ -174,14 +174,14 @@ def run() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for name, cls in all_estimators():
         try:
-            with _time_limit(120), warnings.catch_warnings():
+            with _time_limit(240), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 est, features = _fit(_build(cls), data)
         except Exception as exc:
             rows.append((name, "not fitted", f"{type(exc).__name__}: {_first_line(exc)}"))
             continue
         try:
-            with _time_limit(180), warnings.catch_warnings():
+            with _time_limit(420), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 m = onnxbridge.to_onnx(est, features[:40])
             note = "; ".join(m.parity.notes) if m.parity and m.parity.notes else ""

@@ -175,8 +175,15 @@ def test_unfitted_and_unsupported_models_are_explained() -> None:
 
     chain = RegressorChain(Ridge()).fit(X, X[:, :2])
     with pytest.raises(UnsupportedModelError,
-                       match="RegressorChain cannot be converted: neither skl2onnx"):
+                       match="RegressorChain cannot be converted: each of its estimators.*"
+                             "Instead: convert each fitted estimators_"):
         onnxbridge.to_onnx(chain, X)
+    from sklearn.multioutput import MultiOutputClassifier
+
+    multi = MultiOutputClassifier(LogisticRegression()).fit(X, np.c_[Y, YB])
+    with pytest.raises(UnsupportedModelError, match="MultiOutputClassifier cannot be converted"
+                                                    ".*list of one probability matrix"):
+        onnxbridge.to_onnx(multi, X)
 
 
 def test_bad_sample_shape_is_explained() -> None:

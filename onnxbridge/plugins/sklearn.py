@@ -473,6 +473,15 @@ REFUSALS: dict[str, tuple[str, str]] = {
                                    "use KNeighborsTransformer (a fixed number of neighbours)"),
     "RandomTreesEmbedding": ("it returns a sparse one-hot leaf matrix",
                              "use the forest's apply() outside the graph, or RandomForest*"),
+    **{name: ("each of its estimators takes the previous targets' predictions as extra"
+              " features, a chain onnxbridge does not build",
+              "convert each fitted estimators_[i] and chain them in Python"
+              + (", or use MultiOutputRegressor (independent targets), which converts"
+                 if name == "RegressorChain" else ""))
+       for name in ("ClassifierChain", "RegressorChain")},
+    "MultiOutputClassifier": ("its predict_proba is a list of one probability matrix per"
+                              " target, which has no single-output form here",
+                              "convert each fitted estimators_[i] (one classifier per target)"),
 }
 
 
@@ -536,7 +545,7 @@ def _explain_failure(model: Any, exc: Exception) -> Exception:
         leaf = type(step).__name__ if step is not None else type(model).__name__
     path = _named_steps(model).get(id(step), "") if step is not None else ""
     where = f"step {path!r} ({leaf})" if path else leaf
-    if name in {"MissingShapeCalculator", "MissingConverter"}:
+    if name in {"MissingShapeCalculator", "MissingConverter"} or leaf in REFUSALS:
         why, fix = REFUSALS.get(leaf, (
             "neither skl2onnx nor onnxbridge has a converter for it",
             "replace that step with a supported estimator (see docs/coverage.md), or register a"
@@ -572,6 +581,10 @@ def _check_inference(model: Any) -> None:
     from onnxbridge.errors import UnsupportedModelError
 
     for est in _walk(model):
+        if type(est).__name__ == "MultiOutputClassifier":
+            why, fix = REFUSALS["MultiOutputClassifier"]
+            raise UnsupportedModelError(f"MultiOutputClassifier cannot be converted: {why}."
+                                        f" Instead: {fix}")
         if type(est).__name__ == "LocalOutlierFactor" and not getattr(est, "novelty", True):
             raise UnsupportedModelError(
                 "LocalOutlierFactor(novelty=False) cannot be converted: it scores only its own"
