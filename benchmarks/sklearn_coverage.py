@@ -15,7 +15,7 @@ import inspect
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,11 +46,49 @@ def _data() -> dict[str, np.ndarray]:
     X, y = make_classification(120, 4, n_informative=3, n_redundant=0, n_classes=3,
                                random_state=0)
     X = X - X.min(axis=0) + 0.1  # positive: some estimators (chi2, NB) need it
-    return {"X": X, "y": y, "yr": X @ np.array([1.0, -2.0, 0.5, 0.3]) + 0.1 * y}
+    yr = X @ np.array([1.0, -2.0, 0.5, 0.3]) + 0.1 * y
+    return {"X": X, "y": y, "yr": yr,
+            # what some estimators need instead (tried in turn when the first fails):
+            "yb": (y > 0).astype(int),  # binary-only classifiers (thresholds)
+            "yc2": np.column_stack([y, (y > 0).astype(int)]),  # multi-output classifiers
+            "ypos": np.exp(yr / 4),  # Poisson / Gamma targets
+            "y2": np.column_stack([yr, X[:, 0] - X[:, 1]])}  # multi-output regressors, CCA
 
 
 # Feature selectors need an inner estimator with coef_ or feature_importances_.
 _SELECTORS = {"SelectFromModel", "RFE", "RFECV", "SequentialFeatureSelector"}
+
+
+def _frozen() -> dict[str, Any]:
+    from sklearn.preprocessing import StandardScaler
+
+    return {"estimator": StandardScaler().fit(_data()["X"])}
+
+
+def _search(grid: str) -> Callable[[], dict[str, Any]]:
+    def kwargs() -> dict[str, Any]:
+        from sklearn.linear_model import LogisticRegression
+
+        return {"estimator": LogisticRegression(max_iter=500), grid: {"C": [0.1, 1.0]}}
+
+    return kwargs
+
+
+def _self_training() -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    return {"estimator": LogisticRegression(max_iter=500)}
+
+
+# Arguments some estimators need beyond their defaults to fit on this data.
+_EXTRA: dict[str, Callable[[], dict[str, Any]]] = {
+    "GaussianRandomProjection": lambda: {"n_components": 2},
+    "SparseRandomProjection": lambda: {"n_components": 2},
+    "FrozenEstimator": _frozen,
+    "GridSearchCV": _search("param_grid"),
+    "RandomizedSearchCV": _search("param_distributions"),
+    "SelfTrainingClassifier": _self_training,
+}
 
 
 def _build(cls: type) -> Any:
@@ -61,6 +99,8 @@ def _build(cls: type) -> Any:
 
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
+    if cls.__name__ in _EXTRA:
+        kwargs.update(_EXTRA[cls.__name__]())
     if issubclass(cls, ClassifierMixin) or cls.__name__ in _SELECTORS:
         inner: Any = LogisticRegression(max_iter=500)
         pair = [("a", LogisticRegression(max_iter=500)), ("b", LogisticRegression(C=0.1))]
@@ -71,8 +111,8 @@ def _build(cls: type) -> Any:
         inner = StandardScaler()
         pair = [("a", StandardScaler()), ("b", StandardScaler(with_mean=False))]
     for name, p in params.items():
-        if p.default is not inspect.Parameter.empty or name == "self" or p.kind in (
-            p.VAR_KEYWORD, p.VAR_POSITIONAL):
+        if name in kwargs or p.default is not inspect.Parameter.empty or name == "self" \
+                or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         if name in {"estimator", "base_estimator"}:
             kwargs[name] = inner
@@ -87,18 +127,33 @@ def _build(cls: type) -> Any:
     return cls(**kwargs)
 
 
-def _fit(est: Any, data: dict[str, np.ndarray]) -> Any:
+def _fit(est: Any, data: dict[str, np.ndarray]) -> tuple[Any, np.ndarray]:
+    """The fitted estimator and the features it was fitted on. Targets are tried in turn
+    (multi-class, then binary or multi-output; a regression target, then a positive or a
+    two-column one) until one fits."""
     from sklearn.base import ClassifierMixin, RegressorMixin
 
     X = data["X"]
+    if type(est).__name__ == "IsotonicRegression":  # one feature
+        return est.fit(X[:, :1], data["yr"]), X[:, :1]
     if isinstance(est, ClassifierMixin):
-        return est.fit(X, data["y"])
-    if isinstance(est, RegressorMixin):
-        return est.fit(X, data["yr"])
-    try:
-        return est.fit(X, data["y"])
-    except TypeError:
-        return est.fit(X)
+        targets = ["y", "yb", "yc2"]
+    elif isinstance(est, RegressorMixin):
+        targets = ["yr", "ypos", "y2"]
+    else:
+        try:
+            return est.fit(X, data["y"]), X
+        except TypeError:
+            return est.fit(X), X
+        except ValueError:
+            targets = ["y2"]
+    for i, key in enumerate(targets):
+        try:
+            return est.fit(X, data[key]), X
+        except (ValueError, IndexError):
+            if i == len(targets) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -119,16 +174,16 @@ def run() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for name, cls in all_estimators():
         try:
-            with _time_limit(120), warnings.catch_warnings():
+            with _time_limit(240), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                est = _fit(_build(cls), data)
+                est, features = _fit(_build(cls), data)
         except Exception as exc:
             rows.append((name, "not fitted", f"{type(exc).__name__}: {_first_line(exc)}"))
             continue
         try:
-            with _time_limit(180), warnings.catch_warnings():
+            with _time_limit(420), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                m = onnxbridge.to_onnx(est, data["X"][:40])
+                m = onnxbridge.to_onnx(est, features[:40])
             note = "; ".join(m.parity.notes) if m.parity and m.parity.notes else ""
             rows.append((name, "matching", note[:160]))
         except onnxbridge.ParityError as exc:
@@ -154,7 +209,8 @@ def render(rows: list[tuple[str, str, str]], seconds: float) -> str:
         f" ({seconds:.0f} s).",
         "",
         f"Of {len(rows)} estimators in `sklearn.utils.all_estimators()`, {tried} could be"
-        " fitted on a small synthetic data set (120 rows, 4 positive features, 3 classes):",
+        " fitted on a small synthetic data set (120 rows, 4 positive features, 3 classes; a"
+        " binary, two-column or positive target where an estimator needs one):",
         "",
         f"- **converted and matching: {counts['matching']}**",
         f"- converted but mismatching: {counts['mismatching']}",

@@ -145,13 +145,36 @@ def test_lightgbm_integer_categorical_converts() -> None:
     _check_classifier(m, X, model.predict_proba(X), model.predict(X))
 
 
-def test_lightgbm_pandas_category_is_refused_clearly() -> None:
+def test_lightgbm_pandas_category_columns_convert_with_unseen_and_missing() -> None:
+    pd = pytest.importorskip("pandas")
+    X, _ = _data(nan=False)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    df["shop"] = pd.Categorical(rng.choice(["north", "south", "east", "west"], len(df)))
+    df.loc[::13, "shop"] = np.nan
+    y = ((df["shop"].astype(str) == "north") | (df["a"] > 1)).astype(int)
+    model = lightgbm.LGBMClassifier(n_estimators=10, min_child_samples=5,
+                                    verbose=-1).fit(df, y)
+    m = onnxbridge.to_onnx(model, df)
+    assert [s.name for s in m.inputs] == ["a", "b", "shop"]
+    fresh = pd.DataFrame({"shop": pd.Categorical(["north", "mars", None, "east"]),
+                          "b": [0.0, 1.0, -1.0, 2.0], "a": [0.1, 2.0, -1.0, 0.0]})
+    label, probs = m.run(fresh)  # columns by name, in another order; an unseen category
+    want = fresh[["a", "b", "shop"]]
+    np.testing.assert_array_equal(label, model.predict(want))
+    np.testing.assert_allclose(probs, model.predict_proba(want), atol=1e-5)
+    reg = lightgbm.LGBMRegressor(n_estimators=10, verbose=-1).fit(df, df["a"] * 2 + y)
+    np.testing.assert_allclose(onnxbridge.to_onnx(reg, df).run(df)[:, 0], reg.predict(df),
+                               atol=1e-5)
+
+
+def test_lightgbm_non_string_categories_are_refused_clearly() -> None:
     pd = pytest.importorskip("pandas")
     X, y = _data(nan=False)
     df = pd.DataFrame(X[:, :3], columns=["a", "b", "c"])
-    df["shop"] = pd.Categorical(np.where(X[:, 3] > 0, "north", "south"))
+    df["shop"] = pd.Categorical(np.where(X[:, 3] > 0, 10, 20))
     model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(df, y)
-    with pytest.raises(UnsupportedModelError, match=r"'shop'.*cat.codes"):
+    with pytest.raises(UnsupportedModelError, match=r"'shop'.*not strings.*cat.codes"):
         onnxbridge.to_onnx(model, df)
 
 
@@ -259,3 +282,30 @@ def test_boosting_on_bundled_frame_matches_columns_by_name(est: object) -> None:
     np.testing.assert_allclose(probs, model.predict_proba(Xf), atol=1e-4)
     with pytest.raises(InputError, match="lacks column"):
         m.run(shuffled.iloc[:, 1:])
+
+
+# -- issue 15: errors from inside onnxmltools, for boosters outside a Pipeline ----------------
+def test_lightgbm_objective_onnxmltools_lacks_is_named_with_a_fix_that_works() -> None:
+    import re
+
+    X, y = _regression(nan=False)
+    model = lightgbm.LGBMRegressor(objective="mape", n_estimators=5, verbose=-1).fit(X, y)
+    with pytest.raises(UnsupportedModelError) as info:
+        onnxbridge.to_onnx(model, X[:20])
+    text = str(info.value)
+    assert "LGBMRegressor" in text and "objective 'mape'" in text and "Instead:" in text
+    # the fix the message gives, followed as written
+    model_str = model.booster_.model_to_string()
+    model_str = model_str.replace("objective=mape", "objective=regression", 1)
+    model_str = model_str.replace("[objective: mape]", "[objective: regression]")
+    assert not re.search(r"objective[=:] ?mape", model_str)
+    m = onnxbridge.to_onnx(lightgbm.Booster(model_str=model_str), X[:20])
+    np.testing.assert_allclose(m.run(X)[:, 0], model.predict(X), rtol=1e-4, atol=1e-4)
+
+
+def test_xgboost_multi_output_trees_are_refused_with_the_fix() -> None:
+    X, y = _regression(nan=False)
+    model = xgboost.XGBRegressor(n_estimators=3, tree_method="hist",
+                                 multi_strategy="multi_output_tree").fit(X, np.c_[y, -y])
+    with pytest.raises(UnsupportedModelError, match="XGBRegressor.*one_output_per_tree"):
+        onnxbridge.to_onnx(model, X[:20])

@@ -339,3 +339,134 @@ def unsupported_categorical(
         f"{library} model uses categorical feature(s) {names}: {why}. {fix}"
     )
 
+
+
+# LightGBM objectives whose prediction is the raw tree sum, as for 'regression', but whose name
+# onnxmltools does not know.
+_IDENTITY_LINK = ("mape", "fair", "regression_l1", "l1", "mae", "huber", "quantile")
+
+
+def onnxmltools_failure(library: str, model: Any, exc: BaseException,
+                        objective: str) -> Exception:
+    """An error from inside onnxmltools as ours: the model, the cause in our words, the fix."""
+    from onnxbridge.errors import ConversionError, OnnxBridgeError
+
+    if isinstance(exc, OnnxBridgeError):
+        return exc
+    name = type(model).__name__
+    lines = str(exc).strip().splitlines()
+    detail = " ".join(lines[0].split())[:300] if lines else type(exc).__name__
+    said = f"({type(exc).__name__}: {detail})"
+    if "multi-target" in str(exc).lower():
+        return UnsupportedModelError(
+            f"{name} ({library}) cannot be converted: it grows multi-output trees"
+            f" (multi_strategy='multi_output_tree'), which onnxmltools cannot read {said}."
+            " Instead: retrain with multi_strategy='one_output_per_tree' (the default), or"
+            " one model per target"
+        )
+    if "objective" in str(exc).lower():
+        if library == "LightGBM" and objective in _IDENTITY_LINK:
+            fix = (
+                f"its prediction is the raw tree sum, as for 'regression', so convert a copy"
+                f" relabelled as such: text = booster.model_to_string(); replace"
+                f" 'objective={objective}' and '[objective: {objective}]' with"
+                f" 'objective=regression' and '[objective: regression]'; then"
+                f" onnxbridge.to_onnx(lightgbm.Booster(model_str=text), X), which predicts the"
+                f" same values"
+            )
+        else:
+            fix = ("retrain with an objective onnxmltools converts (regression, binary,"
+                   " multiclass, poisson, gamma, tweedie, quantile, lambdarank)"
+                   if library == "LightGBM" else
+                   "retrain with binary:logistic, multi:softprob, reg:* or count:poisson")
+        return UnsupportedModelError(
+            f"{name} ({library}, objective {objective!r}) cannot be converted: onnxmltools does"
+            f" not know this objective {said}. Instead: {fix}"
+        )
+    return ConversionError(
+        f"{name} ({library}, objective {objective!r}) could not be converted: onnxmltools"
+        f" stopped on it {said}. Check that it was trained on numeric features only, try a"
+        " newer onnxmltools (pip install -U onnxmltools), or report the model to onnxbridge"
+        " with this message"
+    )
+
+
+def frame_category_codes(df: Any, pandas_categorical: Sequence[Sequence[Any]] | None,
+                         library: str) -> tuple[Any, dict[str, list[str]]]:
+    """A DataFrame's pandas ``category`` columns as the codes a boosting library trained on
+    (the position of each value in the training categories; NaN for missing or unseen), and
+    those categories by column. String categories only."""
+    cats = categorical_columns(df)
+    if not cats:
+        return df, {}
+    known = list(pandas_categorical or [])
+    if len(known) != len(cats):
+        raise unsupported_categorical(
+            library, cats, "the model does not record the categories it was trained with"
+            " for these columns",
+            "train on integer codes instead (df[col] = df[col].cat.codes, with"
+            " categorical_feature=[...])")
+    mapping: dict[str, list[str]] = {}
+    codes = df.copy()
+    for col, values in zip(cats, known, strict=True):
+        if not all(isinstance(v, str) for v in values):
+            raise unsupported_categorical(
+                library, [col], "its categories are not strings, and the graph matches a"
+                " category column's values as strings",
+                "use string categories, or train on integer codes (df[col].cat.codes)")
+        mapping[col] = [str(v) for v in values]
+        position = {v: float(i) for i, v in enumerate(values)}
+        codes[col] = [position.get(v, np.nan) if isinstance(v, str) else np.nan
+                      for v in df[col].astype(object)]
+    return codes, mapping
+
+
+def per_column_inputs(proto: onnx.ModelProto, df: Any, categories: dict[str, list[str]],
+                      order: Sequence[str]) -> None:
+    """Replace a tree graph's one float input ``X`` [N, F] by one [N, 1] input per DataFrame
+    column, named after it: numbers cast to float, ``category`` columns as strings mapped to
+    their training codes (NaN when missing or unseen). In place."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    x_name = graph.input[0].name
+    del graph.input[:]
+    ml_opset = next((o.version for o in proto.opset_import if o.domain == "ai.onnx.ml"), 1)
+    kinds = {"f": TensorProto.DOUBLE, "i": TensorProto.INT64, "u": TensorProto.INT64,
+             "b": TensorProto.BOOL}
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    parts: list[str] = []
+    for i, col in enumerate(order):
+        tag = f"__onnxbridge_col{i}"
+        if col in categories:
+            graph.input.append(helper.make_tensor_value_info(col, TensorProto.STRING,
+                                                             [None, 1]))
+            inits.append(numpy_helper.from_array(np.array(0.0, np.float32), f"{tag}_zero"))
+            if ml_opset >= 2:  # ai.onnx.ml LabelEncoder: string -> its training code, else -1
+                encode = helper.make_node(
+                    "LabelEncoder", [col], [f"{tag}_int"], domain="ai.onnx.ml",
+                    keys_strings=categories[col],
+                    values_int64s=list(range(len(categories[col]))), default_int64=-1)
+            else:  # version 1 maps a string to its position in classes_strings
+                encode = helper.make_node(
+                    "LabelEncoder", [col], [f"{tag}_int"], domain="ai.onnx.ml",
+                    classes_strings=categories[col], default_int64=-1)
+            nodes += [  # code + sqrt(min(code, 0)): the code, or NaN where it is -1
+                encode,  # (no Where: onnxmltools' graphs may be at opset 8)
+                helper.make_node("Cast", [f"{tag}_int"], [f"{tag}_code"], to=TensorProto.FLOAT),
+                helper.make_node("Min", [f"{tag}_code", f"{tag}_zero"], [f"{tag}_neg"]),
+                helper.make_node("Sqrt", [f"{tag}_neg"], [f"{tag}_nan_or_0"]),
+                helper.make_node("Add", [f"{tag}_code", f"{tag}_nan_or_0"], [tag]),
+            ]
+        else:
+            kind = np.dtype(getattr(df[col].dtype, "numpy_dtype", df[col].dtype)).kind
+            graph.input.append(helper.make_tensor_value_info(
+                col, kinds.get(kind, TensorProto.DOUBLE), [None, 1]))
+            nodes.append(helper.make_node("Cast", [col], [tag], to=TensorProto.FLOAT))
+        parts.append(tag)
+    nodes.append(helper.make_node("Concat", parts, [x_name], axis=1))
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + old)
+    graph.initializer.extend(inits)

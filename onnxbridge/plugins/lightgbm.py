@@ -4,7 +4,9 @@ The graph has one float input ``X`` [N, n_features] read off the sample (a numpy
 numeric DataFrame, columns in order). Classifiers (and binary / multiclass Boosters) give
 ``label`` [N] and ``probabilities`` [N, n_classes]; regressors, rankers and other Boosters give
 ``variable`` [N, 1]. NaN is handled per split as LightGBM's missing_type says; categorical
-splits on integer-coded features convert (pandas ``category`` columns do not: pass codes).
+splits on integer-coded features convert. A DataFrame with pandas ``category`` columns (string
+categories) gives one [N, 1] input per column instead, each category column a string input
+mapped to LightGBM's training codes (NaN when missing or unseen, as LightGBM does).
 """
 
 from __future__ import annotations
@@ -64,15 +66,27 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         booster_frame_metadata,
         booster_reference,
         canonical_outputs,
+        categorical_columns,
         check_sample_matrix,
         conversion_lock,
+        frame_category_codes,
+        is_dataframe,
+        onnxmltools_failure,
+        per_column_inputs,
     )
     from onnxbridge.plugins._trees import apply_tree_options, exact_lightgbm_thresholds
 
-    _check_categorical_frame(sample)
-    _, n_features = check_sample_matrix(sample, "LightGBM")
     raw = isinstance(model, lightgbm.Booster)
     booster = model if raw else model.booster_
+    frame: Any = sample
+    categories: dict[str, list[str]] = {}
+    if is_dataframe(sample) and categorical_columns(sample):
+        # pandas category columns: string inputs mapped to LightGBM's training codes
+        frame, categories = frame_category_codes(
+            sample, getattr(booster, "pandas_categorical", None), "LightGBM")
+        if [str(c) for c in sample.columns] != [str(f) for f in booster.feature_name()]:
+            _check_categorical_frame(sample)  # columns other than trained: refuse, with fix
+    _, n_features = check_sample_matrix(frame, "LightGBM")
     if booster.num_feature() != n_features:
         raise InputError(
             f"the model was trained on {booster.num_feature()} features but the sample has"
@@ -81,13 +95,16 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     objective = _objective(booster)
     classifier = (objective in _CLASSIFY and objective not in ("cross_entropy", "xentropy")
                   if raw else isinstance(model, lightgbm.LGBMClassifier))
-    with conversion_lock:
-        proto = convert_lightgbm(
-            model,
-            initial_types=[("X", FloatTensorType([None, n_features]))],
-            target_opset=options.opset,
-            zipmap=False,
-        )
+    try:
+        with conversion_lock:
+            proto = convert_lightgbm(
+                model,
+                initial_types=[("X", FloatTensorType([None, n_features]))],
+                target_opset=options.opset,
+                zipmap=False,
+            )
+    except Exception as exc:
+        raise onnxmltools_failure("LightGBM", model, exc, objective) from exc
     n_classes = None
     if classifier:
         n_classes = len(model.classes_) if not raw else max(booster.num_model_per_iteration(), 2)
@@ -95,6 +112,10 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     proto.graph.name = options.name or type(model).__name__  # onnxmltools names it by a random uuid
     exact_lightgbm_thresholds(proto, booster)
     tree_meta, tree_notes = apply_tree_options(proto, options, "LightGBM")
+    if categories:
+        per_column_inputs(proto, sample, categories, [str(c) for c in sample.columns])
+        tree_notes.append(f"category columns {sorted(categories)} are string inputs mapped to"
+                          " LightGBM's training codes (missing or unseen: NaN)")
 
     reference = booster_reference(model, raw, classifier, model.predict)
 

@@ -22,6 +22,13 @@ import numpy as np
 
 from onnxbridge.registry import ConversionResult, ConverterSpec, ConvertOptions
 
+
+def has_internal(key: str) -> bool:
+    """Whether skl2onnx still has an internal onnxbridge patches (see _sklearn_ops)."""
+    from onnxbridge.plugins._sklearn_ops import has_internal as probe
+
+    return probe(key)
+
 SPECS = [
     ConverterSpec(
         name="sklearn",
@@ -310,7 +317,6 @@ def _register_gbdt_converters() -> None:
     Registering twice is harmless (skl2onnx overwrites the entry).
     """
     from skl2onnx import update_registered_converter
-    from skl2onnx._supported_operators import sklearn_classifier_list
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
@@ -344,8 +350,9 @@ def _register_gbdt_converters() -> None:
                 cls, f"LightGbm{cls.__name__}",
                 calculate_linear_regressor_output_shapes, convert_lightgbm,
             )
-    if "catboost" in sys.modules:
+    if "catboost" in sys.modules and has_internal("classifier_list"):
         import catboost
+        from skl2onnx._supported_operators import sklearn_classifier_list
 
         from onnxbridge.plugins.catboost import skl2onnx_catboost_converter
 
@@ -368,6 +375,8 @@ def _allow_zipmap_option(model: Any, stack: Any) -> None:
     """skl2onnx's parser asks a Pipeline's final classifier for the zipmap option, then
     refuses it for converters that do not list it (LinearSVC: "Option 'zipmap' not in ...").
     Listing it for the duration of the conversion lets such pipelines convert."""
+    if not (has_internal("operator_name_map") and has_internal("converter_pool")):
+        return
     from skl2onnx._supported_operators import sklearn_operator_name_map
     from skl2onnx.common._registration import _converter_pool
     from sklearn.base import is_classifier
@@ -389,11 +398,8 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
     import contextlib
     import functools
 
-    import skl2onnx.common.tree_ensemble as tree_ensemble
     from skl2onnx import get_latest_tested_opset_version
     from skl2onnx import to_onnx as skl_to_onnx
-    from skl2onnx.common._container import ModelComponentContainer
-    from skl2onnx.common._registration import _converter_pool
 
     from onnxbridge.plugins._sklearn_ops import register_own_converters
     from onnxbridge.plugins._tabular import conversion_lock, patched
@@ -401,12 +407,20 @@ def _skl2onnx_convert(model: Any, sample: Any, double: bool, options: ConvertOpt
     with conversion_lock, contextlib.ExitStack() as stack:
         _register_gbdt_converters()
         register_own_converters()
-        stack.enter_context(
-            patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
-        )
-        if double:
+        if has_internal("tree_add_node"):
+            import skl2onnx.common.tree_ensemble as tree_ensemble
+
+            stack.enter_context(
+                patched(tree_ensemble, "add_node", _int_missing_tracks(tree_ensemble.add_node))
+            )
+        if double and has_internal("container_add_node"):
+            from skl2onnx.common._container import ModelComponentContainer
+
             stack.enter_context(patched(ModelComponentContainer, "add_node",
                                         _double_tree_node(ModelComponentContainer.add_node)))
+        if double and has_internal("converter_pool") and has_internal("registration"):
+            from skl2onnx.common._registration import _converter_pool
+
             # Its classifier converter rounds thresholds to float32 below ai.onnx.ml opset 3.
             hgb = _converter_pool.get("SklearnHistGradientBoostingClassifier")
             if hgb is not None:
@@ -459,6 +473,15 @@ REFUSALS: dict[str, tuple[str, str]] = {
                                    "use KNeighborsTransformer (a fixed number of neighbours)"),
     "RandomTreesEmbedding": ("it returns a sparse one-hot leaf matrix",
                              "use the forest's apply() outside the graph, or RandomForest*"),
+    **{name: ("each of its estimators takes the previous targets' predictions as extra"
+              " features, a chain onnxbridge does not build",
+              "convert each fitted estimators_[i] and chain them in Python"
+              + (", or use MultiOutputRegressor (independent targets), which converts"
+                 if name == "RegressorChain" else ""))
+       for name in ("ClassifierChain", "RegressorChain")},
+    "MultiOutputClassifier": ("its predict_proba is a list of one probability matrix per"
+                              " target, which has no single-output form here",
+                              "convert each fitted estimators_[i] (one classifier per target)"),
 }
 
 
@@ -522,7 +545,7 @@ def _explain_failure(model: Any, exc: Exception) -> Exception:
         leaf = type(step).__name__ if step is not None else type(model).__name__
     path = _named_steps(model).get(id(step), "") if step is not None else ""
     where = f"step {path!r} ({leaf})" if path else leaf
-    if name in {"MissingShapeCalculator", "MissingConverter"}:
+    if name in {"MissingShapeCalculator", "MissingConverter"} or leaf in REFUSALS:
         why, fix = REFUSALS.get(leaf, (
             "neither skl2onnx nor onnxbridge has a converter for it",
             "replace that step with a supported estimator (see docs/coverage.md), or register a"
@@ -558,6 +581,10 @@ def _check_inference(model: Any) -> None:
     from onnxbridge.errors import UnsupportedModelError
 
     for est in _walk(model):
+        if type(est).__name__ == "MultiOutputClassifier":
+            why, fix = REFUSALS["MultiOutputClassifier"]
+            raise UnsupportedModelError(f"MultiOutputClassifier cannot be converted: {why}."
+                                        f" Instead: {fix}")
         if type(est).__name__ == "LocalOutlierFactor" and not getattr(est, "novelty", True):
             raise UnsupportedModelError(
                 "LocalOutlierFactor(novelty=False) cannot be converted: it scores only its own"
@@ -584,6 +611,10 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
         label = np.asarray(model.predict(x))
         # one target: [N], whatever the step returns (CatBoost in a Pipeline gives [N, 1])
         return label.reshape(-1) if label.ndim == 2 and label.shape[1] == 1 else label
+    if name in {"distances", "indices"}:  # NearestNeighbors: kneighbors, alone or last step
+        if not hasattr(model, "kneighbors") and hasattr(model, "steps"):
+            x, model = model[:-1].transform(x), model.steps[-1][1]
+        return _kneighbors_by_index(model, x)[0 if name == "distances" else 1]
     if name == "probabilities":
         if hasattr(model, "predict_proba"):
             return np.asarray(model.predict_proba(x))
@@ -612,6 +643,27 @@ def _source_output(model: Any, name: str, x: Any) -> np.ndarray:
     if y.ndim == 1 and len(x) == 1 and y.size > 1:  # SparsePCA drops the batch axis of one row
         y = y.reshape(1, -1)
     return y
+
+
+def _kneighbors_by_index(model: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """kneighbors(x) with exact ties in distance broken by the lower training index (the
+    graph's rule; scikit-learn's choice among ties depends on its search tree). Rows whose
+    k-th and (k+1)-th neighbours tie get their tied candidates from radius_neighbors."""
+    k = int(model.n_neighbors)
+    n_fit = int(model.n_samples_fit_)
+    dist, ind = (np.asarray(a) for a in model.kneighbors(x, n_neighbors=min(k + 1, n_fit)))
+    if dist.shape[1] > k:
+        rows = np.flatnonzero(dist[:, k] == dist[:, k - 1])
+        dist, ind = dist[:, :k].copy(), ind[:, :k].copy()
+        xs = np.asarray(x)
+        for r in rows:
+            reach = dist[r, -1] * (1 + 1e-9) + 1e-300  # the search's own rounding
+            rd, ri = model.radius_neighbors(xs[r:r + 1], radius=reach, sort_results=True)
+            rd, ri = np.asarray(rd[0]), np.asarray(ri[0])
+            order = np.lexsort((ri, rd))[:k]
+            dist[r], ind[r] = rd[order], ri[order]
+    order = np.lexsort((ind, dist), axis=1)
+    return dist, np.take_along_axis(ind, order, axis=1)
 
 
 def _reference_for(model: Any, output_names: list[str]) -> Callable[[Any], list[Any]]:

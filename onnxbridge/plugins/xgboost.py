@@ -115,6 +115,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         canonical_outputs,
         check_sample_matrix,
         conversion_lock,
+        onnxmltools_failure,
     )
     from onnxbridge.plugins._trees import apply_tree_options
 
@@ -146,15 +147,18 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     classifier = task == "classifier"
     # The sklearn classifier converts as itself; anything else through an explicit task.
     native = not raw and classifier and hasattr(model, "classes_")
-    source = model if native else _wrapped(booster, task)
-    if booster.feature_names is not None:
-        source = _without_feature_names(source)
-    with conversion_lock:
-        proto = convert_xgboost(
-            source,
-            initial_types=[("X", FloatTensorType([None, n_features]))],
-            target_opset=options.opset,
-        )
+    try:  # onnxmltools reads the booster here already (its wrapper dumps the trees)
+        source = model if native else _wrapped(booster, task)
+        if booster.feature_names is not None:
+            source = _without_feature_names(source)
+        with conversion_lock:
+            proto = convert_xgboost(
+                source,
+                initial_types=[("X", FloatTensorType([None, n_features]))],
+                target_opset=options.opset,
+            )
+    except Exception as exc:
+        raise onnxmltools_failure("XGBoost", model, exc, objective) from exc
     n_classes = None
     if classifier:
         num_class = int(_config(booster)["learner_model_param"]["num_class"])
