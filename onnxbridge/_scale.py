@@ -318,19 +318,10 @@ def score_pandas(
     n = len(frame)
     if n == 0:
         return {o.column: np.empty((0,) if o.shape == "scalar" else (0, 0), o.dtype) for o in outputs}
-    import pandas as pd
 
     sub = frame[list(columns)]
-    for c in columns:  # a null string has no ONNX value: say which column, never score it as ""
-        col = sub[c]
-        is_text = col.dtype == object or pd.api.types.is_string_dtype(col.dtype)  # pandas 3: "str"
-        if is_text and col.isna().any():
-            spec_kinds = {_kind_of(s.dtype) for s in m.inputs}
-            if "string" in spec_kinds:
-                raise InputError(
-                    f"column {c!r} has {int(col.isna().sum())} null value(s) in a string column;"
-                    " fill them (fillna('')) or drop those rows before scoring"
-                )
+    # A null in a string column reaches the graph as "" (the missing string), exactly as in
+    # m.run(DataFrame) (onnxbridge/_frames.py): scoring on an engine gives what m.run gives.
     try:
         result = m.run(sub, as_dict=True, providers=providers)
     except InputError as exc:
