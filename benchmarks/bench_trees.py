@@ -163,6 +163,7 @@ def _fmt_time(s: float) -> str:
 
 
 def main() -> None:
+    global CHUNK
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="models with a tenth of the trees; rows 1, 100, 10,000")
@@ -172,6 +173,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--chunk", type=int, default=CHUNK,
+                        help="rows per call on both sides for batches above it (default 50,000)")
     parser.add_argument("--provider", default="cpu",
                         help="'cuda': the GPU check (tensor forms on onnxruntime's CUDA provider"
                              " against xgboost device='cuda')")
@@ -179,6 +182,7 @@ def main() -> None:
     if args.provider != "cpu":
         gpu_main(args)
         return
+    CHUNK = args.chunk
     warnings.filterwarnings("ignore")
     os.environ["ONNXBRIDGE_THREADS"] = str(args.threads)  # m.run's intra-op threads
     import onnxbridge
@@ -189,7 +193,8 @@ def main() -> None:
              f"{', quick: a tenth of the trees' if args.quick else ''})", "",
              "onnxbridge `m.run` against the library's `predict_proba`, interleaved; ratio < 1:"
              " onnxbridge is faster. **auto** is the form `strategy=\"auto\"` picks for that"
-             " batch size on the CPU. Memory: peak RSS growth during the cell.", "",
+             " batch size on the CPU. Memory: peak RSS growth during the cell. Batches above"
+             f" {CHUNK:,} rows run as calls of {CHUNK:,} rows on both sides.", "",
              "| model | rows | strategy | onnxbridge | native | ratio | peak MiB (onnx / native) |",
              "|---|---:|---|---:|---:|---:|---:|"]
     conv_lines = ["", "| model | trees | max depth | to_onnx (s) | rewrite (s) |",
@@ -219,7 +224,8 @@ def main() -> None:
                 "native": _native(name, model, args.threads)}
             for form, m in converted.items():
                 if _intermediate_bytes(form, *shape, rows) > MEMORY_CAP or (
-                        rows > CHUNK and form not in ("tree_ensemble", autos, "oblivious")):
+                        rows > CHUNK and form not in ("tree_ensemble", "tree_ensemble_chunked",
+                                                      autos, "oblivious")):
                     continue
                 runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
             rounds = args.rounds or (5 if rows <= 10_000 else 1)

@@ -466,16 +466,23 @@ def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
     return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
 
 
-def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto) -> str:
-    """The same TreeEnsemble attributes split by tree into regressors of raw sums."""
+def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto,
+                  chunk_trees: int = _CHUNK_TREES) -> str:
+    """The same TreeEnsemble attributes split by tree into regressors of raw sums, with as
+    many targets as classes scored (one for a binary classifier: onnxruntime's one-target
+    loops are faster than its per-class ones)."""
     from onnx import helper
+
 
     a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
     prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     trees = np.asarray(a["nodes_treeids"], dtype=np.int64)
     w_trees = np.asarray(a[f"{prefix}_treeids"], dtype=np.int64)
     uniq = np.unique(trees)
-    chunks = [uniq[i: i + _CHUNK_TREES] for i in range(0, len(uniq), _CHUNK_TREES)]
+    chunks = [uniq[i: i + chunk_trees] for i in range(0, len(uniq), chunk_trees)]
+    n_targets = ens.n_outputs
+    if ens.kind == "classifier" and ens.class_ids_used:
+        n_targets = max(ens.class_ids_used) + 1
     node_keys = [k for k in a if k.startswith("nodes_")]
     parts = []
     for chunk in chunks:
@@ -486,7 +493,7 @@ def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto) -> s
             attrs[k] = _select(a[k], keep)
         for src in ("treeids", "nodeids", "ids", "weights"):
             attrs[f"target_{src}"] = _select(a[f"{prefix}_{src}"], w_keep)
-        attrs["n_targets"] = ens.n_outputs
+        attrs["n_targets"] = n_targets
         attrs["post_transform"] = "NONE"
         parts.append(b.op("TreeEnsembleRegressor", [x], hint="chunk", domain="ai.onnx.ml",
                           **attrs))
