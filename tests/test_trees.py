@@ -173,6 +173,20 @@ def test_oblivious_form_for_catboost(task: str) -> None:
     assert not any(op.startswith("TreeEnsemble") for op in ops)
 
 
+@pytest.mark.parametrize(("depth", "task"), [(8, "binary"), (10, "regression"),
+                                            (9, "multiclass")])
+def test_oblivious_form_deep_catboost(depth: int, task: str) -> None:
+    """Depth 8 is the last the uint8 bit weights hold; deeper trees weigh bits in float32."""
+    X, y = _data(task, nan=True, seed=depth)
+    X, y = np.concatenate([X, X + 0.125]), np.concatenate([y, y])  # enough rows for every level
+    cls = catboost.CatBoostRegressor if task == "regression" else catboost.CatBoostClassifier
+    model = cls(iterations=6, depth=depth, verbose=0, allow_writing_files=False,
+                thread_count=1, random_seed=0).fit(X, y)
+    m = _check(model, X, "oblivious", task != "regression")
+    uses_bytes = any(n.op_type == "MatMulInteger" for n in m.proto.graph.node)
+    assert uses_bytes == (depth <= 8)
+
+
 def test_oblivious_refuses_ordinary_trees() -> None:
     model, X, _ = _model("xgboost", "binary")
     with pytest.raises(UnsupportedModelError, match="symmetric"):

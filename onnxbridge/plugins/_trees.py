@@ -76,6 +76,7 @@ class Ensemble:
     average: bool = False
     class_ids_used: tuple[int, ...] = ()
     weights_all_positive: bool = True
+    mirrored: bool = False         # binary classifier whose class 0 values are -class 1's
     labels: Any = None             # classifier labels (int64 array or list of bytes)
 
     @property
@@ -214,6 +215,10 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
         if where is None or cid >= n_out:
             raise TreeForm(f"leaf weight for tree {tr} node {nid} does not match a leaf")
         ens.values[where[0]][where[1], int(cid)] += val
+    if classifier and n_out == 2 and ens.class_ids_used == (0, 1) and ens.n_trees:
+        v = np.concatenate(ens.values)
+        ens.mirrored = bool((v[:, 0] == -v[:, 1]).all()) and (
+            len(ens.base) == 0 or (len(ens.base) == 2 and ens.base[0] == -ens.base[1]))
     return ens
 
 
@@ -285,15 +290,35 @@ def _sum_trees(b: _Builder, vals: str) -> str:
     return b.op("ReduceSum", [vals, b.const(np.array([0], np.int64))], keepdims=0)
 
 
+def _columns(ens: Ensemble) -> np.ndarray:
+    """The columns of leaf values a form computes: a classifier's scored classes (class 0
+    alone for XGBoost's binary form), only class 1 when class 0's values are its negation
+    (CatBoost's binary form; :func:`_unmirror` restores class 0), else every output."""
+    if ens.mirrored:
+        return np.array([1])
+    if ens.kind == "classifier" and ens.class_ids_used:
+        return np.arange(max(ens.class_ids_used) + 1)
+    return np.arange(ens.n_outputs)
+
+
+def _unmirror(b: _Builder, sums: str, ens: Ensemble) -> str:
+    """[N, 1] sums of class 1 -> [N, 2] with class 0 = -class 1 (exact: same order of sums)."""
+    if not ens.mirrored:
+        return sums
+    return b.op("Concat", [b.op("Neg", [sums]), sums], axis=1)
+
+
 def _leaf_values(b: _Builder, ens: Ensemble, leaves: np.ndarray, flat: str) -> str:
-    """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K]."""
+    """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K] (K: :func:`_columns`)."""
+    leaves = leaves[:, _columns(ens)]
     return _sum_trees(b, b.op("Gather", [b.const(leaves.astype(ens.dtype), "leaves"), flat]))
 
 
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     _check_inf_thresholds(ens)
     xf, off = _features(b, x, ens)
-    n_trees, k = ens.n_trees, ens.n_outputs
+    n_trees, columns = ens.n_trees, _columns(ens)
+    k = len(columns)
     inner = [np.flatnonzero(f >= 0) for f in ens.feature]
     leaves = [np.flatnonzero(f < 0) for f in ens.feature]
     i_max = max(1, max(len(i) for i in inner))
@@ -321,7 +346,7 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
                 for i, went_left in path:
                     c_mat[t, j, ipos[i]] = 1 if went_left else -1
                 d_vec[t, j, 0] = sum(1 for _, went_left in path if went_left)
-                e_mat[t, :, j] = ens.values[t][node]
+                e_mat[t, :, j] = ens.values[t][node][columns]
                 continue
             stack.append((int(ens.left[t][node]), [*path, (node, True)]))
             stack.append((int(ens.right[t][node]), [*path, (node, False)]))
@@ -426,9 +451,11 @@ def _form_perfect(b: _Builder, x: str, ens: Ensemble) -> str:
 
 
 def oblivious_levels(ens: Ensemble) -> int | None:
-    """The common depth if every tree is symmetric (one split per level), else None."""
+    """The deepest tree's depth if every tree is symmetric (one split per level), else None.
+    Trees may differ in depth (CatBoost stops a tree early when no split helps): a shallower
+    tree's leaves fill its padded subtrees, so the bits of its missing levels do not matter."""
     depths = ens.depths()
-    if len(set(depths.tolist())) != 1 or int(depths[0]) == 0:
+    if not len(depths) or int(depths.max()) == 0:
         return None
     for t in range(ens.n_trees):
         level = [0]
@@ -440,7 +467,7 @@ def oblivious_levels(ens: Ensemble) -> int | None:
             level = [int(c) for n in level for c in (ens.left[t][n], ens.right[t][n])]
         if any(ens.feature[t][n] >= 0 for n in level):
             return None
-    return int(depths[0])
+    return int(depths.max())
 
 
 def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
@@ -451,10 +478,49 @@ def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
     xf, off = _features(b, x, ens)
     _, cols, thr, leaves = _perfect(ens, off)
     n_trees = ens.n_trees
-    level_cols = np.stack([c[:, 0] for c in cols], axis=1)   # [T, D]
-    level_thr = np.stack([t[:, 0] for t in thr], axis=1)
-    g = b.op("Gather", [xf, b.const(level_cols.reshape(-1), "cols")], axis=0)   # [T*D, N]
-    # each level's bit, weighted by its place in the leaf index: 2^(D-1-d)
+    level_cols = np.stack([c[:, 0] for c in cols], axis=1).reshape(-1)   # [T*D]
+    level_thr = np.stack([t[:, 0] for t in thr], axis=1).reshape(-1)
+    if depth > 8:
+        return _oblivious_where(b, xf, ens, depth, level_cols, level_thr, leaves)
+    # Each distinct split once, feature by feature: a row of the features against a column of
+    # its thresholds (no copy of the features), then the bits in tree order as uint8.
+    keys = np.stack([level_cols.astype(np.float64), level_thr.astype(np.float64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    parts = []
+    zero = b.const(np.array([0], np.int64))
+    for f in np.unique(uniq[:, 0]).astype(np.int64):
+        mine = uniq[:, 0] == f
+        row = b.op("Slice", [xf, b.const(np.array([f], np.int64)),
+                             b.const(np.array([f + 1], np.int64)), zero])          # [1, N]
+        parts.append(b.op("LessOrEqual", [row, b.const(
+            uniq[mine, 1].astype(ens.dtype).reshape(-1, 1), "thr")]))
+    bits = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=0)          # [U, N]
+    bits = b.op("Cast", [bits], to=2)  # uint8
+    bits = b.op("Gather", [bits, b.const(inverse.reshape(-1).astype(np.int64), "splits")],
+                axis=0)                                                          # [T*D, N]
+    bits = b.op("Reshape", [bits, b.const(np.array([n_trees, depth, -1], np.int64))])
+    # leaf index = sum_d bit_d * 2^(D-1-d), exact in MatMulInteger's int32 (D <= 8)
+    weights = (2 ** np.arange(depth - 1, -1, -1)).astype(np.uint8).reshape(1, -1)
+    index = b.op("MatMulInteger", [b.const(weights, "bitweights"), bits])          # [T, 1, N]
+    index = b.op("Reshape", [index, b.const(np.array([n_trees, -1], np.int64))])
+    columns = _columns(ens)
+    if len(columns) == 1:
+        # one value per leaf: each tree's own leaves by an element-wise gather (no offsets;
+        # far faster than Gather's per-index copies), summed over trees by a MatMul
+        table = leaves[..., int(columns[0])].reshape(n_trees, -1).astype(ens.dtype)
+        vals = b.op("GatherElements", [b.const(table, "leaves"), index], axis=1)  # [T, N]
+        ones = b.const(np.ones((1, n_trees), dtype=ens.dtype))
+        return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])    # [N, 1]
+    offsets = (np.arange(n_trees, dtype=np.int32) * 2 ** depth).reshape(-1, 1)
+    flat = b.op("Add", [index, b.const(offsets)])
+    return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
+
+
+def _oblivious_where(b: _Builder, xf: str, ens: Ensemble, depth: int, level_cols: np.ndarray,
+                     level_thr: np.ndarray, leaves: np.ndarray) -> str:
+    """Trees deeper than 8 levels: bits weighted in float32 (exact up to 2^24 leaves)."""
+    n_trees = ens.n_trees
+    g = b.op("Gather", [xf, b.const(level_cols, "cols")], axis=0)                 # [T*D, N]
     weights = (2.0 ** np.arange(depth - 1, -1, -1)).astype(np.float32)
     bits = b.op("Where", [b.op("LessOrEqual", [g, b.const(level_thr.reshape(-1, 1), "thr")]),
                           b.const(np.tile(weights, n_trees).reshape(-1, 1), "bitweights"),
@@ -473,27 +539,29 @@ def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto,
     loops are faster than its per-class ones)."""
     from onnx import helper
 
-
     a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
     prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     trees = np.asarray(a["nodes_treeids"], dtype=np.int64)
     w_trees = np.asarray(a[f"{prefix}_treeids"], dtype=np.int64)
     uniq = np.unique(trees)
     chunks = [uniq[i: i + chunk_trees] for i in range(0, len(uniq), chunk_trees)]
-    n_targets = ens.n_outputs
-    if ens.kind == "classifier" and ens.class_ids_used:
-        n_targets = max(ens.class_ids_used) + 1
+    columns = _columns(ens)
+    w_ids = np.asarray(a[f"{prefix}_ids"], dtype=np.int64)
+    scored = np.isin(w_ids, columns)
+    renumber = np.full(max(int(w_ids.max(initial=0)), int(columns.max())) + 1, -1, np.int64)
+    renumber[columns] = np.arange(len(columns))
     node_keys = [k for k in a if k.startswith("nodes_")]
     parts = []
     for chunk in chunks:
         keep = np.isin(trees, chunk)
-        w_keep = np.isin(w_trees, chunk)
+        w_keep = np.isin(w_trees, chunk) & scored
         attrs: dict[str, Any] = {}
         for k in node_keys:
             attrs[k] = _select(a[k], keep)
-        for src in ("treeids", "nodeids", "ids", "weights"):
+        for src in ("treeids", "nodeids", "weights"):
             attrs[f"target_{src}"] = _select(a[f"{prefix}_{src}"], w_keep)
-        attrs["n_targets"] = n_targets
+        attrs["target_ids"] = renumber[w_ids[w_keep]].tolist()
+        attrs["n_targets"] = len(columns)
         attrs["post_transform"] = "NONE"
         parts.append(b.op("TreeEnsembleRegressor", [x], hint="chunk", domain="ai.onnx.ml",
                           **attrs))
@@ -690,6 +758,7 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
                     sums = _form_chunked(b, x, ens, node)
                 else:
                     sums = _FORMS[form](b, x, ens)
+                sums = _unmirror(b, sums, ens)
                 _finish(b, sums, ens, node)
                 new_nodes.extend(b.nodes)
                 graph.initializer.extend(b.inits)
