@@ -310,8 +310,22 @@ def _unmirror(b: _Builder, sums: str, ens: Ensemble) -> str:
 
 def _leaf_values(b: _Builder, ens: Ensemble, leaves: np.ndarray, flat: str) -> str:
     """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K] (K: :func:`_columns`)."""
-    leaves = leaves[:, _columns(ens)]
+    columns = _columns(ens)
+    if len(columns) == 1:  # one value per leaf: element-wise gather, summed by a MatMul
+        table = b.const(leaves[:, int(columns[0])].astype(ens.dtype), "leaves")
+        n_trees = ens.n_trees
+        flat = b.op("Reshape", [flat, b.const(np.array([-1], np.int64))])
+        vals = b.op("Reshape", [b.op("GatherElements", [table, flat], axis=0),
+                                b.const(np.array([n_trees, -1], np.int64))])       # [T, N]
+        return _sum_rows(b, vals, ens)
+    leaves = leaves[:, columns]
     return _sum_trees(b, b.op("Gather", [b.const(leaves.astype(ens.dtype), "leaves"), flat]))
+
+
+def _sum_rows(b: _Builder, vals: str, ens: Ensemble) -> str:
+    """[T, N] values -> [N, 1] sums over trees (a MatMul by ones: faster than ReduceSum)."""
+    ones = b.const(np.ones((1, ens.n_trees), dtype=ens.dtype))
+    return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])
 
 
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
@@ -509,8 +523,7 @@ def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
         # far faster than Gather's per-index copies), summed over trees by a MatMul
         table = leaves[..., int(columns[0])].reshape(n_trees, -1).astype(ens.dtype)
         vals = b.op("GatherElements", [b.const(table, "leaves"), index], axis=1)  # [T, N]
-        ones = b.const(np.ones((1, n_trees), dtype=ens.dtype))
-        return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])    # [N, 1]
+        return _sum_rows(b, vals, ens)
     offsets = (np.arange(n_trees, dtype=np.int32) * 2 ** depth).reshape(-1, 1)
     flat = b.op("Add", [index, b.const(offsets)])
     return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
