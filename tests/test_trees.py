@@ -187,6 +187,20 @@ def test_oblivious_form_deep_catboost(depth: int, task: str) -> None:
     assert uses_bytes == (depth <= 8)
 
 
+def test_oblivious_form_for_a_gpu_uses_float_bits() -> None:
+    """For a GPU provider the bits are weighed in float32 (onnxruntime's CUDA MatMulInteger
+    takes int8 only); the graph runs here on the CPU and still matches CatBoost."""
+    model, X, _ = _model("catboost", "binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = onnxbridge.to_onnx(model, X[:50], strategy="oblivious", provider_hint="cuda",
+                               verify=False)
+    assert not any(n.op_type == "MatMulInteger" for n in m.proto.graph.node)
+    label, proba = m.run(X, providers="cpu")
+    np.testing.assert_array_equal(label, model.predict(X).reshape(-1))
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
 def test_oblivious_refuses_ordinary_trees() -> None:
     model, X, _ = _model("xgboost", "binary")
     with pytest.raises(UnsupportedModelError, match="symmetric"):
