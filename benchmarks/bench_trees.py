@@ -173,6 +173,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--spin-off", action="store_true",
+                        help="also time each form with onnxruntime's thread spinning off (a"
+                             " session hook), as 'FORM, spin off'")
     parser.add_argument("--chunk", type=int, default=CHUNK,
                         help="rows per call on both sides for batches above it (default 50,000)")
     parser.add_argument("--provider", default="cpu",
@@ -217,14 +220,19 @@ def main() -> None:
                                   f" {time.perf_counter() - start:.2f} |"
                                   f" {_rewrite_seconds(m):.2f} |")
             converted[form] = m
+            if args.spin_off:
+                quiet = onnxbridge.to_onnx(model, sample, strategy=form, verify=False)
+                quiet.add_session_hook(_spin_off)
+                converted[f"{form}, spin off"] = quiet
         for rows in rows_list:
             autos = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
                                        verify=False).metadata["onnxbridge.trees.strategy"]
             runners: dict[str, Callable[[np.ndarray], Any]] = {
                 "native": _native(name, model, args.threads)}
             for form, m in converted.items():
-                if _intermediate_bytes(form, *shape, rows) > MEMORY_CAP or (
-                        rows > CHUNK and form not in ("tree_ensemble", "tree_ensemble_chunked",
+                base = form.split(",")[0]
+                if _intermediate_bytes(base, *shape, rows) > MEMORY_CAP or (
+                        rows > CHUNK and base not in ("tree_ensemble", "tree_ensemble_chunked",
                                                       autos, "oblivious")):
                     continue
                 runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
@@ -294,6 +302,11 @@ def gpu_main(args: argparse.Namespace) -> None:
                              f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
                 print(lines[-1], flush=True)
     report("\n".join([*lines, "", *notes]), args.out)
+
+
+def _spin_off(options: Any) -> None:
+    """Session hook: onnxruntime's pool threads sleep instead of spinning between tasks."""
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
 def _n_trees(model: Any) -> int:
