@@ -327,11 +327,15 @@ def _rewrite_seconds(m: Any) -> float:
     """Seconds to rewrite the TreeEnsemble graph as the perfect-traversal form."""
     import copy
 
-    from onnxbridge.plugins._trees import apply_strategy
+    from onnxbridge.plugins._trees import TreeForm, apply_strategy
 
     proto = copy.deepcopy(m.proto)
     start = time.perf_counter()
-    apply_strategy(proto, "perfect_tree_traversal")
+    try:
+        apply_strategy(proto, "perfect_tree_traversal")
+    except TreeForm:  # too deep to pad: the unpadded traversal form
+        start = time.perf_counter()
+        apply_strategy(copy.deepcopy(m.proto), "tree_traversal")
     return time.perf_counter() - start
 
 
