@@ -242,7 +242,13 @@ def test_auto_records_its_choice() -> None:
     assert one.metadata["onnxbridge.trees.strategy"] == "tree_ensemble"
     assert any(n.op_type == "TreeEnsembleClassifier" for n in one.proto.graph.node)
     small = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=64)
-    assert small.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"
+    assert small.metadata["onnxbridge.trees.strategy"] == "tree_ensemble"
+    large = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=10_000)
+    assert large.metadata["onnxbridge.trees.strategy"] == "tree_ensemble_chunked"
+    assert "parallel over rows" in large.metadata["onnxbridge.trees.reason"]
+    label, proba = large.run(Xx)
+    np.testing.assert_array_equal(label, xgb.predict(Xx))
+    np.testing.assert_allclose(proba, xgb.predict_proba(Xx), rtol=1e-5, atol=1e-6)
     gpu = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", provider_hint="cuda")
     assert gpu.metadata["onnxbridge.trees.provider"] == "CUDAExecutionProvider"
     assert gpu.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"

@@ -680,11 +680,15 @@ def _is_gpu(provider: str) -> bool:
 def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tuple[str, str]:
     """The form ``auto`` picks for this ensemble, provider and batch size, and why.
 
-    Measured on a 2-core CPU (benchmarks/bench_trees.py): the TreeEnsemble operator is fastest
-    for one row and for large batches of ordinary trees; symmetric trees are fastest as the
-    oblivious form from a few rows up; shallow trees at small batches walk fastest padded to
-    perfect trees. On a GPU (no TreeEnsemble kernel) Hummingbird's rule of thumb applies:
-    GEMM for shallow trees, perfect traversal up to depth 10, plain traversal deeper.
+    Measured on a 2-core CPU (benchmarks/bench_trees.py, benchmarks/RESULTS.md): symmetric
+    trees are fastest as the oblivious form from a few rows up (3.3x CatBoost's own time at
+    10,000 and 1,000,000 rows, against 25-39x for the TreeEnsemble operator); ordinary trees in
+    batches of 1,000 rows or more run fastest as TreeEnsemble nodes of 2 trees
+    (``tree_ensemble_chunked``: 1.4-1.9x faster than the single operator from 20,000 rows,
+    equal at 1,000); one row and small batches, the single TreeEnsemble operator (the padded
+    tensor forms lost to it at 100 rows in both sessions' runs). On a GPU (no TreeEnsemble
+    kernel) Hummingbird's rule of thumb applies: GEMM for shallow trees, perfect traversal up
+    to depth 10, plain traversal deeper.
     """
     gpu = _is_gpu(provider)
     depth = int(ens.depths().max()) if ens.n_trees else 0
@@ -701,12 +705,14 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
         return "tree_traversal", f"depth {depth} > 10, {where}"
     if symmetric and batch_size != 1:
         return "oblivious", f"symmetric trees, {where}"
-    if batch_size is not None and 1 < batch_size <= _SMALL_BATCH and depth <= 8:
-        return "perfect_tree_traversal", f"depth {depth} <= 8, {where}"
+    if batch_size is not None and batch_size >= _LARGE_BATCH and ens.n_trees > _CHUNK_TREES:
+        return ("tree_ensemble_chunked",
+                f"{ens.n_trees} trees in nodes of {_CHUNK_TREES} (parallel over rows),"
+                f" batch {rows} >= {_LARGE_BATCH:,} on {provider}")
     return "tree_ensemble", f"{ens.n_trees} trees of depth <= {depth}, {where}"
 
 
-_SMALL_BATCH = 256
+_LARGE_BATCH = 1000
 
 
 @dataclass
