@@ -548,6 +548,9 @@ def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto,
     from onnx import helper
 
     a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+    for k, v in a.items():  # lists -> arrays once: each chunk takes its rows by a mask
+        if isinstance(v, list) and v and not isinstance(v[0], bytes):
+            a[k] = np.asarray(v)
     prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     trees = np.asarray(a["nodes_treeids"], dtype=np.int64)
     w_trees = np.asarray(a[f"{prefix}_treeids"], dtype=np.int64)
@@ -582,6 +585,8 @@ def _select(values: Any, keep: np.ndarray) -> Any:
     if isinstance(values, TensorProto):
         arr = numpy_helper.to_array(values)
         return numpy_helper.from_array(arr[keep] if arr.ndim else arr, values.name)
+    if isinstance(values, np.ndarray):
+        return values[keep].tolist()
     return [v for v, k in zip(values, keep, strict=True) if k]
 
 
