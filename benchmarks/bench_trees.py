@@ -163,6 +163,7 @@ def _fmt_time(s: float) -> str:
 
 
 def main() -> None:
+    global CHUNK
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="models with a tenth of the trees; rows 1, 100, 10,000")
@@ -172,6 +173,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--spin-off", action="store_true",
+                        help="also time each form with onnxruntime's thread spinning off (a"
+                             " session hook), as 'FORM, spin off'")
+    parser.add_argument("--chunk", type=int, default=CHUNK,
+                        help="rows per call on both sides for batches above it (default 50,000)")
     parser.add_argument("--provider", default="cpu",
                         help="'cuda': the GPU check (tensor forms on onnxruntime's CUDA provider"
                              " against xgboost device='cuda')")
@@ -179,6 +185,7 @@ def main() -> None:
     if args.provider != "cpu":
         gpu_main(args)
         return
+    CHUNK = args.chunk
     warnings.filterwarnings("ignore")
     os.environ["ONNXBRIDGE_THREADS"] = str(args.threads)  # m.run's intra-op threads
     import onnxbridge
@@ -189,7 +196,8 @@ def main() -> None:
              f"{', quick: a tenth of the trees' if args.quick else ''})", "",
              "onnxbridge `m.run` against the library's `predict_proba`, interleaved; ratio < 1:"
              " onnxbridge is faster. **auto** is the form `strategy=\"auto\"` picks for that"
-             " batch size on the CPU. Memory: peak RSS growth during the cell.", "",
+             " batch size on the CPU. Memory: peak RSS growth during the cell. Batches above"
+             f" {CHUNK:,} rows run as calls of {CHUNK:,} rows on both sides.", "",
              "| model | rows | strategy | onnxbridge | native | ratio | peak MiB (onnx / native) |",
              "|---|---:|---|---:|---:|---:|---:|"]
     conv_lines = ["", "| model | trees | max depth | to_onnx (s) | rewrite (s) |",
@@ -212,14 +220,20 @@ def main() -> None:
                                   f" {time.perf_counter() - start:.2f} |"
                                   f" {_rewrite_seconds(m):.2f} |")
             converted[form] = m
+            if args.spin_off:
+                quiet = onnxbridge.to_onnx(model, sample, strategy=form, verify=False)
+                quiet.add_session_hook(_spin_off)
+                converted[f"{form}, spin off"] = quiet
         for rows in rows_list:
             autos = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
                                        verify=False).metadata["onnxbridge.trees.strategy"]
             runners: dict[str, Callable[[np.ndarray], Any]] = {
                 "native": _native(name, model, args.threads)}
             for form, m in converted.items():
-                if _intermediate_bytes(form, *shape, rows) > MEMORY_CAP or (
-                        rows > CHUNK and form not in ("tree_ensemble", autos, "oblivious")):
+                base = form.split(",")[0]
+                if _intermediate_bytes(base, *shape, rows) > MEMORY_CAP or (
+                        rows > CHUNK and base not in ("tree_ensemble", "tree_ensemble_chunked",
+                                                      autos, "oblivious")):
                     continue
                 runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
             rounds = args.rounds or (5 if rows <= 10_000 else 1)
@@ -271,7 +285,8 @@ def gpu_main(args: argparse.Namespace) -> None:
             for form in forms:
                 m = onnxbridge.to_onnx(model, sample, strategy=form, verify=False,
                                        provider_hint=args.provider, batch_size_hint=rows)
-                assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node), form
+                if form != "auto" or "cpu" not in args.provider.lower():  # (a CPU dry run)
+                    assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node), form
                 used = m.session(args.provider).get_providers()
                 if not used or ("CPU" in used[0] and "cpu" not in args.provider.lower()):
                     notes.append(f"{name} {form}: no GPU provider ({used})")
@@ -287,6 +302,11 @@ def gpu_main(args: argparse.Namespace) -> None:
                              f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
                 print(lines[-1], flush=True)
     report("\n".join([*lines, "", *notes]), args.out)
+
+
+def _spin_off(options: Any) -> None:
+    """Session hook: onnxruntime's pool threads sleep instead of spinning between tasks."""
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
 def _n_trees(model: Any) -> int:
@@ -307,11 +327,15 @@ def _rewrite_seconds(m: Any) -> float:
     """Seconds to rewrite the TreeEnsemble graph as the perfect-traversal form."""
     import copy
 
-    from onnxbridge.plugins._trees import apply_strategy
+    from onnxbridge.plugins._trees import TreeForm, apply_strategy
 
     proto = copy.deepcopy(m.proto)
     start = time.perf_counter()
-    apply_strategy(proto, "perfect_tree_traversal")
+    try:
+        apply_strategy(proto, "perfect_tree_traversal")
+    except TreeForm:  # too deep to pad: the unpadded traversal form
+        start = time.perf_counter()
+        apply_strategy(copy.deepcopy(m.proto), "tree_traversal")
     return time.perf_counter() - start
 
 

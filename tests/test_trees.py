@@ -173,6 +173,34 @@ def test_oblivious_form_for_catboost(task: str) -> None:
     assert not any(op.startswith("TreeEnsemble") for op in ops)
 
 
+@pytest.mark.parametrize(("depth", "task"), [(8, "binary"), (10, "regression"),
+                                            (9, "multiclass")])
+def test_oblivious_form_deep_catboost(depth: int, task: str) -> None:
+    """Depth 8 is the last the uint8 bit weights hold; deeper trees weigh bits in float32."""
+    X, y = _data(task, nan=True, seed=depth)
+    X, y = np.concatenate([X, X + 0.125]), np.concatenate([y, y])  # enough rows for every level
+    cls = catboost.CatBoostRegressor if task == "regression" else catboost.CatBoostClassifier
+    model = cls(iterations=6, depth=depth, verbose=0, allow_writing_files=False,
+                thread_count=1, random_seed=0).fit(X, y)
+    m = _check(model, X, "oblivious", task != "regression")
+    uses_bytes = any(n.op_type == "MatMulInteger" for n in m.proto.graph.node)
+    assert uses_bytes == (depth <= 8)
+
+
+def test_oblivious_form_for_a_gpu_uses_float_bits() -> None:
+    """For a GPU provider the bits are weighed in float32 (onnxruntime's CUDA MatMulInteger
+    takes int8 only); the graph runs here on the CPU and still matches CatBoost."""
+    model, X, _ = _model("catboost", "binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = onnxbridge.to_onnx(model, X[:50], strategy="oblivious", provider_hint="cuda",
+                               verify=False)
+    assert not any(n.op_type == "MatMulInteger" for n in m.proto.graph.node)
+    label, proba = m.run(X, providers="cpu")
+    np.testing.assert_array_equal(label, model.predict(X).reshape(-1))
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
 def test_oblivious_refuses_ordinary_trees() -> None:
     model, X, _ = _model("xgboost", "binary")
     with pytest.raises(UnsupportedModelError, match="symmetric"):
@@ -214,7 +242,13 @@ def test_auto_records_its_choice() -> None:
     assert one.metadata["onnxbridge.trees.strategy"] == "tree_ensemble"
     assert any(n.op_type == "TreeEnsembleClassifier" for n in one.proto.graph.node)
     small = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=64)
-    assert small.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"
+    assert small.metadata["onnxbridge.trees.strategy"] == "tree_ensemble"
+    large = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", batch_size_hint=10_000)
+    assert large.metadata["onnxbridge.trees.strategy"] == "tree_ensemble_chunked"
+    assert "parallel over rows" in large.metadata["onnxbridge.trees.reason"]
+    label, proba = large.run(Xx)
+    np.testing.assert_array_equal(label, xgb.predict(Xx))
+    np.testing.assert_allclose(proba, xgb.predict_proba(Xx), rtol=1e-5, atol=1e-6)
     gpu = onnxbridge.to_onnx(xgb, Xx[:20], strategy="auto", provider_hint="cuda")
     assert gpu.metadata["onnxbridge.trees.provider"] == "CUDAExecutionProvider"
     assert gpu.metadata["onnxbridge.trees.strategy"] == "perfect_tree_traversal"

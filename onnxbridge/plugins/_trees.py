@@ -51,7 +51,11 @@ STRATEGIES = ("tree_ensemble", "tree_ensemble_chunked", "gemm", "tree_traversal"
 _TREE_OPS = ("TreeEnsembleRegressor", "TreeEnsembleClassifier")
 _MAX_PADDED = 1 << 22  # leaves of all padded trees (perfect traversal, oblivious)
 _MIN_OPSET = 13
-_CHUNK_TREES = 64
+# Trees per TreeEnsemble node in tree_ensemble_chunked: with no more trees than pool threads,
+# onnxruntime splits the rows across its threads once per node (its "parallel by rows" branch)
+# instead of meeting at a barrier every 128 rows (its "parallel by trees" branch); measured
+# 1.4-1.9x faster from 20,000 rows on 2 threads (benchmarks/RESULTS.md).
+_CHUNK_TREES = 2
 
 
 class TreeForm(UnsupportedModelError):
@@ -76,6 +80,7 @@ class Ensemble:
     average: bool = False
     class_ids_used: tuple[int, ...] = ()
     weights_all_positive: bool = True
+    mirrored: bool = False         # binary classifier whose class 0 values are -class 1's
     labels: Any = None             # classifier labels (int64 array or list of bytes)
 
     @property
@@ -214,6 +219,10 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
         if where is None or cid >= n_out:
             raise TreeForm(f"leaf weight for tree {tr} node {nid} does not match a leaf")
         ens.values[where[0]][where[1], int(cid)] += val
+    if classifier and n_out == 2 and ens.class_ids_used == (0, 1) and ens.n_trees:
+        v = np.concatenate(ens.values)
+        ens.mirrored = bool((v[:, 0] == -v[:, 1]).all()) and (
+            len(ens.base) == 0 or (len(ens.base) == 2 and ens.base[0] == -ens.base[1]))
     return ens
 
 
@@ -221,8 +230,9 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
 class _Builder:
     """Nodes and initializers of one replacement subgraph, with unique names."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, gpu: bool = False) -> None:
         self.prefix = prefix
+        self.gpu = gpu  # the graph is for a GPU provider (picks kernels that it has)
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self._n = 0
@@ -285,15 +295,49 @@ def _sum_trees(b: _Builder, vals: str) -> str:
     return b.op("ReduceSum", [vals, b.const(np.array([0], np.int64))], keepdims=0)
 
 
+def _columns(ens: Ensemble) -> np.ndarray:
+    """The columns of leaf values a form computes: a classifier's scored classes (class 0
+    alone for XGBoost's binary form), only class 1 when class 0's values are its negation
+    (CatBoost's binary form; :func:`_unmirror` restores class 0), else every output."""
+    if ens.mirrored:
+        return np.array([1])
+    if ens.kind == "classifier" and ens.class_ids_used:
+        return np.arange(max(ens.class_ids_used) + 1)
+    return np.arange(ens.n_outputs)
+
+
+def _unmirror(b: _Builder, sums: str, ens: Ensemble) -> str:
+    """[N, 1] sums of class 1 -> [N, 2] with class 0 = -class 1 (exact: same order of sums)."""
+    if not ens.mirrored:
+        return sums
+    return b.op("Concat", [b.op("Neg", [sums]), sums], axis=1)
+
+
 def _leaf_values(b: _Builder, ens: Ensemble, leaves: np.ndarray, flat: str) -> str:
-    """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K]."""
+    """Sum over trees of ``leaves[flat]`` ([T, N] indices) as [N, K] (K: :func:`_columns`)."""
+    columns = _columns(ens)
+    if len(columns) == 1:  # one value per leaf: element-wise gather, summed by a MatMul
+        table = b.const(leaves[:, int(columns[0])].astype(ens.dtype), "leaves")
+        n_trees = ens.n_trees
+        flat = b.op("Reshape", [flat, b.const(np.array([-1], np.int64))])
+        vals = b.op("Reshape", [b.op("GatherElements", [table, flat], axis=0),
+                                b.const(np.array([n_trees, -1], np.int64))])       # [T, N]
+        return _sum_rows(b, vals, ens)
+    leaves = leaves[:, columns]
     return _sum_trees(b, b.op("Gather", [b.const(leaves.astype(ens.dtype), "leaves"), flat]))
+
+
+def _sum_rows(b: _Builder, vals: str, ens: Ensemble) -> str:
+    """[T, N] values -> [N, 1] sums over trees (a MatMul by ones: faster than ReduceSum)."""
+    ones = b.const(np.ones((1, ens.n_trees), dtype=ens.dtype))
+    return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])
 
 
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     _check_inf_thresholds(ens)
     xf, off = _features(b, x, ens)
-    n_trees, k = ens.n_trees, ens.n_outputs
+    n_trees, columns = ens.n_trees, _columns(ens)
+    k = len(columns)
     inner = [np.flatnonzero(f >= 0) for f in ens.feature]
     leaves = [np.flatnonzero(f < 0) for f in ens.feature]
     i_max = max(1, max(len(i) for i in inner))
@@ -321,7 +365,7 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
                 for i, went_left in path:
                     c_mat[t, j, ipos[i]] = 1 if went_left else -1
                 d_vec[t, j, 0] = sum(1 for _, went_left in path if went_left)
-                e_mat[t, :, j] = ens.values[t][node]
+                e_mat[t, :, j] = ens.values[t][node][columns]
                 continue
             stack.append((int(ens.left[t][node]), [*path, (node, True)]))
             stack.append((int(ens.right[t][node]), [*path, (node, False)]))
@@ -426,9 +470,11 @@ def _form_perfect(b: _Builder, x: str, ens: Ensemble) -> str:
 
 
 def oblivious_levels(ens: Ensemble) -> int | None:
-    """The common depth if every tree is symmetric (one split per level), else None."""
+    """The deepest tree's depth if every tree is symmetric (one split per level), else None.
+    Trees may differ in depth (CatBoost stops a tree early when no split helps): a shallower
+    tree's leaves fill its padded subtrees, so the bits of its missing levels do not matter."""
     depths = ens.depths()
-    if len(set(depths.tolist())) != 1 or int(depths[0]) == 0:
+    if not len(depths) or int(depths.max()) == 0:
         return None
     for t in range(ens.n_trees):
         level = [0]
@@ -440,7 +486,7 @@ def oblivious_levels(ens: Ensemble) -> int | None:
             level = [int(c) for n in level for c in (ens.left[t][n], ens.right[t][n])]
         if any(ens.feature[t][n] >= 0 for n in level):
             return None
-    return int(depths[0])
+    return int(depths.max())
 
 
 def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
@@ -451,42 +497,82 @@ def _form_oblivious(b: _Builder, x: str, ens: Ensemble) -> str:
     xf, off = _features(b, x, ens)
     _, cols, thr, leaves = _perfect(ens, off)
     n_trees = ens.n_trees
-    level_cols = np.stack([c[:, 0] for c in cols], axis=1)   # [T, D]
-    level_thr = np.stack([t[:, 0] for t in thr], axis=1)
-    g = b.op("Gather", [xf, b.const(level_cols.reshape(-1), "cols")], axis=0)   # [T*D, N]
-    # each level's bit, weighted by its place in the leaf index: 2^(D-1-d)
-    weights = (2.0 ** np.arange(depth - 1, -1, -1)).astype(np.float32)
-    bits = b.op("Where", [b.op("LessOrEqual", [g, b.const(level_thr.reshape(-1, 1), "thr")]),
-                          b.const(np.tile(weights, n_trees).reshape(-1, 1), "bitweights"),
-                          b.const(np.array(0, np.float32))])
+    level_cols = np.stack([c[:, 0] for c in cols], axis=1).reshape(-1)   # [T*D]
+    level_thr = np.stack([t[:, 0] for t in thr], axis=1).reshape(-1)
+    # Each distinct split once, feature by feature: a row of the features against a column of
+    # its thresholds (no copy of the features), then the bits in tree order.
+    keys = np.stack([level_cols.astype(np.float64), level_thr.astype(np.float64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    parts = []
+    zero = b.const(np.array([0], np.int64))
+    for f in np.unique(uniq[:, 0]).astype(np.int64):
+        mine = uniq[:, 0] == f
+        row = b.op("Slice", [xf, b.const(np.array([f], np.int64)),
+                             b.const(np.array([f + 1], np.int64)), zero])          # [1, N]
+        parts.append(b.op("LessOrEqual", [row, b.const(
+            uniq[mine, 1].astype(ens.dtype).reshape(-1, 1), "thr")]))
+    bits = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=0)          # [U, N]
+    # leaf index = sum_d bit_d * 2^(D-1-d): on a CPU up to depth 8, uint8 bits and weights into
+    # MatMulInteger's int32 (measured 1.7x faster than float32 and than int8); float32 (exact
+    # to 2^24) deeper and on GPUs (onnxruntime's CUDA MatMulInteger takes int8 only)
+    integer = depth <= 8 and not b.gpu
+    bits = b.op("Cast", [bits], to=2 if integer else 1)
+    bits = b.op("Gather", [bits, b.const(inverse.reshape(-1).astype(np.int64), "splits")],
+                axis=0)                                                          # [T*D, N]
     bits = b.op("Reshape", [bits, b.const(np.array([n_trees, depth, -1], np.int64))])
-    index = b.op("ReduceSum", [bits, b.const(np.array([1], np.int64))], keepdims=0)  # [T, N]
-    offsets = (np.arange(n_trees, dtype=np.float32) * 2 ** depth).reshape(-1, 1)
-    flat = b.op("Cast", [b.op("Add", [index, b.const(offsets)])], to=7)
+    powers = 2 ** np.arange(depth - 1, -1, -1).reshape(1, -1)
+    if integer:
+        weights = b.const(powers.astype(np.uint8), "bitweights")
+        index = b.op("MatMulInteger", [weights, bits])                              # [T, 1, N]
+    else:
+        weights = b.const(powers.astype(np.float32), "bitweights")
+        index = b.op("Cast", [b.op("MatMul", [weights, bits])], to=6)               # int32
+    index = b.op("Reshape", [index, b.const(np.array([n_trees, -1], np.int64))])
+    columns = _columns(ens)
+    if len(columns) == 1:
+        # one value per leaf: each tree's own leaves by an element-wise gather (no offsets;
+        # far faster than Gather's per-index copies), summed over trees by a MatMul
+        table = leaves[..., int(columns[0])].reshape(n_trees, -1).astype(ens.dtype)
+        vals = b.op("GatherElements", [b.const(table, "leaves"), index], axis=1)  # [T, N]
+        return _sum_rows(b, vals, ens)
+    offsets = (np.arange(n_trees, dtype=np.int32) * 2 ** depth).reshape(-1, 1)
+    flat = b.op("Add", [index, b.const(offsets)])
     return _leaf_values(b, ens, leaves.reshape(-1, ens.n_outputs), flat)
 
 
-def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto) -> str:
-    """The same TreeEnsemble attributes split by tree into regressors of raw sums."""
+def _form_chunked(b: _Builder, x: str, ens: Ensemble, node: onnx.NodeProto,
+                  chunk_trees: int = _CHUNK_TREES) -> str:
+    """The same TreeEnsemble attributes split into regressors of ``chunk_trees`` trees each
+    whose raw sums are added, with as many targets as classes scored (one for a binary
+    classifier: onnxruntime's one-target loops are faster than its per-class ones)."""
     from onnx import helper
 
     a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+    for k, v in a.items():  # lists -> arrays once: each chunk takes its rows by a mask
+        if isinstance(v, list) and v and not isinstance(v[0], bytes):
+            a[k] = np.asarray(v)
     prefix = "class" if node.op_type == "TreeEnsembleClassifier" else "target"
     trees = np.asarray(a["nodes_treeids"], dtype=np.int64)
     w_trees = np.asarray(a[f"{prefix}_treeids"], dtype=np.int64)
     uniq = np.unique(trees)
-    chunks = [uniq[i: i + _CHUNK_TREES] for i in range(0, len(uniq), _CHUNK_TREES)]
+    chunks = [uniq[i: i + chunk_trees] for i in range(0, len(uniq), chunk_trees)]
+    columns = _columns(ens)
+    w_ids = np.asarray(a[f"{prefix}_ids"], dtype=np.int64)
+    scored = np.isin(w_ids, columns)
+    renumber = np.full(max(int(w_ids.max(initial=0)), int(columns.max())) + 1, -1, np.int64)
+    renumber[columns] = np.arange(len(columns))
     node_keys = [k for k in a if k.startswith("nodes_")]
     parts = []
     for chunk in chunks:
         keep = np.isin(trees, chunk)
-        w_keep = np.isin(w_trees, chunk)
+        w_keep = np.isin(w_trees, chunk) & scored
         attrs: dict[str, Any] = {}
         for k in node_keys:
             attrs[k] = _select(a[k], keep)
-        for src in ("treeids", "nodeids", "ids", "weights"):
+        for src in ("treeids", "nodeids", "weights"):
             attrs[f"target_{src}"] = _select(a[f"{prefix}_{src}"], w_keep)
-        attrs["n_targets"] = ens.n_outputs
+        attrs["target_ids"] = renumber[w_ids[w_keep]].tolist()
+        attrs["n_targets"] = len(columns)
         attrs["post_transform"] = "NONE"
         parts.append(b.op("TreeEnsembleRegressor", [x], hint="chunk", domain="ai.onnx.ml",
                           **attrs))
@@ -499,6 +585,8 @@ def _select(values: Any, keep: np.ndarray) -> Any:
     if isinstance(values, TensorProto):
         arr = numpy_helper.to_array(values)
         return numpy_helper.from_array(arr[keep] if arr.ndim else arr, values.name)
+    if isinstance(values, np.ndarray):
+        return values[keep].tolist()
     return [v for v, k in zip(values, keep, strict=True) if k]
 
 
@@ -590,16 +678,24 @@ def _input_dtype(graph: onnx.GraphProto, name: str) -> int:
     return 1
 
 
+def _is_gpu(provider: str) -> bool:
+    return any(k in provider for k in ("CUDA", "Tensorrt", "ROCM", "Dml", "CoreML"))
+
+
 def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tuple[str, str]:
     """The form ``auto`` picks for this ensemble, provider and batch size, and why.
 
-    Measured on a 2-core CPU (benchmarks/bench_trees.py): the TreeEnsemble operator is fastest
-    for one row and for large batches of ordinary trees; symmetric trees are fastest as the
-    oblivious form from a few rows up; shallow trees at small batches walk fastest padded to
-    perfect trees. On a GPU (no TreeEnsemble kernel) Hummingbird's rule of thumb applies:
-    GEMM for shallow trees, perfect traversal up to depth 10, plain traversal deeper.
+    Measured on a 2-core CPU (benchmarks/bench_trees.py, benchmarks/RESULTS.md): symmetric
+    trees are fastest as the oblivious form from a few rows up (3.3x CatBoost's own time at
+    10,000 and 1,000,000 rows, against 25-39x for the TreeEnsemble operator); ordinary trees in
+    batches of 1,000 rows or more run fastest as TreeEnsemble nodes of 2 trees
+    (``tree_ensemble_chunked``: 1.4-1.9x faster than the single operator from 20,000 rows,
+    equal at 1,000); one row and small batches, the single TreeEnsemble operator (the padded
+    tensor forms lost to it at 100 rows in both sessions' runs). On a GPU (no TreeEnsemble
+    kernel) Hummingbird's rule of thumb applies: GEMM for shallow trees, perfect traversal up
+    to depth 10, plain traversal deeper.
     """
-    gpu = any(k in provider for k in ("CUDA", "Tensorrt", "ROCM", "Dml", "CoreML"))
+    gpu = _is_gpu(provider)
     depth = int(ens.depths().max()) if ens.n_trees else 0
     symmetric = oblivious_levels(ens) is not None
     rows = "unknown" if batch_size is None else str(batch_size)
@@ -614,12 +710,14 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
         return "tree_traversal", f"depth {depth} > 10, {where}"
     if symmetric and batch_size != 1:
         return "oblivious", f"symmetric trees, {where}"
-    if batch_size is not None and 1 < batch_size <= _SMALL_BATCH and depth <= 8:
-        return "perfect_tree_traversal", f"depth {depth} <= 8, {where}"
+    if batch_size is not None and batch_size >= _LARGE_BATCH and ens.n_trees > _CHUNK_TREES:
+        return ("tree_ensemble_chunked",
+                f"{ens.n_trees} trees in nodes of {_CHUNK_TREES} (parallel over rows),"
+                f" batch {rows} >= {_LARGE_BATCH:,} on {provider}")
     return "tree_ensemble", f"{ens.n_trees} trees of depth <= {depth}, {where}"
 
 
-_SMALL_BATCH = 256
+_LARGE_BATCH = 1000
 
 
 @dataclass
@@ -675,7 +773,7 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
             if form == "tree_ensemble":
                 new_nodes.append(node)
             else:
-                b = _Builder(f"{node.name or 'trees'}_{form}_")
+                b = _Builder(f"{node.name or 'trees'}_{form}_", gpu=_is_gpu(provider))
                 x = node.input[0]
                 if elem not in (TensorProto.FLOAT, TensorProto.DOUBLE):
                     x = b.op("Cast", [x], to=TensorProto.FLOAT)
@@ -683,6 +781,7 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
                     sums = _form_chunked(b, x, ens, node)
                 else:
                     sums = _FORMS[form](b, x, ens)
+                sums = _unmirror(b, sums, ens)
                 _finish(b, sums, ens, node)
                 new_nodes.extend(b.nodes)
                 graph.initializer.extend(b.inits)
