@@ -13,6 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+# The cross-process cache of onnxruntime's accepted versions (runtime/compat.py) stays off in
+# tests (and in their child processes): each test sees onnxruntime's own answers; the tests of
+# the cache set a file of their own.
+os.environ["ONNXBRIDGE_RUNTIME_CACHE"] = "off"
+
 from onnxbridge import registry
 
 

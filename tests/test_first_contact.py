@@ -371,8 +371,8 @@ onnxruntime.InferenceSession.__init__ = counting_session
 onnx.checker.check_model = counting_check
 import onnxbridge
 m = onnxbridge.load(sys.argv[1])
-# load's one version probe (a one-node model with the model's IR version and opsets), no checker
-assert len(made) == 1 and not checked, ("load itself", made, checked)
+# at most load's one version probe (a one-node model with the model's versions), no checker
+assert len(made) <= 1 and not checked, ("load itself", made, checked)
 y = m.run(np.array([[1.0, 2.0, 3.0]], np.float32))
 assert np.allclose(y, [[1.0, 4.0, 9.0]]), y
 print(len(made), len(checked))
@@ -387,10 +387,18 @@ def test_first_load_and_run_make_one_session_and_run_no_checker(
     the tiny version probe (so that load refuses a model too new for onnxruntime) and the
     model's own session, no CPU probe and no checker."""
     path = OnnxModel(scale_model).save(tmp_path / "m.onnx")
-    done = subprocess.run([sys.executable, "-c", COUNT_FIRST_CALL, str(path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2", "0"], done.stdout  # sessions made, checker runs
+    cache = tmp_path / "cache" / "runtime-accepts.json"
+    env = {**os.environ, "ONNXBRIDGE_RUNTIME_CACHE": str(cache)}
+    counts = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", COUNT_FIRST_CALL, str(path)],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        counts.append(done.stdout.split())  # sessions made, checker runs
+    # The first process probes the versions once; the next one finds them in the cache file.
+    assert counts == [["2", "0"], ["1", "0"]], counts
+    version = scale_model.opset_import[0].version
+    assert f"ir{scale_model.ir_version} ai.onnx:{version}" in cache.read_text()
 
 
 def test_checker_findings_are_worked_out_on_demand(tmp_path: Path) -> None:

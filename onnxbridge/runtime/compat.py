@@ -1,7 +1,16 @@
-"""What the installed onnxruntime can load: IR version and opsets, measured with tiny models."""
+"""What the installed onnxruntime can load: IR version and opsets, measured with tiny models.
+
+A version set onnxruntime accepted is remembered per onnxruntime build in a small JSON file
+(``ONNXBRIDGE_RUNTIME_CACHE``: a file path, or ``off``; default
+``~/.cache/onnxbridge/runtime-accepts.json``), so a fresh process loading a model with the same
+versions makes no probe session. A wrong or stale entry costs nothing but the early message:
+the model's own session still refuses it, with the same explanation.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +40,72 @@ def _accepts(opset: int, ir_version: int, domain: str) -> bool:
 _ACCEPTED: dict[tuple[int, tuple[tuple[str, int], ...]], bool] = {}
 
 
+ENV_RUNTIME_CACHE = "ONNXBRIDGE_RUNTIME_CACHE"
+
+
+def _disk_cache() -> tuple[str, str] | None:
+    """(file, this onnxruntime build's key) of the cross-process cache, or None when it is off."""
+    where = os.environ.get(ENV_RUNTIME_CACHE)
+    if where is not None and where.strip().lower() in ("", "0", "off", "no", "false"):
+        return None
+    path = where or os.path.join(os.path.expanduser("~"), ".cache", "onnxbridge",
+                                 "runtime-accepts.json")
+    onnxruntime = ort()
+    build = f"{loaded_package() or 'onnxruntime'} {onnxruntime.__version__}" \
+            f" {os.path.dirname(os.path.abspath(onnxruntime.__file__))}"
+    return path, build
+
+
+def _disk_read() -> dict[str, list[str]]:
+    where = _disk_cache()
+    if where is None:
+        return {}
+    try:
+        with open(where[0], encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _disk_knows(text: str) -> bool:
+    where = _disk_cache()
+    entry = _disk_read().get(where[1], []) if where else []
+    return isinstance(entry, list) and text in entry
+
+
+def _disk_remember(text: str) -> None:
+    """Add an accepted version set (best effort: a read-only home only loses the shortcut)."""
+    where = _disk_cache()
+    if where is None:
+        return
+    path, build = where
+    data = _disk_read()
+    entry = data.get(build)
+    entry = list(entry) if isinstance(entry, list) else []
+    if text in entry:
+        return
+    data[build] = sorted({*entry, text})[-256:]
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def _accepts_versions(ir_version: int, opsets: dict[str, int]) -> bool:
-    """Whether onnxruntime loads a one-node model with this IR version and these opsets (cached)."""
+    """Whether onnxruntime loads a one-node model with this IR version and these opsets (cached
+    in this process, and on disk for the answers that were yes)."""
     key = (ir_version, tuple(sorted(opsets.items())))
     if key in _ACCEPTED:
         return _ACCEPTED[key]
+    text = f"ir{ir_version} " + " ".join(f"{d or 'ai.onnx'}:{v}" for d, v in key[1])
+    if _disk_knows(text):
+        _ACCEPTED[key] = True
+        return True
     onnxruntime = ort()
     from onnx import TensorProto, helper
 
@@ -64,6 +134,7 @@ def _accepts_versions(ir_version: int, opsets: dict[str, int]) -> bool:
         _ACCEPTED[key] = False  # onnxruntime's own refusal: the same answer every time
         return False
     _ACCEPTED[key] = True
+    _disk_remember(text)
     return True
 
 
