@@ -162,6 +162,18 @@ def _refuse_path_as_model(model: Any, exc: Exception) -> None:
     """No converter takes a string: a file name given as the model gets the way to convert it."""
     if isinstance(model, (str, bytes, os.PathLike)):
         shown = os.fspath(model) if isinstance(model, os.PathLike) else model
+        from pathlib import Path
+
+        from onnxbridge._sources import is_saved_model
+
+        if not isinstance(shown, bytes) and is_saved_model(Path(shown)):
+            raise ConverterNotFoundError(
+                f"the model is the path of a TensorFlow SavedModel folder ({shown!r:.80}): load"
+                " it first with tf.saved_model.load(path) (it restores the model's graph"
+                " functions: only folders you trust) and pass what it returns, or convert it"
+                " from the command line: onnxbridge convert FOLDER --trust --sample x.npy"
+                " -o model.onnx"
+            ) from exc
         raise ConverterNotFoundError(
             f"the model is a {type(model).__name__} ({shown!r:.80}), not a trained model object:"
             " load it with its framework first (joblib.load, torch.jit.load, xgboost.Booster(...)),"

@@ -13,6 +13,8 @@ caller:
   torch operators (no ``torch.save``, no ``os.system`` reached through ``torch.os``); compiled
   AOTInductor members (shared libraries) are refused.
 - skops files load only with the types skops trusts by default.
+- a TensorFlow SavedModel folder needs ``trust``: ``tf.saved_model.load`` restores graph
+  functions that can read and write files when they run.
 - XGBoost (.json/.ubj), LightGBM (.txt) and CatBoost (.cbm) files are parsed first in a child
   process, checked (tree children and features in range) and run once on the sample there, so
   a file that crashes the native parser becomes a ``LoadError`` naming it.
@@ -60,6 +62,8 @@ def load_source_model(path: str | os.PathLike[str], *, trust: bool = False,
     """
     p = Path(path)
     label = repr(str(path))
+    if p.is_dir():
+        return _load_saved_model(p, label, trust)
     suffix = p.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         if not trust:
@@ -113,6 +117,35 @@ def load_source_model(path: str | os.PathLike[str], *, trust: bool = False,
         f"cannot tell what kind of model {label} is from its suffix; use .pt2 (torch.export),"
         " .skops, .json/.ubj (XGBoost), .txt (LightGBM), .cbm (CatBoost), or with --trust"
         " .pt/.pth (TorchScript) and .pkl/.joblib", str(path))
+
+
+def is_saved_model(p: Path) -> bool:
+    """A TensorFlow SavedModel folder (saved_model.pb or .pbtxt at its top)."""
+    return p.is_dir() and any((p / name).is_file()
+                              for name in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+def _load_saved_model(p: Path, label: str, trust: bool) -> Any:
+    """A TensorFlow SavedModel folder, through tf.saved_model.load, only with ``trust``."""
+    if not is_saved_model(p):
+        raise LoadError(
+            f"{label} is a folder, not a model file; the folders onnxbridge converts are"
+            " TensorFlow SavedModels (saved_model.pb at the top), and this one has none", str(p))
+    if not trust:
+        raise LoadError(
+            f"{label} is a TensorFlow SavedModel: loading it restores its TensorFlow graph"
+            " functions, which can read and write files when they run; pass --trust if you"
+            " trust its origin", str(p))
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise LoadError(f"{label} is a TensorFlow SavedModel and TensorFlow is not installed:"
+                        " pip install 'onnxbridge[tensorflow]'", str(p)) from exc
+    try:
+        return tf.saved_model.load(str(p))
+    except Exception as exc:  # TensorFlow's own reasons (a corrupt or partial folder)
+        raise LoadError(f"cannot load the TensorFlow SavedModel {label}:"
+                        f" {type(exc).__name__}: {exc}", str(p)) from exc
 
 
 def _read(p: Path) -> bytes:

@@ -716,7 +716,8 @@ def _parser() -> argparse.ArgumentParser:
         "code when loaded, so they need --trust (see docs/security.md).\n"
         "Samples: .npy, .npz (several named inputs), .csv or .parquet (a DataFrame).",
     )
-    convert.add_argument("source", help="the trained model file")
+    convert.add_argument("source", help="the trained model file (or a TensorFlow SavedModel"
+                         " folder, with --trust)")
     convert.add_argument("--sample", "-s", required=True, help="inputs the model predicts on")
     convert.add_argument("--output", "-o", required=True, help="where to write the .onnx file")
     convert.add_argument("--opset", type=int, help="ONNX opset (default: newest both sides support)")

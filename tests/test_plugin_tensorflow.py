@@ -175,6 +175,31 @@ def test_saved_model_folder_by_call_and_by_signature(tmp_path: Path) -> None:
     np.testing.assert_allclose(by_signature.run(features=x), want, rtol=1e-5, atol=1e-6)
 
 
+def test_saved_model_folder_from_the_command_line_with_trust(tmp_path: Path) -> None:
+    from onnxbridge.cli import main
+
+    class Served(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = _var(3, 2, seed=17)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="features")])
+        def __call__(self, features: Any) -> Any:
+            return {"logits": tf.nn.relu(features @ self.w)}
+
+    original = Served()
+    folder = tmp_path / "served"
+    tf.saved_model.save(original, str(folder), signatures=original.__call__.get_concrete_function())
+    np.save(tmp_path / "x.npy", _x(1, 3))
+    out = tmp_path / "served.onnx"
+    args = ["convert", str(folder), "-s", str(tmp_path / "x.npy"), "-o", str(out)]
+    assert main(args) != 0 and not out.exists()  # a SavedModel runs graph code: --trust first
+    assert main([*args, "--trust"]) == 0
+    x = _x(6, 3)
+    want = np.maximum(x @ original.w.numpy(), 0)
+    np.testing.assert_allclose(onnxbridge.load(out).run(x), want, rtol=1e-5, atol=1e-6)
+
+
 def test_fixed_batch_when_asked() -> None:
     m = onnxbridge.to_onnx(Dense(), _x(2, 8), dynamic_batch=False)
     assert m.inputs[0].shape == (2, 8) and m.parity.passed

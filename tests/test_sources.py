@@ -358,3 +358,31 @@ def test_text_in_tree_files_is_data(trees: Path, tmp_path: Path) -> None:
     booster.save_model(str(tmp_path / "m.json"))
     model = load_source_model(tmp_path / "m.json", sample=np.load(trees / "x.npy"))
     assert model.attr("note").startswith("__import__") and not marker.exists()
+
+
+def test_a_saved_model_folder_needs_trust_and_other_folders_are_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A SavedModel restores TensorFlow graph functions (which can read and write files): the
+    CLI loads one only with --trust, before TensorFlow is imported; a folder without
+    saved_model.pb is named as such; to_onnx(folder) says how to load it. (A real SavedModel
+    converting with --trust: tests/test_plugin_tensorflow.py, in `nox -s frameworks`.)"""
+    import onnxbridge
+    from onnxbridge import ConverterNotFoundError
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01")
+    np.save(tmp_path / "x.npy", np.ones((1, 3), np.float32))
+    args = ["-s", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.onnx")]
+    assert main(["convert", str(folder), *args]) != 0
+    err = capsys.readouterr().err
+    assert "is a TensorFlow SavedModel" in err and "--trust" in err, err
+    assert "tensorflow" not in sys.modules or os.environ.get("ONNXBRIDGE_REQUIRE_FRAMEWORKS")
+    assert not (tmp_path / "o.onnx").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(LoadError, match="is a folder, not a model file.*has none"):
+        load_source_model(plain, trust=True)
+    with pytest.raises(ConverterNotFoundError, match=r"TensorFlow SavedModel folder.*"
+                                                     r"tf\.saved_model\.load\(path\).*--trust"):
+        onnxbridge.to_onnx(str(folder), np.ones((1, 3), np.float32))
