@@ -108,13 +108,15 @@ def test_one_model_load_per_worker_process(spark: Any) -> None:
     assert len(cloudpickle.dumps(fn)) < 2000  # the bytes go by broadcast, not inside each task
 
     def with_stats(batches: Iterator[Any]) -> Iterator[Any]:
+        import uuid  # id(batch) repeats once a batch is freed: not a batch's identity
+
         for batch in fn(batches):
             stats = _scale.worker_stats()
             n = batch.num_rows
             yield pa.RecordBatch.from_arrays(
                 [pa.array([stats["pid"]] * n, pa.int64()),
                  pa.array([stats["loads"].get(fn.key, 0)] * n, pa.int64()),
-                 pa.array([id(batch)] * n, pa.int64())],
+                 pa.array([uuid.uuid4().int >> 65] * n, pa.int64())],  # one id per batch
                 names=["pid", "loads", "batch"],
             )
 
