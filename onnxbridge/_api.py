@@ -575,9 +575,11 @@ def load(
     proto, folder = load_proto(source, base_dir=base_dir, max_bytes=max_bytes)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     if check_runtime:
+        from onnxbridge.runtime import runtime_installed
         from onnxbridge.runtime.compat import check_compatible
 
-        check_compatible(proto, f"model {label!r}" if label else "this model")
+        if runtime_installed():  # without onnxruntime, run() says what to install
+            check_compatible(proto, f"model {label!r}" if label else "this model")
     model_class = OnnxModel
     if any(p.key == "onnxbridge.task" and p.value == "text-generation"
            for p in proto.metadata_props):

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from torch import Tensor
 
 from onnxbridge.errors import ConversionError, ParityError, UnsupportedOperatorError
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OnnxTorchModule", "SUPPORTED_OPERATORS", "to_torch"]
 
-Tensor = torch.Tensor
 Attrs = dict[str, Any]
 Op = Callable[["_Ctx", list[Any], Attrs], Any]
 

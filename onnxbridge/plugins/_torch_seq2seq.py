@@ -74,7 +74,7 @@ class EncoderWithCross(torch.nn.Module):
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = args[0]
         mask = args[1] if self.masked else None
-        encoder = self.model.get_encoder()  # type: ignore[operator]
+        encoder = self.model.get_encoder()  # type: ignore[operator, unused-ignore]
         kwargs: dict[str, Any] = {self.feature_name: features}
         if mask is not None:
             kwargs["attention_mask"] = mask
