@@ -28,6 +28,15 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _next_tokens(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int | None,
+                 top_p: float | None, rng: Any) -> np.ndarray:
+    """One token per row: the most likely (greedy), or drawn from the filtered distribution."""
+    if not do_sample:
+        return logits.argmax(axis=-1)
+    probs = _softmax(_filter_logits(logits / temperature, top_k, top_p))
+    return np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
+
+
 def _filter_logits(logits: np.ndarray, top_k: int | None, top_p: float | None) -> np.ndarray:
     """Logits with everything outside the top k and the top-p nucleus set to -inf."""
     out = logits.astype(np.float64, copy=True)
@@ -217,11 +226,7 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
     finished = np.zeros(batch, dtype=bool)
     eos = np.array(sorted(eos_set), dtype=np.int64)
     for step in range(max_new_tokens):
-        if do_sample:
-            probs = _softmax(_filter_logits(logits / temperature, top_k, top_p))
-            nxt = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
-        else:
-            nxt = logits.argmax(axis=-1)
+        nxt = _next_tokens(logits, do_sample, temperature, top_k, top_p, rng)
         if finished.any():
             nxt = np.where(finished, pad, nxt)
         out[:, prompt + step] = nxt
@@ -448,11 +453,8 @@ class Seq2SeqModel(OnnxModel):
                 nxt = np.full(batch, int(forced_bos), dtype=np.int64)
             elif forced_eos is not None and cur == max_length - 1:
                 nxt = np.full(batch, int(forced_eos), dtype=np.int64)
-            elif do_sample:
-                probs = _softmax(_filter_logits(logits / temperature, top_k, top_p))
-                nxt = np.array([rng.choice(probs.shape[-1], p=row) for row in probs])
             else:
-                nxt = logits.argmax(axis=-1)
+                nxt = _next_tokens(logits, do_sample, temperature, top_k, top_p, rng)
             nxt = np.where(finished, pad, nxt).astype(np.int64)
             out = np.concatenate([out, nxt[:, None]], axis=1)
             if eos_set:

@@ -76,6 +76,15 @@ def _call_arg(arrays: list[Any], names: list[str], form: str) -> Any:
     return arrays[0]
 
 
+def _tensor_specs(arrays: list[Any], names: list[str], dynamic_batch: bool) -> list[Any]:
+    """The traced signature: one tf.TensorSpec per input, its first axis unknown when dynamic."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None, *a.shape[1:]) if dynamic_batch else tuple(a.shape),
+                          tf.as_dtype(a.dtype), name=n)
+            for a, n in zip(arrays, names, strict=True)]
+
+
 def _output_names(outputs: Any) -> list[str]:
     if isinstance(outputs, Mapping):
         return [str(k) for k in sorted(outputs)]  # tf.nest flattens dicts in sorted key order
@@ -130,11 +139,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         ) from exc
     output_names = _output_names(first)
 
-    def shape(a: Any) -> tuple[int | None, ...]:
-        return (None, *a.shape[1:]) if options.dynamic_batch else tuple(a.shape)
-
-    signature = [tf.TensorSpec(shape(a), tf.as_dtype(a.dtype), name=n)
-                 for a, n in zip(arrays, names, strict=True)]
+    signature = _tensor_specs(arrays, names, options.dynamic_batch)
 
     def forward(*xs: Any) -> Any:
         out = model(_call_arg(list(xs), names, form), training=False)

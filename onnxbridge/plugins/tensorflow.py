@@ -100,6 +100,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         _output_names,
         _rename_outputs,
         _stable_names,
+        _tensor_specs,
         _unsupported,
     )
 
@@ -125,11 +126,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         ) from exc
     output_names = _output_names(first)
 
-    def shape(a: Any) -> tuple[int | None, ...]:
-        return (None, *a.shape[1:]) if options.dynamic_batch else tuple(a.shape)
-
-    signature = [tf.TensorSpec(shape(a), tf.as_dtype(a.dtype), name=n)
-                 for a, n in zip(arrays, names, strict=True)]
+    signature = _tensor_specs(arrays, names, options.dynamic_batch)
 
     def forward(*xs: Any) -> Any:
         return tf.nest.flatten(call(list(xs)))
