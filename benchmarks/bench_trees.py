@@ -254,9 +254,6 @@ def gpu_main(args: argparse.Namespace) -> None:
     """Tensor forms on a GPU provider: equal to the CPU TreeEnsemble, timed against XGBoost on
     the GPU. Writes one table; a library that is not installed is skipped and said so."""
     warnings.filterwarnings("ignore")
-    import onnxbridge
-
-    rows_list = [int(r) for r in (args.rows or "1,100,10000,100000").split(",")]
     lines = [f"### Tree forms on {args.provider} (anchor: xgboost device='cuda')", "",
              "| model | rows | strategy | onnxbridge | anchor | ratio | max abs diff vs CPU |",
              "|---|---:|---|---:|---:|---:|---:|"]
@@ -267,41 +264,55 @@ def gpu_main(args: argparse.Namespace) -> None:
         except ImportError as exc:
             notes.append(f"{name} skipped: {exc}")
             continue
-        sample = next(_chunks(200, 3))
-        cpu = onnxbridge.to_onnx(model, sample, verify=False)
-        if name.startswith("xgb"):
-            gpu_model = _train(name, args.threads, args.quick)
-            gpu_model.set_params(device="cuda")
-            anchor: Callable[[np.ndarray], Any] = gpu_model.predict_proba
-        else:
-            anchor = _native(name, model, args.threads)
-        forms = ["gemm", "tree_traversal", "perfect_tree_traversal", "auto"]
-        forms += ["oblivious"] if name.startswith("cb") else []
-        for rows in rows_list:
-            x = next(_chunks(rows, 5))
-            want = cpu.run(x, providers="cpu")[1]
-            runners: dict[str, Callable[[np.ndarray], Any]] = {"native": anchor}
-            diffs = {}
-            for form in forms:
-                m = onnxbridge.to_onnx(model, sample, strategy=form, verify=False,
-                                       provider_hint=args.provider, batch_size_hint=rows)
-                if form != "auto" or "cpu" not in args.provider.lower():  # (a CPU dry run)
-                    assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node), form
-                used = m.session(args.provider).get_providers()
-                if not used or ("CPU" in used[0] and "cpu" not in args.provider.lower()):
-                    notes.append(f"{name} {form}: no GPU provider ({used})")
-                    continue
-                label = f"{form} -> {m.metadata['onnxbridge.trees.strategy']}" \
-                    if form == "auto" else form
-                diffs[label] = float(np.abs(m.run(x, providers=args.provider)[1] - want).max())
-                runners[label] = (lambda mm: lambda v: mm.run(v, providers=args.provider))(m)
-            cell = _cell(runners, rows, args.rounds or 5)
-            nat_t = cell.pop("native")[0]
-            for label, (t, ratio, _) in cell.items():
-                lines.append(f"| {name} | {rows:,} | {label} | {_fmt_time(t)} |"
-                             f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
-                print(lines[-1], flush=True)
+        try:
+            _gpu_cells(name, model, args, lines, notes)
+        except Exception as exc:  # one model failing leaves the other's figures
+            import traceback
+
+            traceback.print_exc()
+            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
     report("\n".join([*lines, "", *notes]), args.out)
+
+
+def _gpu_cells(name: str, model: Any, args: argparse.Namespace, lines: list[str],
+               notes: list[str]) -> None:
+    import onnxbridge
+
+    rows_list = [int(r) for r in (args.rows or "1,100,10000,100000").split(",")]
+    sample = next(_chunks(200, 3))
+    cpu = onnxbridge.to_onnx(model, sample, verify=False)
+    if name.startswith("xgb"):
+        gpu_model = _train(name, args.threads, args.quick)
+        gpu_model.set_params(device="cuda")
+        anchor: Callable[[np.ndarray], Any] = gpu_model.predict_proba
+    else:
+        anchor = _native(name, model, args.threads)
+    forms = ["gemm", "tree_traversal", "perfect_tree_traversal", "auto"]
+    forms += ["oblivious"] if name.startswith("cb") else []
+    for rows in rows_list:
+        x = next(_chunks(rows, 5))
+        want = cpu.run(x, providers="cpu")[1]
+        runners: dict[str, Callable[[np.ndarray], Any]] = {"native": anchor}
+        diffs = {}
+        for form in forms:
+            m = onnxbridge.to_onnx(model, sample, strategy=form, verify=False,
+                                   provider_hint=args.provider, batch_size_hint=rows)
+            if form != "auto" or "cpu" not in args.provider.lower():  # (a CPU dry run)
+                assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node), form
+            used = m.session(args.provider).get_providers()
+            if not used or ("CPU" in used[0] and "cpu" not in args.provider.lower()):
+                notes.append(f"{name} {form}: no GPU provider ({used})")
+                continue
+            label = f"{form} -> {m.metadata['onnxbridge.trees.strategy']}" \
+                if form == "auto" else form
+            diffs[label] = float(np.abs(m.run(x, providers=args.provider)[1] - want).max())
+            runners[label] = (lambda mm: lambda v: mm.run(v, providers=args.provider))(m)
+        cell = _cell(runners, rows, args.rounds or 5)
+        nat_t = cell.pop("native")[0]
+        for label, (t, ratio, _) in cell.items():
+            lines.append(f"| {name} | {rows:,} | {label} | {_fmt_time(t)} |"
+                         f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
+            print(lines[-1], flush=True)
 
 
 def _spin_off(options: Any) -> None:

@@ -18,8 +18,9 @@ SITE=${SITE:-/tmp/site}
 name=$(cat .whlparts/NAME)
 mkdir -p "$PARTS" && cp .whlparts/part* "$PARTS"/   # this call's own part
 cat "$PARTS"/part* > "$PARTS/$name" || exit 1
-rm -rf "$SITE"
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$PARTS/$name" \
+rm -rf "$SITE" "$PARTS/wheels" && mkdir -p "$PARTS/wheels"
+tar -xf "$PARTS/$name" -C "$PARTS/wheels" || exit 1   # onnxruntime-gpu and prepare.sh's EXTRAS
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$PARTS"/wheels/*.whl \
   .whl/onnxbridge-*.whl || exit 1
 export PYTHONPATH=$SITE PYTHONUNBUFFERED=1
 {
