@@ -172,6 +172,19 @@ class GenerativeModel(OnnxModel):
             "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng)
 
 
+def _cache_device(session: Any) -> tuple[str, int]:
+    """Where the KV cache stays between steps: the device of the session's first provider.
+
+    On CUDA (and TensorRT, which runs on CUDA memory) the ``present.*`` outputs are bound to the
+    GPU and fed back as the next step's ``past_key_values.*`` without a trip through the host.
+    """
+    first = session.get_providers()[0]
+    if first in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        options = session.get_provider_options().get(first, {})
+        return "cuda", int(options.get("device_id", 0) or 0)
+    return "cpu", 0
+
+
 def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                        uses_positions: bool, eos_set: set[int], pad: int, do_sample: bool,
                        temperature: float, top_k: int | None, top_p: float | None,
@@ -194,6 +207,7 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
         return out
     masks = np.ones((batch, prompt + max_new_tokens), dtype=np.int64)
     masks[:, :prompt] = mask
+    device, device_id = _cache_device(session)
     binding = session.io_binding()
     for name in past_names:
         shape, elem = inputs[name].shape, inputs[name].type
@@ -202,7 +216,8 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
                              " compute in float32")
         dtype = np.float16 if "float16" in elem else np.float32
         empty = np.zeros((batch, int(shape[1]), 0, int(shape[3])), dtype=dtype)
-        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(empty))
+        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(
+            empty, device, device_id))
     binding.bind_cpu_input("input_ids", ids)
     binding.bind_cpu_input("attention_mask", np.ascontiguousarray(masks[:, :prompt]))
     if uses_positions:
@@ -210,7 +225,7 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
                                np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1))
     binding.bind_output("logits", "cpu")
     for name in present_names:
-        binding.bind_output(name, "cpu")
+        binding.bind_output(name, device, device_id)
     session.run_with_iobinding(binding)
     results = binding.get_outputs()
     first = results[0].numpy()
@@ -219,9 +234,6 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
     step_ids = np.empty((batch, 1), dtype=np.int64)
     position = mask.sum(axis=-1, keepdims=True).astype(np.int64)  # cumsum(mask) - 1, next token
     step_logits = np.empty((batch, 1, first.shape[-1]), dtype=first.dtype)
-    binding.bind_cpu_input("input_ids", step_ids)
-    if uses_positions:
-        binding.bind_cpu_input("position_ids", position)
     binding.bind_ortvalue_output("logits", onnxruntime.OrtValue.ortvalue_from_numpy(step_logits))
     finished = np.zeros(batch, dtype=bool)
     eos = np.array(sorted(eos_set), dtype=np.int64)
@@ -236,12 +248,17 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
             return out[:, :prompt + step + 1]
         step_ids[:, 0] = nxt
         total = prompt + step + 1
+        # bound again each step: on a GPU provider onnxruntime copies a host input to the device
+        # when it is bound, so an in-place change of the bound array would never reach it
+        binding.bind_cpu_input("input_ids", step_ids)
+        if uses_positions:
+            binding.bind_cpu_input("position_ids", position)
         binding.bind_cpu_input("attention_mask", masks[:, :total] if batch == 1
                                else np.ascontiguousarray(masks[:, :total]))
         for name, value in zip(past_names, results[1:], strict=True):
             binding.bind_ortvalue_input(name, value)
         for name in present_names:
-            binding.bind_output(name, "cpu")
+            binding.bind_output(name, device, device_id)
         session.run_with_iobinding(binding)
         results = binding.get_outputs()
         logits = step_logits[:, -1, :]
@@ -407,21 +424,23 @@ class Seq2SeqModel(OnnxModel):
         for name, value in enc_feeds.items():
             enc_binding.bind_cpu_input(name, np.ascontiguousarray(value))
         enc_names = [o.name for o in encoder.get_outputs()]
+        enc_device, enc_id = _cache_device(encoder)
         for name in enc_names:
-            enc_binding.bind_output(name, "cpu")
+            enc_binding.bind_output(name, enc_device, enc_id)
         encoder.run_with_iobinding(enc_binding)
         cross = dict(zip(enc_names, enc_binding.get_outputs(), strict=True))
 
         session = self.session(providers, threads=threads)
         inputs = {i.name: i for i in session.get_inputs()}
         present_names = [o.name for o in session.get_outputs()]
+        device, device_id = _cache_device(session)
         past: dict[str, Any] = {}
         for name, spec in inputs.items():
             if name.startswith("past_key_values.") and name.endswith((".decoder.key",
                                                                        ".decoder.value")):
                 dtype = np.float16 if "float16" in spec.type else np.float32
                 empty = np.zeros((batch, int(spec.shape[1]), 0, int(spec.shape[3])), dtype=dtype)
-                past[name] = onnxruntime.OrtValue.ortvalue_from_numpy(empty)
+                past[name] = onnxruntime.OrtValue.ortvalue_from_numpy(empty, device, device_id)
             elif name.startswith("past_key_values."):
                 past[name] = cross[name.replace("past_key_values.", "present.", 1)]
         mask = enc_feeds.get("attention_mask")
@@ -436,8 +455,9 @@ class Seq2SeqModel(OnnxModel):
                 binding.bind_cpu_input("encoder_attention_mask", np.ascontiguousarray(mask))
             for name, value in past.items():
                 binding.bind_ortvalue_input(name, value)
-            for name in present_names:
-                binding.bind_output(name, "cpu")
+            binding.bind_output(present_names[0], "cpu")  # the logits, read on the host
+            for name in present_names[1:]:
+                binding.bind_output(name, device, device_id)
             session.run_with_iobinding(binding)
             results = binding.get_outputs()
             logits = results[0].numpy()[:, -1, :]

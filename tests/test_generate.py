@@ -88,6 +88,31 @@ def test_greedy_matches_transformers_token_for_token_with_padding(
                           reference(model, ids, None, 4))
 
 
+def _cuda_ready() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers() and \
+        bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _cuda_ready(), reason="needs onnxruntime-gpu and a CUDA device")
+def test_greedy_on_cuda_keeps_the_cache_on_the_gpu_and_matches_transformers(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    """Run on a GPU machine by .ci/gpu/check.sh: the first H200 run found tokens going wrong
+    after the first new one (a host input bound once is copied to the device once)."""
+    from onnxbridge.generate import _cache_device
+
+    model, m = llama
+    torch.manual_seed(3)
+    ids = torch.randint(3, 128, (2, 5))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    assert _cache_device(m.session("cuda")) == ("cuda", 0)
+    got = m.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=None,
+                     providers="cuda")
+    assert np.array_equal(got, reference(model, ids, mask, 12))
+
+
 @pytest.mark.slow
 def test_eos_stops_a_row_and_pads_it(llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
     model, m = llama
