@@ -462,6 +462,14 @@ def test_the_plan_text_in_full() -> None:
     ]
     bare = plan_providers(["CPUExecutionProvider"], probes.__getitem__)
     assert "  (onnxruntime device discovery not available)" in str(bare).splitlines()
+    # onnxruntime 1.31's discovery lists only the CPU on a CUDA machine (seen on an H200): the
+    # GPU that the CUDA probe ran on is still said, TensorRT's failed probe adds nothing
+    cpu = HardwareDevice("CPUExecutionProvider", "CPU", "Intel", 0)
+    found = plan_providers(available, probes.__getitem__, devices=[cpu])
+    assert str(found).splitlines()[:3] == [
+        "hardware found:", "  CPU Intel (id 0) via CPUExecutionProvider",
+        "  GPU via CUDAExecutionProvider (its probe ran there; onnxruntime's discovery lists only"
+        " plugin providers' devices)"]
 
 
 def test_detect_reports_what_onnxruntime_discovers() -> None:

@@ -26,6 +26,11 @@ _PROCESS_DEFAULT: tuple[ProviderRequest, ...] | None = None
 _GENERATION = 0
 
 
+_GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider",
+                            "ROCMExecutionProvider", "MIGraphXExecutionProvider",
+                            "DmlExecutionProvider"})
+
+
 @dataclass
 class ProviderPlan:
     """The order ``run`` will use, and what was skipped with the reason."""
@@ -41,6 +46,11 @@ class ProviderPlan:
         lines = [f"warning: {note}" for note in self.notes]
         lines.append("hardware found:")
         lines += [f"  {d}" for d in self.devices] or ["  (onnxruntime device discovery not available)"]
+        listed = {d.provider for d in self.devices}
+        for p in self.probes:  # built-in GPU providers' devices are not in the discovery list
+            if p.ok and p.provider in _GPU_PROVIDERS and p.provider not in listed:
+                lines.append(f"  GPU via {p.provider} (its probe ran there; onnxruntime's"
+                             " discovery lists only plugin providers' devices)")
         lines.append("onnxruntime providers in this build: " + ", ".join(self.available))
         lines.append("probes:")
         for p in self.probes:
