@@ -20,7 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # One GPU declared as a Ray resource (there is none here): the num_gpus path is scheduled
+    # for real, while this onnxruntime build has no CUDA provider.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield
@@ -62,6 +65,41 @@ def test_map_batches_equals_run_and_loads_once_per_actor(local_ray: None) -> Non
     assert counted["pid"].nunique() <= 2 and (counted["loads"] == 1).all()
     assert len(counted) / 25 > counted["pid"].nunique()
     np.testing.assert_array_equal(counted.set_index("id").loc[frame["id"], "label"].to_numpy(), label)
+
+
+def test_gpu_path_reserves_a_gpu_and_asks_for_cuda(local_ray: None) -> None:
+    """num_gpus=1: each actor holds a GPU of the cluster and, unless providers are given, runs the
+    model on "cuda,cpu". Here that reaches onnxruntime's own refusal (a CPU build); with
+    providers="cpu" the same reserved actor scores like m.run."""
+    import onnxruntime
+
+    import onnxbridge.ray
+
+    m = data.classifier()
+    frame = data.rows(120)
+    ds = ray.data.from_pandas(frame)
+    assert onnxbridge.ray.cuda_available() == (
+        "CUDAExecutionProvider" in onnxruntime.get_available_providers())
+
+    class GpuIds(onnxbridge.ray.OnnxPredictor):
+        def __call__(self, batch: Any) -> Any:
+            import pyarrow as pa
+
+            out = super().__call__(batch)
+            gpus = len(ray.get_gpu_ids())
+            return out.append_column("gpus", pa.array([gpus] * len(out), pa.int64()))
+
+    got = ds.map_batches(GpuIds, fn_constructor_kwargs={"model": m.to_bytes(), "providers": "cpu"},
+                         batch_format="pyarrow", batch_size=40, num_gpus=1, num_cpus=0.5,
+                         compute=ray.data.ActorPoolStrategy(size=1)).to_pandas()
+    assert set(got["gpus"]) == {1}
+    scored = onnxbridge.ray.predict(ds, m, batch_size=40, concurrency=1, num_cpus=0.5, num_gpus=1,
+                                    providers="cpu").to_pandas().set_index("id").loc[frame["id"]]
+    np.testing.assert_array_equal(scored["label"].to_numpy(), m.run(frame[["a", "b", "e"]])[0])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(Exception, match="CUDAExecutionProvider"):
+            onnxbridge.ray.predict(ds, m, batch_size=40, concurrency=1, num_cpus=0.5,
+                                   num_gpus=1).materialize()
 
 
 def test_pandas_batches_and_bad_types() -> None:
