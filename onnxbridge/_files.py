@@ -46,8 +46,10 @@ __all__ = [
     "session_config",
 ]
 
-# The one limit: protobuf cannot serialise a message of 2 GiB or more; keep 16 MiB for the graph.
-PROTOBUF_LIMIT = 2**31 - 2**24
+# The one limit: protobuf cannot serialise or parse a message of 2 GiB or more
+# (PROTOBUF_MAX_MESSAGE bytes at most); when saving, keep 16 MiB of that for the graph.
+PROTOBUF_MAX_MESSAGE = 2**31 - 1
+PROTOBUF_LIMIT = PROTOBUF_MAX_MESSAGE + 1 - 2**24
 
 # Refuse to read more than this from one model file unless the caller raises the cap.
 DEFAULT_MAX_BYTES = 64 * 2**30
@@ -124,7 +126,7 @@ def _read_stream(stream: IO[bytes], max_bytes: int, label: str) -> bytes:
     # cannot parse past 2 GiB: reading further only fills memory. Its top-level fields are
     # checked as they arrive, so an endless stream of zeros, text or one field repeated fails
     # after its first bytes, with the reason.
-    limit = min(max_bytes, 2**31 - 1)
+    limit = min(max_bytes, PROTOBUF_MAX_MESSAGE)
     data = bytearray()
     scan = _TopLevelScan()
     try:
