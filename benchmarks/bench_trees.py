@@ -254,7 +254,12 @@ def gpu_main(args: argparse.Namespace) -> None:
     """Tensor forms on a GPU provider: equal to the CPU TreeEnsemble, timed against XGBoost on
     the GPU. Writes one table; a library that is not installed is skipped and said so."""
     warnings.filterwarnings("ignore")
-    lines = [f"### Tree forms on {args.provider} (anchor: xgboost device='cuda')", "",
+    lines = [f"### Tree forms on {args.provider}", "",
+             "Anchor: xgboost `device='cuda'` predict_proba for XGBoost; CatBoost's own"
+             f" predict_proba on the CPU with {args.threads} threads for CatBoost."
+             " ratio = onnxbridge / anchor"
+             " (< 1: onnxbridge faster); max abs diff: probabilities against the CPU"
+             " TreeEnsemble graph.", "",
              "| model | rows | strategy | onnxbridge | anchor | ratio | max abs diff vs CPU |",
              "|---|---:|---|---:|---:|---:|---:|"]
     notes = []

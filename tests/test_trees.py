@@ -260,6 +260,55 @@ def test_auto_records_its_choice() -> None:
     assert json.loads(loaded.metadata["onnxbridge.parity"])
 
 
+def _gemm_entries_xgboost(model: Any) -> int:
+    """Trees x most internal nodes x most leaves of any tree, read from XGBoost's own dump."""
+    frame = model.get_booster().trees_to_dataframe()
+    leaf = frame["Feature"] == "Leaf"
+    inner = int((~leaf).groupby(frame["Tree"]).sum().max())
+    leaves = int(leaf.groupby(frame["Tree"]).sum().max())
+    return int(frame["Tree"].nunique()) * inner * leaves
+
+
+def test_auto_follows_provider_and_batch() -> None:
+    """On a GPU, auto takes GEMM while rows x path entries stays within the limit, then the
+    traversal forms (oblivious for CatBoost); the CPU rule does not change with the GPU's."""
+    from onnxbridge.plugins._trees import _GPU_GEMM_WORK
+
+    xgb, Xx, _ = _model("xgboost", "binary")
+    cat, Xc, _ = _model("catboost", "binary")
+
+    def auto(model: Any, X: np.ndarray, provider: str, rows: int | None) -> onnxbridge.OnnxModel:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnxbridge.to_onnx(model, X[:20], strategy="auto", batch_size_hint=rows,
+                                      provider_hint=provider, verify=False)
+
+    entries = _gemm_entries_xgboost(xgb)
+    edge = _GPU_GEMM_WORK // entries
+    assert edge > 100  # the small test model fits GEMM well beyond 100 rows
+    for rows, want in [(1, "gemm"), (100, "gemm"), (edge, "gemm"),
+                       (edge + 1, "perfect_tree_traversal"), (None, "perfect_tree_traversal")]:
+        m = auto(xgb, Xx, "cuda", rows)
+        assert m.metadata["onnxbridge.trees.strategy"] == want, rows
+        assert m.metadata["onnxbridge.trees.provider"] == "CUDAExecutionProvider"
+        assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node)
+    assert f"{entries:,}" in auto(xgb, Xx, "cuda", 1).metadata["onnxbridge.trees.reason"]
+    for rows, want in [(1, "tree_ensemble"), (100, "tree_ensemble"),
+                       (edge, "tree_ensemble_chunked")]:
+        assert auto(xgb, Xx, "cpu", rows).metadata["onnxbridge.trees.strategy"] == want, rows
+    # CatBoost: 20 symmetric trees of depth 4 (15 splits and 16 leaves each, padded)
+    cat_edge = _GPU_GEMM_WORK // (cat.tree_count_ * 15 * 16)
+    for rows, want in [(1, "gemm"), (cat_edge, "gemm"), (cat_edge + 1, "oblivious"),
+                       (None, "oblivious")]:
+        assert auto(cat, Xc, "cuda", rows).metadata["onnxbridge.trees.strategy"] == want, rows
+    assert auto(cat, Xc, "cpu", 100).metadata["onnxbridge.trees.strategy"] == "oblivious"
+    # what the GPU gets at small batches is the library's answer (here on the CPU provider)
+    small = auto(xgb, Xx, "cuda", 100)
+    label, proba = small.run(Xx, providers="cpu")
+    np.testing.assert_array_equal(label, xgb.predict(Xx))
+    np.testing.assert_allclose(proba, xgb.predict_proba(Xx), rtol=1e-5, atol=1e-6)
+
+
 def test_bad_options_are_refused() -> None:
     model, X, _ = _model("xgboost", "binary")
     with pytest.raises(onnxbridge.OnnxBridgeError, match="strategy must be one of"):

@@ -50,6 +50,14 @@ STRATEGIES = ("tree_ensemble", "tree_ensemble_chunked", "gemm", "tree_traversal"
               "perfect_tree_traversal", "oblivious", "auto")
 _TREE_OPS = ("TreeEnsembleRegressor", "TreeEnsembleClassifier")
 _MAX_PADDED = 1 << 22  # leaves of all padded trees (perfect traversal, oblivious)
+_MAX_GEMM = _MAX_PADDED * 4  # path entries (trees x internal nodes x leaves) of the GEMM form
+# On a GPU, the GEMM form for batches up to this many rows x path entries (its multiply-adds
+# per batch). From the H200 run (benchmarks/RESULTS.md, onnxruntime-gpu 1.31.1): GEMM took
+# 0.21-0.23 ms at 1 and 100 rows against 0.36-0.53 ms for the traversal and oblivious forms
+# (xgb100: 378,200 path entries; cb500: 2,016,000), and lost at 10,000 rows (1.23 vs 0.66-0.73
+# ms; 4.72 vs 1.13 ms). Linear in rows between those, the crossings are at about 2,300 rows
+# (8.6e8 row-entries) and 700 rows (1.4e9); the limit is below both.
+_GPU_GEMM_WORK = 1 << 29
 _MIN_OPSET = 13
 # Trees per TreeEnsemble node in tree_ensemble_chunked: with no more trees than pool threads,
 # onnxruntime splits the rows across its threads once per node (its "parallel by rows" branch)
@@ -333,6 +341,12 @@ def _sum_rows(b: _Builder, vals: str, ens: Ensemble) -> str:
     return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])
 
 
+def _gemm_shape(ens: Ensemble) -> tuple[int, int]:
+    """(internal nodes, leaves) of the largest tree: the GEMM form's padded sizes."""
+    i_max = max(1, max((int((f >= 0).sum()) for f in ens.feature), default=1))
+    return i_max, max((int((f < 0).sum()) for f in ens.feature), default=1)
+
+
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     _check_inf_thresholds(ens)
     xf, off = _features(b, x, ens)
@@ -340,9 +354,8 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     k = len(columns)
     inner = [np.flatnonzero(f >= 0) for f in ens.feature]
     leaves = [np.flatnonzero(f < 0) for f in ens.feature]
-    i_max = max(1, max(len(i) for i in inner))
-    l_max = max(len(v) for v in leaves)
-    if n_trees * i_max * l_max > _MAX_PADDED * 4:
+    i_max, l_max = _gemm_shape(ens)
+    if n_trees * i_max * l_max > _MAX_GEMM:
         raise TreeForm(f"the GEMM form of {n_trees} trees of {l_max} leaves would hold"
                        f" {n_trees * i_max * l_max:,} path entries; use 'tree_traversal'")
     cols = np.zeros((n_trees, i_max), dtype=np.int64)
@@ -692,8 +705,11 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
     (``tree_ensemble_chunked``: 1.4-1.9x faster than the single operator from 20,000 rows,
     equal at 1,000); one row and small batches, the single TreeEnsemble operator (the padded
     tensor forms lost to it at 100 rows in both sessions' runs). On a GPU (no TreeEnsemble
-    kernel) Hummingbird's rule of thumb applies: GEMM for shallow trees, perfect traversal up
-    to depth 10, plain traversal deeper.
+    kernel), measured on an H200: GEMM while rows x path entries stays under
+    ``_GPU_GEMM_WORK`` (it won at 1 and 100 rows, lost at 10,000), then the oblivious form for
+    symmetric trees, perfect traversal up to depth 10 and plain traversal deeper. With no
+    batch size given, a GPU gets the traversal forms (GEMM's intermediates grow with
+    rows x trees x leaves; the traversal forms' with rows x trees only).
     """
     gpu = _is_gpu(provider)
     depth = int(ens.depths().max()) if ens.n_trees else 0
@@ -701,6 +717,12 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
     rows = "unknown" if batch_size is None else str(batch_size)
     where = f"batch {rows} on {provider}"
     if gpu:
+        i_max, l_max = _gemm_shape(ens)
+        entries = ens.n_trees * i_max * l_max
+        if batch_size is not None and entries <= _MAX_GEMM \
+                and batch_size * entries <= _GPU_GEMM_WORK:
+            return "gemm", (f"rows x path entries {batch_size:,} x {entries:,} <="
+                            f" {_GPU_GEMM_WORK:,} (GEMM: fewest kernels), {where}")
         if symmetric:
             return "oblivious", f"symmetric trees, {where}"
         if depth <= 3:
