@@ -24,6 +24,7 @@ children) and NaN is routed by reading a copy of the features where NaN is -inf 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -740,6 +741,13 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
 
 
 _LARGE_BATCH = 1000
+# Forms auto runs with onnxruntime's intra-op spinning off at batches of _LARGE_BATCH rows or
+# more on a CPU: between the many short parallel sections of the chunked form (one per
+# TreeEnsemble node of 2 trees) a spinning pool thread holds its core, which on a machine shared
+# with other work takes it from the threads with work to do; measured 1.3-2.3x faster at
+# 10,000-1,000,000 rows (benchmarks/RESULTS.md). The oblivious form (a few large operators)
+# gained nothing from it.
+_QUIET_FORMS = {"tree_ensemble_chunked"}
 
 
 @dataclass
@@ -828,12 +836,21 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
             n.domain == "ai.onnx.ml" for n in graph.node):
         proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
     name = chosen[0] if len(set(chosen)) == 1 else ",".join(chosen)
+    quiet = strategy == "auto" and not _is_gpu(provider) and batch_size_hint is not None \
+        and batch_size_hint >= _LARGE_BATCH and bool(set(chosen) & _QUIET_FORMS)
+    if quiet:
+        reasons.append("onnxruntime's pool threads sleep between tasks (intra-op spinning"
+                       " off: faster on a loaded CPU at large batches)")
     meta = {"onnxbridge.trees.strategy": name,
             "onnxbridge.trees.requested": strategy,
             "onnxbridge.trees.reason": "; ".join(reasons)}
     if strategy == "auto":
         meta["onnxbridge.trees.provider"] = provider
         meta["onnxbridge.trees.batch_size_hint"] = str(batch_size_hint or "")
+    if quiet:
+        from onnxbridge.runtime.session import SESSION_CONFIG_KEY
+
+        meta[SESSION_CONFIG_KEY] = json.dumps({"session.intra_op.allow_spinning": "0"})
     return StrategyResult(name, "; ".join(reasons), time.perf_counter() - start, meta)
 
 
