@@ -176,6 +176,9 @@ def main() -> None:
     parser.add_argument("--spin-off", action="store_true",
                         help="also time each form with onnxruntime's thread spinning off (a"
                              " session hook), as 'FORM, spin off'")
+    parser.add_argument("--auto", action="store_true",
+                        help="also time the model strategy='auto' makes for each batch size"
+                             " (with the session settings it records) as 'auto -> FORM'")
     parser.add_argument("--experiments", action="store_true",
                         help="also time tree_ensemble and tree_ensemble_chunked as ai.onnx.ml"
                              " opset-5 TreeEnsemble nodes ('FORM, opset 5') and as row chunks"
@@ -200,8 +203,10 @@ def main() -> None:
     lines = [f"### Tree ensembles by graph form ({args.threads} threads each side"
              f"{', quick: a tenth of the trees' if args.quick else ''})", "",
              "onnxbridge `m.run` against the library's `predict_proba`, interleaved; ratio < 1:"
-             " onnxbridge is faster. **auto** is the form `strategy=\"auto\"` picks for that"
-             " batch size on the CPU. Memory: peak RSS growth during the cell. Batches above"
+             " onnxbridge is faster. **auto's form** is the form `strategy=\"auto\"` picks for"
+             " that batch size on the CPU; `auto -> FORM` (--auto) is the model auto makes,"
+             " with the session settings it records (', spin off': intra-op spinning off)."
+             " Memory: peak RSS growth during the cell. Batches above"
              f" {CHUNK:,} rows run as calls of {CHUNK:,} rows on both sides.", "",
              "| model | rows | strategy | onnxbridge | native | ratio | peak MiB (onnx / native) |",
              "|---|---:|---|---:|---:|---:|---:|"]
@@ -234,10 +239,15 @@ def main() -> None:
                     _opset5(m.proto, 2 if form == "tree_ensemble_chunked" else 0))
                 converted[f"{form}, {args.threads} x 1-thread runs"] = m
         for rows in rows_list:
-            autos = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
-                                       verify=False).metadata["onnxbridge.trees.strategy"]
+            auto_m = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
+                                        verify=False)
+            autos = auto_m.metadata["onnxbridge.trees.strategy"]
             runners: dict[str, Callable[[np.ndarray], Any]] = {
                 "native": _native(name, model, args.threads)}
+            if args.auto:  # the model auto makes, its recorded session settings included
+                quiet = ", spin off" if "onnxbridge.session_config" in auto_m.metadata else ""
+                runners[f"auto -> {autos}{quiet}"] = \
+                    (lambda mm: lambda x: mm.run(x, providers="cpu"))(auto_m)
             for form, m in converted.items():
                 base = form.split(",")[0]
                 if _intermediate_bytes(base, *shape, rows) > MEMORY_CAP or (
@@ -253,7 +263,7 @@ def main() -> None:
             nat_t, _, nat_mem = cell.pop("native")
             best = min(cell, key=lambda k: cell[k][1])
             for form, (t, ratio, mem) in cell.items():
-                tag = " (auto)" if form == autos else ""
+                tag = " (auto's form)" if form == autos else ""
                 mark = "**" if form == best else ""
                 lines.append(f"| {name} | {rows:,} | {form}{tag} | {_fmt_time(t)} |"
                              f" {_fmt_time(nat_t)} | {mark}{ratio:.2f}{mark} |"
@@ -295,7 +305,7 @@ def _gpu_cells(name: str, model: Any, args: argparse.Namespace, lines: list[str]
                notes: list[str]) -> None:
     import onnxbridge
 
-    rows_list = [int(r) for r in (args.rows or "1,100,10000,100000").split(",")]
+    rows_list = [int(r) for r in (args.rows or "1,100,1000,3000,10000,100000").split(",")]
     sample = next(_chunks(200, 3))
     cpu = onnxbridge.to_onnx(model, sample, verify=False)
     if name.startswith("xgb"):
