@@ -318,9 +318,8 @@ def _setting(m: onnxbridge.OnnxModel, key: str) -> str | None:
 
 
 def test_auto_turns_spinning_off_at_large_batches_on_a_cpu() -> None:
-    """auto records onnxruntime's intra-op spinning off for the chunked form at large CPU
-    batches, and the model's sessions get it; small batches, GPUs, the oblivious form and
-    explicit strategies keep onnxruntime's default."""
+    """auto records onnxruntime's intra-op spinning off for large CPU batches, and the model's
+    sessions get it; small batches, GPUs and explicit strategies keep onnxruntime's default."""
     from onnxbridge.runtime.session import SESSION_CONFIG_KEY
 
     key = "session.intra_op.allow_spinning"
@@ -341,9 +340,13 @@ def test_auto_turns_spinning_off_at_large_batches_on_a_cpu() -> None:
     label, proba = large.run(X)
     np.testing.assert_array_equal(label, xgb.predict(X))
     np.testing.assert_allclose(proba, xgb.predict_proba(X), rtol=1e-5, atol=1e-6)
-    oblivious = convert(cat, Xc, strategy="auto", batch_size_hint=10_000)  # gains nothing
+    oblivious = convert(cat, Xc, strategy="auto", batch_size_hint=10_000)
     assert oblivious.metadata["onnxbridge.trees.strategy"] == "oblivious"
-    assert SESSION_CONFIG_KEY not in oblivious.metadata
+    assert _setting(oblivious, key) == "0"
+    assert _setting(convert(cat, Xc, strategy="auto", batch_size_hint=100), key) is None
+    label, proba = oblivious.run(Xc)
+    np.testing.assert_array_equal(label, cat.predict(Xc).reshape(-1))
+    np.testing.assert_allclose(proba, cat.predict_proba(Xc), rtol=1e-5, atol=1e-6)
     for kw in ({"strategy": "auto", "batch_size_hint": 64},
                {"strategy": "auto", "batch_size_hint": 10_000, "provider_hint": "cuda"},
                {"strategy": "tree_ensemble_chunked"}, {"strategy": "auto"}):
