@@ -744,9 +744,9 @@ _LARGE_BATCH = 1000
 # Forms auto runs with onnxruntime's intra-op spinning off at batches of _LARGE_BATCH rows or
 # more on a CPU: between the many short parallel sections of these forms (one per TreeEnsemble
 # node of 2 trees; one per operator) a spinning pool thread holds its core, which on a machine
-# shared with other work takes it from the threads with work to do. Measured (RESULTS.md): the
-# chunked form 1.5-2.0x faster at 10,000-1,000,000 rows in every comparison; the oblivious form
-# 1.3-1.6x faster in 3 of 4 (10,000 and 1,000,000 rows), 1.4x slower in the fourth.
+# shared with other work takes it from the threads with work to do. Measured (RESULTS.md), at
+# 10,000 and 1,000,000 rows: the chunked form 1.3-5x faster in 13 of 14 side-by-side cells
+# (1.1x slower in one); the oblivious form 1.3-1.6x faster in 3 of 4 (1.4x slower in one).
 _QUIET_FORMS = {"tree_ensemble_chunked", "oblivious"}
 
 
