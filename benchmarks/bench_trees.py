@@ -176,6 +176,14 @@ def main() -> None:
     parser.add_argument("--spin-off", action="store_true",
                         help="also time each form with onnxruntime's thread spinning off (a"
                              " session hook), as 'FORM, spin off'")
+    parser.add_argument("--auto", action="store_true",
+                        help="also time the model strategy='auto' makes for each batch size"
+                             " (with the session settings it records) as 'auto -> FORM'")
+    parser.add_argument("--experiments", action="store_true",
+                        help="also time tree_ensemble and tree_ensemble_chunked as ai.onnx.ml"
+                             " opset-5 TreeEnsemble nodes ('FORM, opset 5') and as row chunks"
+                             " run concurrently over one 1-thread session per thread ('FORM,"
+                             " N x 1-thread runs')")
     parser.add_argument("--chunk", type=int, default=CHUNK,
                         help="rows per call on both sides for batches above it (default 50,000)")
     parser.add_argument("--provider", default="cpu",
@@ -195,8 +203,10 @@ def main() -> None:
     lines = [f"### Tree ensembles by graph form ({args.threads} threads each side"
              f"{', quick: a tenth of the trees' if args.quick else ''})", "",
              "onnxbridge `m.run` against the library's `predict_proba`, interleaved; ratio < 1:"
-             " onnxbridge is faster. **auto** is the form `strategy=\"auto\"` picks for that"
-             " batch size on the CPU. Memory: peak RSS growth during the cell. Batches above"
+             " onnxbridge is faster. **auto's form** is the form `strategy=\"auto\"` picks for"
+             " that batch size on the CPU; `auto -> FORM` (--auto) is the model auto makes,"
+             " with the session settings it records (', spin off': intra-op spinning off)."
+             " Memory: peak RSS growth during the cell. Batches above"
              f" {CHUNK:,} rows run as calls of {CHUNK:,} rows on both sides.", "",
              "| model | rows | strategy | onnxbridge | native | ratio | peak MiB (onnx / native) |",
              "|---|---:|---|---:|---:|---:|---:|"]
@@ -224,24 +234,36 @@ def main() -> None:
                 quiet = onnxbridge.to_onnx(model, sample, strategy=form, verify=False)
                 quiet.add_session_hook(_spin_off)
                 converted[f"{form}, spin off"] = quiet
+            if args.experiments and form in ("tree_ensemble", "tree_ensemble_chunked"):
+                converted[f"{form}, opset 5"] = onnxbridge.load(
+                    _opset5(m.proto, 2 if form == "tree_ensemble_chunked" else 0))
+                converted[f"{form}, {args.threads} x 1-thread runs"] = m
         for rows in rows_list:
-            autos = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
-                                       verify=False).metadata["onnxbridge.trees.strategy"]
+            auto_m = onnxbridge.to_onnx(model, sample, strategy="auto", batch_size_hint=rows,
+                                        verify=False)
+            autos = auto_m.metadata["onnxbridge.trees.strategy"]
             runners: dict[str, Callable[[np.ndarray], Any]] = {
                 "native": _native(name, model, args.threads)}
+            if args.auto:  # the model auto makes, its recorded session settings included
+                quiet = ", spin off" if "onnxbridge.session_config" in auto_m.metadata else ""
+                runners[f"auto -> {autos}{quiet}"] = \
+                    (lambda mm: lambda x: mm.run(x, providers="cpu"))(auto_m)
             for form, m in converted.items():
                 base = form.split(",")[0]
                 if _intermediate_bytes(base, *shape, rows) > MEMORY_CAP or (
                         rows > CHUNK and base not in ("tree_ensemble", "tree_ensemble_chunked",
                                                       autos, "oblivious")):
                     continue
-                runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
+                if "1-thread runs" in form:
+                    runners[form] = _concurrent(m, args.threads)
+                else:
+                    runners[form] = (lambda mm: lambda x: mm.run(x, providers="cpu"))(m)
             rounds = args.rounds or (5 if rows <= 10_000 else 1)
             cell = _cell(runners, rows, rounds)
             nat_t, _, nat_mem = cell.pop("native")
             best = min(cell, key=lambda k: cell[k][1])
             for form, (t, ratio, mem) in cell.items():
-                tag = " (auto)" if form == autos else ""
+                tag = " (auto's form)" if form == autos else ""
                 mark = "**" if form == best else ""
                 lines.append(f"| {name} | {rows:,} | {form}{tag} | {_fmt_time(t)} |"
                              f" {_fmt_time(nat_t)} | {mark}{ratio:.2f}{mark} |"
@@ -254,7 +276,12 @@ def gpu_main(args: argparse.Namespace) -> None:
     """Tensor forms on a GPU provider: equal to the CPU TreeEnsemble, timed against XGBoost on
     the GPU. Writes one table; a library that is not installed is skipped and said so."""
     warnings.filterwarnings("ignore")
-    lines = [f"### Tree forms on {args.provider} (anchor: xgboost device='cuda')", "",
+    lines = [f"### Tree forms on {args.provider}", "",
+             "Anchor: xgboost `device='cuda'` predict_proba for XGBoost; CatBoost's own"
+             f" predict_proba on the CPU with {args.threads} threads for CatBoost."
+             " ratio = onnxbridge / anchor"
+             " (< 1: onnxbridge faster); max abs diff: probabilities against the CPU"
+             " TreeEnsemble graph.", "",
              "| model | rows | strategy | onnxbridge | anchor | ratio | max abs diff vs CPU |",
              "|---|---:|---|---:|---:|---:|---:|"]
     notes = []
@@ -278,7 +305,7 @@ def _gpu_cells(name: str, model: Any, args: argparse.Namespace, lines: list[str]
                notes: list[str]) -> None:
     import onnxbridge
 
-    rows_list = [int(r) for r in (args.rows or "1,100,10000,100000").split(",")]
+    rows_list = [int(r) for r in (args.rows or "1,100,1000,3000,10000,100000").split(",")]
     sample = next(_chunks(200, 3))
     cpu = onnxbridge.to_onnx(model, sample, verify=False)
     if name.startswith("xgb"):
@@ -313,6 +340,116 @@ def _gpu_cells(name: str, model: Any, args: argparse.Namespace, lines: list[str]
             lines.append(f"| {name} | {rows:,} | {label} | {_fmt_time(t)} |"
                          f" {_fmt_time(nat_t)} | {ratio:.2f} | {diffs[label]:.1e} |")
             print(lines[-1], flush=True)
+
+
+def _concurrent(m: Any, threads: int) -> Callable[[np.ndarray], Any]:
+    """The rows cut into ``threads`` slices run at once on one session of 1 intra-op thread
+    (onnxruntime releases the GIL in run; a session may run from several threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = m.session("cpu", threads=1)
+    pool = ThreadPoolExecutor(threads)
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> Any:
+        if len(x) < 2 * threads:
+            return session.run(None, {name: x})
+        parts = list(pool.map(lambda p: session.run(None, {name: p}),
+                              np.array_split(x, threads)))
+        return [np.concatenate(o) for o in zip(*parts, strict=True)]
+
+    return run
+
+
+def _opset5(proto: Any, chunk_trees: int) -> Any:
+    """A copy of ``proto`` whose TreeEnsembleRegressor/Classifier nodes are ai.onnx.ml opset-5
+    ``TreeEnsemble`` nodes summing the same leaves (one node, or nodes of ``chunk_trees``
+    trees added up), with the classifier's outputs made as the tensor forms make them."""
+    import copy
+
+    from onnx import helper, numpy_helper
+
+    from onnxbridge.plugins import _trees
+
+    def node5(ens: Any, x: str, out: str) -> Any:
+        cols = _trees._columns(ens)
+        ints: dict[str, list[int]] = {k: [] for k in (
+            "feat", "tn", "tl", "fn", "fl", "miss", "roots", "lt")}
+        splits: list[float] = []
+        weights: list[float] = []
+        for t in range(ens.n_trees):
+            vals = ens.values[t][:, cols]
+            for k in range(len(cols)):
+                if len(cols) > 1 and not vals[:, k].any():
+                    continue  # one copy of the tree per target it adds to
+                f = ens.feature[t]
+                inner, leaves = np.flatnonzero(f >= 0), np.flatnonzero(f < 0)
+                first, first_leaf = len(ints["feat"]), len(ints["lt"])
+                at = {int(n): first + i for i, n in enumerate(inner)}
+                at_leaf = {int(n): first_leaf + j for j, n in enumerate(leaves)}
+                ints["lt"] += [k] * len(leaves)
+                weights += vals[leaves, k].tolist()
+                ints["roots"].append(first)
+                if not len(inner):  # a lone leaf: one node whose both branches reach it
+                    ints["feat"].append(0)
+                    splits.append(0.0)
+                    ints["tn"].append(first_leaf)
+                    ints["fn"].append(first_leaf)
+                    ints["tl"].append(1)
+                    ints["fl"].append(1)
+                    ints["miss"].append(0)
+                    continue
+                for n in inner:
+                    ints["feat"].append(int(f[n]))
+                    splits.append(float(ens.threshold[t][n]))
+                    ints["miss"].append(int(ens.nan_left[t][n]))
+                    for child, ids, leafs in ((ens.left[t][n], "tn", "tl"),
+                                              (ens.right[t][n], "fn", "fl")):
+                        leaf = bool(f[child] < 0)
+                        ints[ids].append(at_leaf[int(child)] if leaf else at[int(child)])
+                        ints[leafs].append(int(leaf))
+        return helper.make_node(
+            "TreeEnsemble", [x], [out], domain="ai.onnx.ml", n_targets=len(cols),
+            nodes_featureids=ints["feat"],
+            nodes_splits=numpy_helper.from_array(np.asarray(splits, ens.dtype)),
+            nodes_modes=numpy_helper.from_array(np.zeros(len(splits), np.uint8)),  # x <= t
+            nodes_truenodeids=ints["tn"], nodes_trueleafs=ints["tl"],
+            nodes_falsenodeids=ints["fn"], nodes_falseleafs=ints["fl"],
+            nodes_missing_value_tracks_true=ints["miss"], tree_roots=ints["roots"],
+            leaf_targetids=ints["lt"],
+            leaf_weights=numpy_helper.from_array(np.asarray(weights, ens.dtype)),
+            aggregate_function=1, post_transform=0)  # SUM, NONE
+
+    proto = copy.deepcopy(proto)
+    graph = proto.graph
+    nodes = []
+    for node in graph.node:
+        if node.op_type not in ("TreeEnsembleRegressor", "TreeEnsembleClassifier"):
+            nodes.append(node)
+            continue
+        ens = _trees.read_ensemble(node, np.dtype(np.float32))
+        b = _trees._Builder(f"{node.name}_v5_")
+        step = chunk_trees or ens.n_trees
+        parts = []
+        for i in range(0, ens.n_trees, step):
+            sub = copy.copy(ens)
+            for key in ("feature", "threshold", "left", "right", "nan_left", "values"):
+                setattr(sub, key, getattr(ens, key)[i: i + step])
+            parts.append(b.name("part"))
+            b.nodes.append(node5(sub, node.input[0], parts[-1]))
+        sums = parts[0] if len(parts) == 1 else b.op("Sum", parts)
+        _trees._finish(b, _trees._unmirror(b, sums, ens), ens, node)
+        nodes.extend(b.nodes)
+        graph.initializer.extend(b.inits)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for o in proto.opset_import:
+        if o.domain == "ai.onnx.ml":
+            o.version = 5
+        elif o.domain in ("", "ai.onnx"):
+            o.version = max(o.version, 13)
+    proto.ir_version = max(proto.ir_version, 8)
+    return proto
 
 
 def _spin_off(options: Any) -> None:

@@ -260,6 +260,121 @@ def test_auto_records_its_choice() -> None:
     assert json.loads(loaded.metadata["onnxbridge.parity"])
 
 
+def _gemm_entries_xgboost(model: Any) -> int:
+    """Trees x most internal nodes x most leaves of any tree, read from XGBoost's own dump."""
+    frame = model.get_booster().trees_to_dataframe()
+    leaf = frame["Feature"] == "Leaf"
+    inner = int((~leaf).groupby(frame["Tree"]).sum().max())
+    leaves = int(leaf.groupby(frame["Tree"]).sum().max())
+    return int(frame["Tree"].nunique()) * inner * leaves
+
+
+def test_auto_follows_provider_and_batch() -> None:
+    """On a GPU, auto takes GEMM while rows x path entries stays within the limit, then the
+    traversal forms (oblivious for CatBoost); the CPU rule does not change with the GPU's."""
+    from onnxbridge.plugins._trees import _GPU_GEMM_WORK
+
+    xgb, Xx, _ = _model("xgboost", "binary")
+    cat, Xc, _ = _model("catboost", "binary")
+
+    def auto(model: Any, X: np.ndarray, provider: str, rows: int | None) -> onnxbridge.OnnxModel:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnxbridge.to_onnx(model, X[:20], strategy="auto", batch_size_hint=rows,
+                                      provider_hint=provider, verify=False)
+
+    entries = _gemm_entries_xgboost(xgb)
+    edge = _GPU_GEMM_WORK // entries
+    assert edge > 100  # the small test model fits GEMM well beyond 100 rows
+    for rows, want in [(1, "gemm"), (100, "gemm"), (edge, "gemm"),
+                       (edge + 1, "perfect_tree_traversal"), (None, "perfect_tree_traversal")]:
+        m = auto(xgb, Xx, "cuda", rows)
+        assert m.metadata["onnxbridge.trees.strategy"] == want, rows
+        assert m.metadata["onnxbridge.trees.provider"] == "CUDAExecutionProvider"
+        assert not any(n.domain == "ai.onnx.ml" for n in m.proto.graph.node)
+    assert f"{entries:,}" in auto(xgb, Xx, "cuda", 1).metadata["onnxbridge.trees.reason"]
+    for rows, want in [(1, "tree_ensemble"), (100, "tree_ensemble"),
+                       (edge, "tree_ensemble_chunked")]:
+        assert auto(xgb, Xx, "cpu", rows).metadata["onnxbridge.trees.strategy"] == want, rows
+    # CatBoost: 20 symmetric trees of depth 4 (15 splits and 16 leaves each, padded)
+    cat_edge = _GPU_GEMM_WORK // (cat.tree_count_ * 15 * 16)
+    for rows, want in [(1, "gemm"), (cat_edge, "gemm"), (cat_edge + 1, "oblivious"),
+                       (None, "oblivious")]:
+        assert auto(cat, Xc, "cuda", rows).metadata["onnxbridge.trees.strategy"] == want, rows
+    assert auto(cat, Xc, "cpu", 100).metadata["onnxbridge.trees.strategy"] == "oblivious"
+    # what the GPU gets at small batches is the library's answer (here on the CPU provider)
+    small = auto(xgb, Xx, "cuda", 100)
+    label, proba = small.run(Xx, providers="cpu")
+    np.testing.assert_array_equal(label, xgb.predict(Xx))
+    np.testing.assert_allclose(proba, xgb.predict_proba(Xx), rtol=1e-5, atol=1e-6)
+
+
+def _setting(m: onnxbridge.OnnxModel, key: str) -> str | None:
+    """A session config entry of ``m``'s CPU session, None where it has none."""
+    try:
+        return str(m.session("cpu").get_session_options().get_session_config_entry(key))
+    except RuntimeError:  # onnxruntime: "does not have configuration with key"
+        return None
+
+
+def test_auto_turns_spinning_off_at_large_batches_on_a_cpu() -> None:
+    """auto records onnxruntime's intra-op spinning off for large CPU batches, and the model's
+    sessions get it; small batches, GPUs and explicit strategies keep onnxruntime's default."""
+    from onnxbridge.runtime.session import SESSION_CONFIG_KEY
+
+    key = "session.intra_op.allow_spinning"
+    xgb, X, _ = _model("xgboost", "binary")
+    cat, Xc, _ = _model("catboost", "binary")
+
+    def convert(model: Any, data: np.ndarray, **kw: Any) -> onnxbridge.OnnxModel:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnxbridge.to_onnx(model, data[:20], verify=False, **kw)
+
+    large = convert(xgb, X, strategy="auto", batch_size_hint=10_000)
+    assert large.metadata["onnxbridge.trees.strategy"] == "tree_ensemble_chunked"
+    assert json.loads(large.metadata[SESSION_CONFIG_KEY]) == {key: "0"}
+    assert "spinning off" in large.metadata["onnxbridge.trees.reason"]
+    assert _setting(large, key) == "0"
+    assert _setting(onnxbridge.load(large.proto), key) == "0"  # it travels with the model
+    label, proba = large.run(X)
+    np.testing.assert_array_equal(label, xgb.predict(X))
+    np.testing.assert_allclose(proba, xgb.predict_proba(X), rtol=1e-5, atol=1e-6)
+    oblivious = convert(cat, Xc, strategy="auto", batch_size_hint=10_000)
+    assert oblivious.metadata["onnxbridge.trees.strategy"] == "oblivious"
+    assert _setting(oblivious, key) == "0"
+    assert _setting(convert(cat, Xc, strategy="auto", batch_size_hint=100), key) is None
+    label, proba = oblivious.run(Xc)
+    np.testing.assert_array_equal(label, cat.predict(Xc).reshape(-1))
+    np.testing.assert_allclose(proba, cat.predict_proba(Xc), rtol=1e-5, atol=1e-6)
+    for kw in ({"strategy": "auto", "batch_size_hint": 64},
+               {"strategy": "auto", "batch_size_hint": 10_000, "provider_hint": "cuda"},
+               {"strategy": "tree_ensemble_chunked"}, {"strategy": "auto"}):
+        m = convert(xgb, X, **kw)
+        assert SESSION_CONFIG_KEY not in m.metadata, kw
+        assert _setting(m, key) is None, kw
+
+
+def test_model_session_settings_are_limited() -> None:
+    """A model names only the allowed settings; anything else is ignored with a warning."""
+    from onnxbridge.runtime.session import SESSION_CONFIG_KEY
+
+    xgb, X, _ = _model("xgboost", "binary")
+    for value, applied in (('{"session.intra_op.allow_spinning": "0"}', "0"),
+                           ('{"session.intra_op.allow_spinning": "2"}', None),
+                           ('{"session.use_ort_model_bytes_directly": "1"}', None),
+                           ("not json", None)):
+        m = onnxbridge.load(onnxbridge.to_onnx(xgb, X[:20], verify=False).proto)
+        m.set_metadata(SESSION_CONFIG_KEY, value)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            spinning = _setting(m, "session.intra_op.allow_spinning")
+        assert spinning == applied, value
+        assert _setting(m, "session.use_ort_model_bytes_directly") is None
+        assert bool(caught) == (applied is None), value
+        np.testing.assert_array_equal(m.run(X)[0], xgb.predict(X))
+
+
 def test_bad_options_are_refused() -> None:
     model, X, _ = _model("xgboost", "binary")
     with pytest.raises(onnxbridge.OnnxBridgeError, match="strategy must be one of"):

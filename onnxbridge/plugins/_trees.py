@@ -24,6 +24,7 @@ children) and NaN is routed by reading a copy of the features where NaN is -inf 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,14 @@ STRATEGIES = ("tree_ensemble", "tree_ensemble_chunked", "gemm", "tree_traversal"
               "perfect_tree_traversal", "oblivious", "auto")
 _TREE_OPS = ("TreeEnsembleRegressor", "TreeEnsembleClassifier")
 _MAX_PADDED = 1 << 22  # leaves of all padded trees (perfect traversal, oblivious)
+_MAX_GEMM = _MAX_PADDED * 4  # path entries (trees x internal nodes x leaves) of the GEMM form
+# On a GPU, the GEMM form for batches up to this many rows x path entries (its multiply-adds
+# per batch). From the H200 run (benchmarks/RESULTS.md, onnxruntime-gpu 1.31.1): GEMM took
+# 0.21-0.23 ms at 1 and 100 rows against 0.36-0.53 ms for the traversal and oblivious forms
+# (xgb100: 378,200 path entries; cb500: 2,016,000), and lost at 10,000 rows (1.23 vs 0.66-0.73
+# ms; 4.72 vs 1.13 ms). Linear in rows between those, the crossings are at about 2,300 rows
+# (8.6e8 row-entries) and 700 rows (1.4e9); the limit is below both.
+_GPU_GEMM_WORK = 1 << 29
 _MIN_OPSET = 13
 # Trees per TreeEnsemble node in tree_ensemble_chunked: with no more trees than pool threads,
 # onnxruntime splits the rows across its threads once per node (its "parallel by rows" branch)
@@ -333,6 +342,12 @@ def _sum_rows(b: _Builder, vals: str, ens: Ensemble) -> str:
     return b.op("Transpose", [b.op("MatMul", [ones, vals])], perm=[1, 0])
 
 
+def _gemm_shape(ens: Ensemble) -> tuple[int, int]:
+    """(internal nodes, leaves) of the largest tree: the GEMM form's padded sizes."""
+    i_max = max(1, max((int((f >= 0).sum()) for f in ens.feature), default=1))
+    return i_max, max((int((f < 0).sum()) for f in ens.feature), default=1)
+
+
 def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     _check_inf_thresholds(ens)
     xf, off = _features(b, x, ens)
@@ -340,9 +355,8 @@ def _form_gemm(b: _Builder, x: str, ens: Ensemble) -> str:
     k = len(columns)
     inner = [np.flatnonzero(f >= 0) for f in ens.feature]
     leaves = [np.flatnonzero(f < 0) for f in ens.feature]
-    i_max = max(1, max(len(i) for i in inner))
-    l_max = max(len(v) for v in leaves)
-    if n_trees * i_max * l_max > _MAX_PADDED * 4:
+    i_max, l_max = _gemm_shape(ens)
+    if n_trees * i_max * l_max > _MAX_GEMM:
         raise TreeForm(f"the GEMM form of {n_trees} trees of {l_max} leaves would hold"
                        f" {n_trees * i_max * l_max:,} path entries; use 'tree_traversal'")
     cols = np.zeros((n_trees, i_max), dtype=np.int64)
@@ -692,8 +706,11 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
     (``tree_ensemble_chunked``: 1.4-1.9x faster than the single operator from 20,000 rows,
     equal at 1,000); one row and small batches, the single TreeEnsemble operator (the padded
     tensor forms lost to it at 100 rows in both sessions' runs). On a GPU (no TreeEnsemble
-    kernel) Hummingbird's rule of thumb applies: GEMM for shallow trees, perfect traversal up
-    to depth 10, plain traversal deeper.
+    kernel), measured on an H200: GEMM while rows x path entries stays under
+    ``_GPU_GEMM_WORK`` (it won at 1 and 100 rows, lost at 10,000), then the oblivious form for
+    symmetric trees, perfect traversal up to depth 10 and plain traversal deeper. With no
+    batch size given, a GPU gets the traversal forms (GEMM's intermediates grow with
+    rows x trees x leaves; the traversal forms' with rows x trees only).
     """
     gpu = _is_gpu(provider)
     depth = int(ens.depths().max()) if ens.n_trees else 0
@@ -701,6 +718,12 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
     rows = "unknown" if batch_size is None else str(batch_size)
     where = f"batch {rows} on {provider}"
     if gpu:
+        i_max, l_max = _gemm_shape(ens)
+        entries = ens.n_trees * i_max * l_max
+        if batch_size is not None and entries <= _MAX_GEMM \
+                and batch_size * entries <= _GPU_GEMM_WORK:
+            return "gemm", (f"rows x path entries {batch_size:,} x {entries:,} <="
+                            f" {_GPU_GEMM_WORK:,} (GEMM: fewest kernels), {where}")
         if symmetric:
             return "oblivious", f"symmetric trees, {where}"
         if depth <= 3:
@@ -718,6 +741,13 @@ def choose_strategy(ens: Ensemble, provider: str, batch_size: int | None) -> tup
 
 
 _LARGE_BATCH = 1000
+# Forms auto runs with onnxruntime's intra-op spinning off at batches of _LARGE_BATCH rows or
+# more on a CPU: between the many short parallel sections of these forms (one per TreeEnsemble
+# node of 2 trees; one per operator) a spinning pool thread holds its core, which on a machine
+# shared with other work takes it from the threads with work to do. Measured (RESULTS.md), at
+# 10,000 and 1,000,000 rows: the chunked form 1.3-5x faster in 13 of 14 side-by-side cells
+# (1.1x slower in one); the oblivious form 1.3-1.6x faster in 3 of 4 (1.4x slower in one).
+_QUIET_FORMS = {"tree_ensemble_chunked", "oblivious"}
 
 
 @dataclass
@@ -806,12 +836,21 @@ def apply_strategy(proto: onnx.ModelProto, strategy: str, *, batch_size_hint: in
             n.domain == "ai.onnx.ml" for n in graph.node):
         proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
     name = chosen[0] if len(set(chosen)) == 1 else ",".join(chosen)
+    quiet = strategy == "auto" and not _is_gpu(provider) and batch_size_hint is not None \
+        and batch_size_hint >= _LARGE_BATCH and bool(set(chosen) & _QUIET_FORMS)
+    if quiet:
+        reasons.append("onnxruntime's pool threads sleep between tasks (intra-op spinning"
+                       " off: faster on a loaded CPU at large batches)")
     meta = {"onnxbridge.trees.strategy": name,
             "onnxbridge.trees.requested": strategy,
             "onnxbridge.trees.reason": "; ".join(reasons)}
     if strategy == "auto":
         meta["onnxbridge.trees.provider"] = provider
         meta["onnxbridge.trees.batch_size_hint"] = str(batch_size_hint or "")
+    if quiet:
+        from onnxbridge.runtime.session import SESSION_CONFIG_KEY
+
+        meta[SESSION_CONFIG_KEY] = json.dumps({"session.intra_op.allow_spinning": "0"})
     return StrategyResult(name, "; ".join(reasons), time.perf_counter() - start, meta)
 
 

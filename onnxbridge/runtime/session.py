@@ -143,6 +143,36 @@ CUSTOM_OP_LIBRARY_KEY = "onnxbridge.custom_op_library"
 KNOWN_CUSTOM_OP_LIBRARIES = ("onnxruntime_extensions",)
 
 
+# Metadata key of onnxruntime session settings a converter recorded for the model (JSON object);
+# only the settings below, with these values, are applied (a model names nothing else).
+SESSION_CONFIG_KEY = "onnxbridge.session_config"
+MODEL_SESSION_CONFIG = {"session.intra_op.allow_spinning": ("0", "1")}
+
+
+def _apply_model_session_config(options: onnxruntime.SessionOptions, text: str | None) -> None:
+    """Apply the allowed entries of a model's recorded session settings; others are ignored
+    with a warning (the session is made without them)."""
+    if not text:
+        return
+    import json
+
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        entries = None
+    if not isinstance(entries, dict):
+        warnings.warn(f"{SESSION_CONFIG_KEY} in the model's metadata is not a JSON object;"
+                      " ignored", OnnxBridgeWarning, stacklevel=3)
+        return
+    for key, value in entries.items():
+        if value in MODEL_SESSION_CONFIG.get(key, ()):
+            options.add_session_config_entry(key, value)
+        else:
+            warnings.warn(f"{SESSION_CONFIG_KEY}: {key}={value!r} is not a setting a model may"
+                          f" ask for (allowed: {MODEL_SESSION_CONFIG}); ignored",
+                          OnnxBridgeWarning, stacklevel=3)
+
+
 def _register_custom_op_library(options: onnxruntime.SessionOptions, library: str | None) -> None:
     if not library:
         return
@@ -187,7 +217,9 @@ def proto_session(
     options = session_options(threads)
     library = next((p.value for p in proto.metadata_props if p.key == CUSTOM_OP_LIBRARY_KEY), None)
     _register_custom_op_library(options, library)
-    for hook in hooks:
+    _apply_model_session_config(options, next(
+        (p.value for p in proto.metadata_props if p.key == SESSION_CONFIG_KEY), None))
+    for hook in hooks:  # after the model's own settings: a hook may change them
         hook(options)
     external = has_external_data(proto)
     if external and data_dir is None:
