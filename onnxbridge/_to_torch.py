@@ -649,7 +649,7 @@ def _as_value(value: Any) -> Any:
     array = np.asarray(value)
     if array.dtype.kind in "OSU":
         return _as_strings(array)
-    return torch.as_tensor(array)
+    return torch.as_tensor(array if array.flags.writeable else array.copy())
 
 
 def _np(v: Any) -> Any:
