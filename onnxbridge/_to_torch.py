@@ -944,6 +944,8 @@ _OPS: dict[tuple[str, str], Op] = {
     (_ML, "ArrayFeatureExtractor"): _array_feature_extractor, (_ML, "Binarizer"): _binarizer,
     (_ML, "TreeEnsembleRegressor"): _tree_ensemble, (_ML, "TreeEnsembleClassifier"): _tree_ensemble,
     (_ML, "LabelEncoder"): _label_encoder, (_ML, "ZipMap"): _zipmap,
+    ("", "Mod"): lambda ctx, ins, a: (torch.fmod if a.get("fmod", 0) else torch.remainder)(
+        ins[0], ins[1]),
     ("", "TopK"): _topk, ("", "MatMulInteger"): _matmul_integer,
     ("", "ReduceSumSquare"): _reduce(_sum_square),
     ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
