@@ -774,7 +774,7 @@ def _ml_list(a: Attrs, what: str) -> list[Any]:
 
 def _zipmap(ctx: _Ctx, ins: list[Any], a: Attrs) -> list[dict[Any, float]]:
     """ai.onnx.ml ZipMap: one dict per row, class label -> probability (as onnxruntime)."""
-    labels = a.get("classlabels_int64s", a.get("classlabels_strings"))
+    labels: list[Any] = list(a.get("classlabels_int64s") or a.get("classlabels_strings") or [])
     rows = _np(ins[0]).reshape(-1, len(labels)).tolist()
     return [dict(zip(labels, r, strict=True)) for r in rows]
 
