@@ -82,6 +82,7 @@ class Branchy(torch.nn.Module):
                           lambda x: self.b(x) * 2, (x,))
 
 
+@pytest.mark.slow
 def test_torch_cond_comes_back_as_if_taking_both_branches() -> None:
     original = Branchy().eval()
     m = onnxbridge.to_onnx(original, torch.ones(1, 3))

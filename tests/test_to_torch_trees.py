@@ -171,6 +171,7 @@ def test_a_gradient_step_on_leaf_values_changes_the_output() -> None:
     assert np.abs(moved - model.predict(x)).max() > 1e-3  # the module no longer equals the model
 
 
+@pytest.mark.slow
 def test_a_frame_with_a_category_column_strings_in_equal_splits() -> None:
     pd = pytest.importorskip("pandas")
     lightgbm = pytest.importorskip("lightgbm")
