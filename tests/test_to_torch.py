@@ -213,3 +213,19 @@ def test_without_torch_the_error_names_the_extra(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "onnxbridge[torch]" in out.stdout
+
+
+def test_string_class_labels_come_back_as_numpy_strings() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3)).astype(np.float32)
+    for y in (np.array(["a", "b"])[(X[:, 0] > 0).astype(int)],
+              np.array(["a", "b", "c"])[np.digitize(X[:, 1], [-0.5, 0.5])]):
+        clf = LogisticRegression().fit(X, y)
+        back = onnxbridge.to_onnx(clf, X[:1]).to_torch()
+        with torch.no_grad():
+            label, proba = back(torch.from_numpy(X))
+        assert isinstance(label, np.ndarray) and label.dtype == object
+        np.testing.assert_array_equal(label, clf.predict(X))
+        np.testing.assert_allclose(proba.numpy(), clf.predict_proba(X), rtol=1e-4, atol=1e-6)
