@@ -4,8 +4,10 @@ An ``OnnxTorchModule`` runs the ONNX graph node by node with torch operations, i
 Floating-point initializers with at least one axis become ``nn.Parameter``s (trainable), the
 coefficients of the ONNX-ML linear operators too; scalars, integer tensors, BatchNormalization's
 running statistics and Scaler/Normalizer constants are buffers. The operators covered are those
-onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models); any other
-operator is named in an ``UnsupportedOperatorError`` before anything runs.
+onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models, tree ensembles
+(``_to_torch_trees``: leaf values are parameters), If/Loop/Scan with their subgraphs); any other
+operator is named in an ``UnsupportedOperatorError`` before anything runs. String tensors are
+numpy arrays of ``str`` (torch has none).
 
 Why our own: onnx2torch 1.5 (its last release, 2024) stops at opset-19 Reshape and Cast 21,
 which torch 2.14's exporter emits; onnx2pytorch 0.6 converts the PyTorch graphs but keeps
