@@ -4,8 +4,10 @@ An ``OnnxTorchModule`` runs the ONNX graph node by node with torch operations, i
 Floating-point initializers with at least one axis become ``nn.Parameter``s (trainable), the
 coefficients of the ONNX-ML linear operators too; scalars, integer tensors, BatchNormalization's
 running statistics and Scaler/Normalizer constants are buffers. The operators covered are those
-onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models); any other
-operator is named in an ``UnsupportedOperatorError`` before anything runs.
+onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models, tree ensembles
+(``_to_torch_trees``: leaf values are parameters), If/Loop/Scan with their subgraphs); any other
+operator is named in an ``UnsupportedOperatorError`` before anything runs. String tensors are
+numpy arrays of ``str`` (torch has none).
 
 Why our own: onnx2torch 1.5 (its last release, 2024) stops at opset-19 Reshape and Cast 21,
 which torch 2.14's exporter emits; onnx2pytorch 0.6 converts the PyTorch graphs but keeps
@@ -42,12 +44,14 @@ _ML = "ai.onnx.ml"
 class _Ctx:
     """What an operator may need besides its inputs: the module (ML-op parameters), the opset."""
 
-    def __init__(self, module: OnnxTorchModule, node_key: str, opset: int) -> None:
+    def __init__(self, module: OnnxTorchModule, node_key: str, opset: int,
+                 values: Mapping[str, Any]) -> None:
         self.module = module
         self.node_key = node_key
         self.opset = opset
+        self.values = values  # every name visible where the node runs (for subgraphs)
 
-    def param(self, what: str) -> Tensor:
+    def param(self, what: str) -> Any:
         return self.module.get_tensor(f"{self.node_key}.{what}")
 
 
@@ -589,15 +593,22 @@ def _linear_classifier(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
     if rows == 1 and n_classes == 2:  # one score for the positive class (onnxruntime's layout)
         s = scores[:, 0]
         if how == "NONE":
-            label = labels[(s > 0).long()]
+            label = _take(labels, (s > 0).long())
             out = torch.stack([-s, s], dim=1)
         else:
             p = _post_transform(s, how)
-            label = labels[(p > 0.5).long()]
+            label = _take(labels, (p > 0.5).long())
             out = torch.stack([1 - p, p], dim=1)
         return label, out
     out = _post_transform(scores, how)
-    return labels[torch.argmax(scores, dim=1)], out
+    return _take(labels, torch.argmax(scores, dim=1)), out
+
+
+def _take(table: Any, index: Tensor) -> Any:
+    """``table[index]`` for a tensor or a numpy array of strings."""
+    if isinstance(table, np.ndarray):
+        return table[index.detach().cpu().numpy()]
+    return table[index]
 
 
 def _scaler(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
@@ -625,6 +636,245 @@ def _array_feature_extractor(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
 def _binarizer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
     x = ins[0]
     return (x > float(a.get("threshold", 0.0))).to(x.dtype)
+
+
+# -- strings (numpy arrays of str: torch has no string tensors) -------------------------------------
+def _as_strings(array: np.ndarray) -> np.ndarray:
+    flat = [v.decode() if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()]
+    return np.array(flat, dtype=object).reshape(array.shape)
+
+
+def _as_value(value: Any) -> Any:
+    """A forward() argument as a tensor, or as a numpy array of str for strings."""
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":
+        return _as_strings(array)
+    return torch.as_tensor(array if array.flags.writeable else array.copy())
+
+
+def _np(v: Any) -> Any:
+    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+
+
+def _back(v: np.ndarray) -> Any:
+    """A numpy result: strings stay numpy, numbers become a tensor again."""
+    v = np.asarray(v)
+    return v if v.dtype.kind in "OSU" else torch.from_numpy(np.ascontiguousarray(v))
+
+
+def _string_cast(ins: list[Any], a: Attrs) -> Any:
+    x, to = _np(ins[0]), int(a["to"])
+    if to == onnx.TensorProto.STRING:
+        return _as_strings(x.astype(object) if x.dtype.kind != "O" else x)
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(to)
+    return _back(np.array([float(v) for v in x.reshape(-1)], dtype=np.float64)
+                 .astype(np_dtype).reshape(x.shape))
+
+
+def _string_gather(ins: list[Any], a: Attrs) -> Any:
+    x, idx = _np(ins[0]), _np(ins[1]).astype(np.int64)
+    return _back(np.take(x, idx, axis=int(a.get("axis", 0)), mode="wrap"))
+
+
+def _string_reshape(ins: list[Any], a: Attrs) -> Any:
+    x, shape = _np(ins[0]), [int(d) for d in _np(ins[1]).reshape(-1)]
+    if not a.get("allowzero", 0):
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return _back(x.reshape(shape))
+
+
+def _string_axes(ins: list[Any], a: Attrs) -> list[int]:
+    if len(ins) > 1 and ins[1] is not None:
+        return [int(v) for v in _np(ins[1]).reshape(-1)]
+    return [int(v) for v in a.get("axes", [])]
+
+
+def _string_squeeze(ins: list[Any], a: Attrs) -> Any:
+    x = _np(ins[0])
+    axes = _string_axes(ins, a)
+    return _back(np.squeeze(x, axis=tuple(axes)) if axes else np.squeeze(x))
+
+
+def _string_unsqueeze(ins: list[Any], a: Attrs) -> Any:
+    x = _np(ins[0])
+    axes = _string_axes(ins, a)
+    rank = x.ndim + len(axes)
+    for d in sorted(v + rank if v < 0 else v for v in axes):
+        x = np.expand_dims(x, d)
+    return _back(x)
+
+
+_STRING_OPS: dict[str, Callable[[list[Any], Attrs], Any]] = {
+    "Identity": lambda ins, a: ins[0],
+    "Cast": _string_cast,
+    "Gather": _string_gather,
+    "Reshape": _string_reshape,
+    "Squeeze": _string_squeeze,
+    "Unsqueeze": _string_unsqueeze,
+    "Flatten": lambda ins, a: _back(_np(ins[0]).reshape(
+        int(np.prod(_np(ins[0]).shape[: int(a.get("axis", 1))])), -1)),
+    "Concat": lambda ins, a: _back(np.concatenate([_np(v) for v in ins], axis=int(a["axis"]))),
+    "Transpose": lambda ins, a: _back(np.transpose(_np(ins[0]), a.get("perm"))),
+    "Equal": lambda ins, a: _back(_np(ins[0]) == _np(ins[1])),
+    "Shape": lambda ins, a: torch.tensor(list(_np(ins[0]).shape)[a.get("start", 0):a.get("end")],
+                                         dtype=torch.int64),
+    "Size": lambda ins, a: torch.tensor(_np(ins[0]).size, dtype=torch.int64),
+    "ArrayFeatureExtractor": lambda ins, a: _back(np.take(
+        _np(ins[0]), _np(ins[1]).reshape(-1).astype(np.int64), axis=-1)),
+}
+
+
+def _label_encoder(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """ai.onnx.ml LabelEncoder 1-4: a lookup table from keys to values, with a default."""
+    x = _np(ins[0])
+    if "classes_strings" in a:  # version 1: string <-> position
+        classes = list(a["classes_strings"])
+        if x.dtype.kind in "OSU":
+            table: dict[Any, Any] = {c: i for i, c in enumerate(classes)}
+            default: Any = int(a.get("default_int64", -1))
+            out_dtype: Any = np.int64
+        else:
+            table = dict(enumerate(classes))
+            default = a.get("default_string", "_Unused")
+            out_dtype = object
+    else:
+        keys = _ml_list(a, "keys")
+        values = _ml_list(a, "values")
+        table = dict(zip(keys, values, strict=True))
+        sample = values[0] if values else 0
+        if isinstance(sample, str):
+            default, out_dtype = a.get("default_string", "_Unused"), object
+        elif isinstance(sample, float):
+            default, out_dtype = float(a.get("default_float", -0.0)), np.float32
+        else:
+            default, out_dtype = int(a.get("default_int64", -1)), np.int64
+        if "default_tensor" in a:
+            default = numpy_helper.to_array(a["default_tensor"]).reshape(-1)[0]
+            default = default.decode() if isinstance(default, bytes) else default.item()
+    nan_value = next((v for k, v in table.items() if isinstance(k, float) and math.isnan(k)), None)
+
+    def look(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return default if nan_value is None else nan_value
+        return table.get(v, default)
+
+    flat = [look(v.item() if isinstance(v, np.generic) else v) for v in x.reshape(-1)]
+    return _back(np.array(flat, dtype=out_dtype).reshape(x.shape))
+
+
+def _ml_list(a: Attrs, what: str) -> list[Any]:
+    for kind in ("strings", "int64s", "floats"):
+        if f"{what}_{kind}" in a:
+            return [float(v) if kind == "floats" else v for v in a[f"{what}_{kind}"]]
+    if f"{what}_tensor" in a:
+        arr = numpy_helper.to_array(a[f"{what}_tensor"]).reshape(-1)
+        return [v.decode() if isinstance(v, bytes) else v.item() for v in arr]
+    return []
+
+
+def _zipmap(ctx: _Ctx, ins: list[Any], a: Attrs) -> list[dict[Any, float]]:
+    """ai.onnx.ml ZipMap: one dict per row, class label -> probability (as onnxruntime)."""
+    labels: list[Any] = list(a.get("classlabels_int64s") or a.get("classlabels_strings") or [])
+    rows = _np(ins[0]).reshape(-1, len(labels)).tolist()
+    return [dict(zip(labels, r, strict=True)) for r in rows]
+
+
+# -- more standard operators (k-nearest neighbours, integer matrix products) --------------------------
+def _topk(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    x = ins[0]
+    k = int(_ints(ins[1])[0]) if len(ins) > 1 else int(a["k"])
+    axis = int(a.get("axis", -1))
+    largest = bool(a.get("largest", 1))
+    # onnxruntime keeps the lower index first among equal values: a stable sort does the same
+    order = torch.sort(x, dim=axis, descending=largest, stable=True).indices.narrow(axis, 0, k)
+    return torch.gather(x, axis, order), order
+
+
+def _matmul_integer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, w = ins[0].to(torch.int64), ins[1].to(torch.int64)
+    if len(ins) > 2 and ins[2] is not None:
+        x = x - ins[2].to(torch.int64)
+    if len(ins) > 3 and ins[3] is not None:
+        w = w - ins[3].to(torch.int64)
+    return torch.matmul(x.double(), w.double()).to(torch.int32)
+
+
+def _sum_square(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.sum(x * x, dim=dim, keepdim=keepdim)
+
+
+# -- control flow: subgraphs run eagerly, seeing the names of the graphs around them -------------------
+def _if(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    branch = a["then_branch"] if bool(ins[0].reshape(-1)[0]) else a["else_branch"]
+    outs = ctx.module.run_plan(branch, ctx.values, {})
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _loop(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    body = a["body"]
+    trips = int(ins[0].reshape(-1)[0]) if ins and ins[0] is not None else None
+    cond = bool(ins[1].reshape(-1)[0]) if len(ins) > 1 and ins[1] is not None else True
+    carried = list(ins[2:])
+    n_carried = len(carried)
+    scans: list[list[Any]] = []
+    i = 0
+    while (trips is None or i < trips) and cond:
+        feeds = dict(zip(body.inputs, [torch.tensor(i, dtype=torch.int64),
+                                       torch.tensor(cond), *carried], strict=True))
+        outs = ctx.module.run_plan(body, ctx.values, feeds)
+        cond = bool(outs[0].reshape(-1)[0])
+        carried = outs[1: 1 + n_carried]
+        if not scans:
+            scans = [[] for _ in outs[1 + n_carried:]]
+        for store, value in zip(scans, outs[1 + n_carried:], strict=True):
+            store.append(value)
+        i += 1
+    n_scans = len(body.outputs) - 1 - n_carried
+    stacked = [torch.stack(s) if s else torch.zeros(0) for s in (scans or [[]] * n_scans)]
+    results = [*carried, *stacked]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _scan(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    if ctx.opset < 9:
+        raise ConversionError("Scan before opset 9 (batched, with sequence_lens) is not supported")
+    body = a["body"]
+    m = int(a["num_scan_inputs"])
+    states, xs = list(ins[: len(ins) - m]), list(ins[len(ins) - m:])
+    in_axes = [int(v) for v in a.get("scan_input_axes", [0] * m)]
+    in_dirs = [int(v) for v in a.get("scan_input_directions", [0] * m)]
+    in_axes = [ax + x.dim() if ax < 0 else ax for ax, x in zip(in_axes, xs, strict=True)]
+    steps = xs[0].shape[in_axes[0]] if xs else 0
+    n_out = len(body.outputs) - len(states)
+    collected: list[list[Any]] = [[] for _ in range(n_out)]
+    for t in range(steps):
+        slices = [x.select(ax, steps - 1 - t if d else t)
+                  for x, ax, d in zip(xs, in_axes, in_dirs, strict=True)]
+        outs = ctx.module.run_plan(body, ctx.values,
+                                   dict(zip(body.inputs, [*states, *slices], strict=True)))
+        states = outs[: len(states)]
+        for store, value in zip(collected, outs[len(states):], strict=True):
+            store.append(value)
+    out_axes = [int(v) for v in a.get("scan_output_axes", [0] * n_out)]
+    out_dirs = [int(v) for v in a.get("scan_output_directions", [0] * n_out)]
+    scanned = []
+    for store, ax, d in zip(collected, out_axes, out_dirs, strict=True):
+        if not store:
+            scanned.append(torch.zeros(0))
+            continue
+        items = store[::-1] if d else store
+        rank = items[0].dim() + 1
+        scanned.append(torch.stack(items, dim=ax + rank if ax < 0 else ax))
+    results = [*states, *scanned]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _tree_ensemble(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    from onnxbridge._to_torch_trees import tree_ensemble
+
+    return tree_ensemble(ctx, ins, a)
 
 
 def _unary(fn: Callable[[Tensor], Tensor]) -> Op:
@@ -694,6 +944,13 @@ _OPS: dict[tuple[str, str], Op] = {
     (_ML, "LinearRegressor"): _linear_regressor, (_ML, "LinearClassifier"): _linear_classifier,
     (_ML, "Scaler"): _scaler, (_ML, "Normalizer"): _normalizer,
     (_ML, "ArrayFeatureExtractor"): _array_feature_extractor, (_ML, "Binarizer"): _binarizer,
+    (_ML, "TreeEnsembleRegressor"): _tree_ensemble, (_ML, "TreeEnsembleClassifier"): _tree_ensemble,
+    (_ML, "LabelEncoder"): _label_encoder, (_ML, "ZipMap"): _zipmap,
+    ("", "Mod"): lambda ctx, ins, a: (torch.fmod if a.get("fmod", 0) else torch.remainder)(
+        ins[0], ins[1]),
+    ("", "TopK"): _topk, ("", "MatMulInteger"): _matmul_integer,
+    ("", "ReduceSumSquare"): _reduce(_sum_square),
+    ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
 }
 
 #: Operators ``to_torch`` runs, as ``"Op"`` (default ONNX domain) or ``"ai.onnx.ml::Op"``.
@@ -707,27 +964,65 @@ def _domain(node: onnx.NodeProto) -> str:
     return "" if node.domain in ("", "ai.onnx") else node.domain
 
 
+class _Plan:
+    """One graph (the main one or a subgraph of If/Loop/Scan) ready to run."""
+
+    def __init__(self, inputs: list[str], outputs: list[str], inits: dict[str, str]) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.inits = inits  # ONNX initializer name -> the module's attribute key
+        self.nodes: list[tuple[Op, str, list[str], list[str], Attrs, str]] = []
+
+
+def _missing_operators(graph: onnx.GraphProto) -> set[str]:
+    """Operators of ``graph`` and its subgraphs that to_torch cannot run."""
+    missing: set[str] = set()
+    for n in graph.node:
+        if (_domain(n), n.op_type) not in _OPS:
+            missing.add(n.op_type if _domain(n) == "" else f"{_domain(n)}::{n.op_type}")
+        for a in n.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                missing |= _missing_operators(g)
+    return missing
+
+
+def _value_types(graph: onnx.GraphProto) -> dict[str, int]:
+    """Element types the graph declares (inputs, value_info, outputs, Cast targets)."""
+    types: dict[str, int] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = int(vi.type.tensor_type.elem_type)
+    for t in graph.initializer:
+        types[t.name] = int(t.data_type)
+    for n in graph.node:
+        if n.op_type == "Cast" and _domain(n) == "":
+            to = next((a.i for a in n.attribute if a.name == "to"), None)
+            if to is not None:
+                types.setdefault(n.output[0], int(to))
+    return types
+
+
 class OnnxTorchModule(torch.nn.Module):
     """An ONNX graph run node by node with torch operations; its weights are parameters.
 
     ``forward`` takes the graph inputs by position (graph order) or by name, as torch tensors
     (numpy arrays are converted), and returns one tensor for a one-output graph, else a tuple
-    in graph output order (``output_names``). ``parity`` is the check made when it was built.
+    in graph output order (``output_names``). String tensors (class labels, category columns)
+    stay numpy arrays of ``str``: torch has no strings. A ZipMap output is a list of dicts, as
+    onnxruntime gives it. ``parity`` is the check made when it was built.
     """
 
     def __init__(self, proto: onnx.ModelProto, data_dir: str | None = None) -> None:
         super().__init__()
         graph = proto.graph
-        missing = sorted({
-            n.op_type if _domain(n) == "" else f"{_domain(n)}::{n.op_type}"
-            for n in graph.node if (_domain(n), n.op_type) not in _OPS
-        })
+        missing = sorted(_missing_operators(graph))
         if missing:
             raise UnsupportedOperatorError(
                 f"to_torch() cannot run operator(s) {', '.join(missing)}: it covers the operators"
-                " onnxbridge's converters emit for neural networks and linear models"
-                " (onnxbridge._to_torch.SUPPORTED_OPERATORS). Keep this model in ONNX (m.run), or"
-                " convert the original model to PyTorch another way",
+                " onnxbridge's converters emit for neural networks, linear models, tree"
+                " ensembles and control flow (onnxbridge._to_torch.SUPPORTED_OPERATORS). Keep"
+                " this model in ONNX (m.run), or convert the original model to PyTorch another"
+                " way",
                 operators=missing, framework="torch",
             )
         self.parity: ParityReport | None = None
@@ -735,39 +1030,59 @@ class OnnxTorchModule(torch.nn.Module):
         self._opset = int(opsets.get("", opsets.get("ai.onnx", 21)))
         self._keys: dict[str, str] = {}  # ONNX tensor name -> attribute name
         self._n_outputs: dict[str, int] = {}
-        self.input_names = [i.name for i in graph.input]
+        self._meta: dict[str, Any] = {}  # node key -> what an operator prepared at build time
+        self._strings: dict[str, np.ndarray] = {}  # string constants (torch has no strings)
+        self._data_dir = data_dir or ""
+        self._n_nodes = 0
         initializers = {t.name for t in graph.initializer}
-        self.input_names = [n for n in self.input_names if n not in initializers]
+        self.input_names = [i.name for i in graph.input if i.name not in initializers]
         self.output_names = [o.name for o in graph.output]
+        self._zipmap_outputs = {n.output[0] for n in graph.node if n.op_type == "ZipMap"}
         for value in graph.output:
-            if not value.type.HasField("tensor_type"):
+            if not value.type.HasField("tensor_type") and value.name not in self._zipmap_outputs:
                 raise UnsupportedOperatorError(
                     f"to_torch() returns tensors; output {value.name!r} is not one (a sequence"
-                    " or a map, e.g. scikit-learn's ZipMap: convert with zipmap off)",
+                    " or a map not made by ZipMap)",
                     operators=["non-tensor output"], framework="torch",
                 )
+        self._graph = self._plan(graph, "")
+
+    # -- building ------------------------------------------------------------------------------
+    def _plan(self, graph: onnx.GraphProto, scope: str) -> _Plan:
+        """Register a graph's initializers and node state; subgraphs recursively."""
         stats = {n.input[i] for n in graph.node for i in _STAT_INPUTS.get(n.op_type, ())
                  if i < len(n.input)}
+        inits: dict[str, str] = {}
         for t in graph.initializer:
-            array = numpy_helper.to_array(t, base_dir=data_dir or "")
+            array = numpy_helper.to_array(t, base_dir=self._data_dir)
             trainable = array.dtype.kind == "f" and array.ndim > 0 and t.name not in stats
-            self._add(t.name, array, trainable)
-        self._nodes: list[tuple[Op, list[str], list[str], Attrs, str]] = []
-        for i, node in enumerate(graph.node):
-            key = f"node{i}_{node.op_type}"
-            attrs = {a.name: self._attr(a) for a in node.attribute}
+            self._add(scope + t.name, array, trainable)
+            inits[t.name] = scope + t.name
+        names = set(inits)
+        plan = _Plan([i.name for i in graph.input if i.name not in names],
+                     [o.name for o in graph.output], inits)
+        types = _value_types(graph)
+        for node in graph.node:
+            key = f"node{self._n_nodes}_{node.op_type}"
+            self._n_nodes += 1
+            attrs: Attrs = {}
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    attrs[a.name] = self._plan(a.g, f"{key}.{a.name}/")
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    raise UnsupportedOperatorError(
+                        f"to_torch() does not run {node.op_type}'s list of graphs",
+                        operators=[node.op_type], framework="torch")
+                else:
+                    attrs[a.name] = self._attr(a)
             self._n_outputs[key] = len(node.output)
-            self._node_state(key, node, attrs)
+            self._node_state(key, node, attrs, types)
             op = _OPS[(_domain(node), node.op_type)]
-            self._nodes.append((op, list(node.input), list(node.output), attrs, key))
+            plan.nodes.append((op, node.op_type, list(node.input), list(node.output), attrs, key))
+        return plan
 
-    # -- state ---------------------------------------------------------------------------------
     @staticmethod
     def _attr(a: onnx.AttributeProto) -> Any:
-        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-            raise UnsupportedOperatorError(
-                "to_torch() does not run operators with subgraphs (If, Loop, Scan)",
-                operators=["subgraph"], framework="torch")
         if a.type == onnx.AttributeProto.TENSOR:
             return a.t
         value = onnx.helper.get_attribute_value(a)
@@ -778,6 +1093,10 @@ class OnnxTorchModule(torch.nn.Module):
         return value
 
     def _add(self, name: str, array: Any, trainable: bool) -> None:
+        array = np.asarray(array)
+        if array.dtype.kind in "OSU":  # strings: kept aside as numpy arrays of str
+            self._strings[name] = _as_strings(array)
+            return
         base = re.sub(r"\W", "_", name) or "t"
         key = base
         n = 1
@@ -792,12 +1111,15 @@ class OnnxTorchModule(torch.nn.Module):
         self._keys[name] = key
 
     def has_tensor(self, name: str) -> bool:
-        return name in self._keys
+        return name in self._keys or name in self._strings
 
-    def get_tensor(self, name: str) -> Tensor:
+    def get_tensor(self, name: str) -> Any:
+        if name in self._strings:
+            return self._strings[name]
         return getattr(self, self._keys[name])
 
-    def _node_state(self, key: str, node: onnx.NodeProto, a: Attrs) -> None:
+    def _node_state(self, key: str, node: onnx.NodeProto, a: Attrs,
+                    types: dict[str, int]) -> None:
         """Tensors a node keeps in attributes become parameters or buffers of the module."""
         if node.op_type == "Constant":
             if "value" in a:
@@ -808,24 +1130,28 @@ class OnnxTorchModule(torch.nn.Module):
             else:
                 field = next(k for k in a if k.startswith("value_"))
                 dtype = {"value_float": np.float32, "value_floats": np.float32,
-                         "value_int": np.int64, "value_ints": np.int64}.get(field)
+                         "value_int": np.int64, "value_ints": np.int64,
+                         "value_string": object, "value_strings": object}.get(field)
                 if dtype is None:
                     raise UnsupportedOperatorError(f"to_torch() does not read Constant {field}",
                                                    operators=[f"Constant({field})"], framework="torch")
                 array = np.array(a[field], dtype=dtype)
             self._add(f"{key}.value", array, False)
+        elif node.op_type in ("TreeEnsembleRegressor", "TreeEnsembleClassifier"):
+            from onnxbridge._to_torch_trees import tree_state
+
+            self._meta[key] = tree_state(self, key, node, types)
         elif node.op_type in ("LinearRegressor", "LinearClassifier"):
             self._add(f"{key}.coefficients", np.array(a["coefficients"], dtype=np.float32), True)
             if "intercepts" in a:
                 self._add(f"{key}.intercepts", np.array(a["intercepts"], dtype=np.float32), True)
             if node.op_type == "LinearClassifier":
-                if "classlabels_ints" not in a:
-                    raise UnsupportedOperatorError(
-                        "to_torch() returns tensors; this LinearClassifier has string class"
-                        " labels. Fit the estimator on integer labels",
-                        operators=["LinearClassifier(classlabels_strings)"], framework="torch")
-                self._add(f"{key}.classlabels", np.array(a["classlabels_ints"], dtype=np.int64),
-                          False)
+                if "classlabels_ints" in a:
+                    self._add(f"{key}.classlabels",
+                              np.array(a["classlabels_ints"], dtype=np.int64), False)
+                else:
+                    self._add(f"{key}.classlabels",
+                              np.array(a.get("classlabels_strings", []), dtype=object), False)
         elif node.op_type == "Scaler":
             for what in ("offset", "scale"):
                 self._add(f"{key}.{what}", np.array(a.get(what, [0.0 if what == "offset" else 1.0]),
@@ -843,15 +1169,23 @@ class OnnxTorchModule(torch.nn.Module):
         if len(args) != len(self.input_names):
             raise TypeError(f"the model takes {len(self.input_names)} input(s)"
                             f" {self.input_names}, got {len(args)}")
-        values: dict[str, Any] = {"": None}
-        for name, value in zip(self.input_names, args, strict=True):
-            values[name] = value if isinstance(value, torch.Tensor) else torch.as_tensor(
-                np.asarray(value))
-        for onnx_name, attr in self._keys.items():
-            values.setdefault(onnx_name, getattr(self, attr))
-        for op, ins, outs, attrs, key in self._nodes:
+        feeds = {name: _as_value(value) for name, value in zip(self.input_names, args, strict=True)}
+        results = tuple(self.run_plan(self._graph, {"": None}, feeds))
+        return results[0] if len(results) == 1 else results
+
+    def run_plan(self, plan: _Plan, outer: Mapping[str, Any], feeds: Mapping[str, Any]) -> list[Any]:
+        """Run one graph: ``outer`` holds the names it sees from enclosing graphs."""
+        values: dict[str, Any] = dict(outer)
+        for onnx_name, key in plan.inits.items():
+            values[onnx_name] = self.get_tensor(key)
+        values.update(feeds)
+        for op, op_type, ins, outs, attrs, key in plan.nodes:
+            args = [values[i] for i in ins]
             try:
-                result = op(_Ctx(self, key, self._opset), [values[i] for i in ins], attrs)
+                if any(isinstance(v, np.ndarray) for v in args) and op_type in _STRING_OPS:
+                    result = _STRING_OPS[op_type](args, attrs)
+                else:
+                    result = op(_Ctx(self, key, self._opset, values), args, attrs)
             except (ConversionError, KeyError):
                 raise
             except Exception as exc:
@@ -863,8 +1197,7 @@ class OnnxTorchModule(torch.nn.Module):
             else:
                 for name, r in zip(outs, result, strict=False):
                     values[name] = r
-        results = tuple(values[n] for n in self.output_names)
-        return results[0] if len(results) == 1 else results
+        return [values[n] for n in plan.outputs]
 
 
 def _check(model: OnnxModel, module: OnnxTorchModule, sample: Any, tolerance: Any) -> ParityReport:
@@ -885,14 +1218,22 @@ def _check(model: OnnxModel, module: OnnxTorchModule, sample: Any, tolerance: An
     for feeds in feeds_list:
         expected = model.run(feeds, as_dict=True)
         with torch.no_grad():
-            got = module(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+            got = module(**{k: _as_value(np.ascontiguousarray(v)) for k, v in feeds.items()})
         got = got if isinstance(got, tuple) else (got,)
         first = next(iter(feeds.values()))
         batch = int(first.shape[0]) if first.ndim else None
-        outputs += compare_outputs(module.output_names, [expected[n] for n in module.output_names],
-                                   [g.detach().cpu().numpy() for g in got], batch=batch,
+        outputs += compare_outputs(module.output_names,
+                                   [_comparable(expected[n]) for n in module.output_names],
+                                   [_comparable(g) for g in got], batch=batch,
                                    tolerance=tolerance)
     return ParityReport(outputs=outputs, notes=["to_torch(): the torch module against onnxruntime"])
+
+
+def _comparable(value: Any) -> Any:
+    """An output as an array: a ZipMap's list of dicts becomes [rows, classes]."""
+    if isinstance(value, list):
+        return np.asarray([[row[k] for k in sorted(row)] for row in value], dtype=np.float32)
+    return _np(value)
 
 
 def to_torch(model: OnnxModel, sample: Any = None, *, verify: bool = True,

@@ -442,7 +442,7 @@ class OnnxModel:
 
         Checked against onnxruntime on ``sample`` (the inputs by position or a dict by name),
         or on random inputs at batches 1 and 3; ParityError when it differs, the report in
-        ``.parity``. Needs torch (``onnxbridge[torch]``); see docs/guide-pytorch.md#back-to-pytorch.
+        ``.parity``. Needs torch (``onnxbridge[torch]``); see docs/guide-to-torch.md.
         """
         try:
             from onnxbridge._to_torch import to_torch

@@ -91,6 +91,10 @@ class Ensemble:
     weights_all_positive: bool = True
     mirrored: bool = False         # binary classifier whose class 0 values are -class 1's
     labels: Any = None             # classifier labels (int64 array or list of bytes)
+    # read with every_mode=True only (to_torch follows onnxruntime's operator exactly):
+    aggregate: str = "SUM"         # SUM | AVERAGE | MIN | MAX
+    equal: list[np.ndarray] = field(default_factory=list)       # bool: split is x == t
+    weighted: list[np.ndarray] = field(default_factory=list)    # bool [n_nodes, n_outputs]
 
     @property
     def n_trees(self) -> int:
@@ -130,17 +134,24 @@ def _prev(t: np.ndarray) -> np.ndarray:
     return np.nextafter(t, np.asarray(-np.inf, dtype=t.dtype))
 
 
-def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
-    """Normalise a ``TreeEnsembleRegressor``/``Classifier`` node (ai.onnx.ml 1-3)."""
+def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any], *,
+                  every_mode: bool = False) -> Ensemble:
+    """Normalise a ``TreeEnsembleRegressor``/``Classifier`` node (ai.onnx.ml 1-3).
+
+    ``every_mode``: also read BRANCH_EQ/NEQ splits (``equal``, NEQ as EQ with the children
+    swapped), MIN/MAX aggregation and PROBIT, and which leaves carry a weight per output
+    (``weighted``), for an evaluator that follows the operator itself (``to_torch``).
+    """
     a = _attrs(node)
     classifier = node.op_type == "TreeEnsembleClassifier"
     agg = a.get("aggregate_function", b"SUM")
     agg = agg.decode() if isinstance(agg, bytes) else str(agg)
-    if agg not in ("SUM", "AVERAGE"):
+    if agg not in (("SUM", "AVERAGE", "MIN", "MAX") if every_mode else ("SUM", "AVERAGE")):
         raise TreeForm(f"aggregate_function {agg} has no tensor form")
     post = a.get("post_transform", b"NONE")
     post = post.decode() if isinstance(post, bytes) else str(post)
-    if post not in ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"):
+    if post not in ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", *(("PROBIT",) if every_mode
+                                                                    else ())):
         raise TreeForm(f"post_transform {post} has no tensor form")
     prefix = "class" if classifier else "target"
     if classifier:
@@ -163,13 +174,14 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
     w_node = np.asarray(a[f"{prefix}_nodeids"], dtype=np.int64)
     w_id = np.asarray(a[f"{prefix}_ids"], dtype=np.int64)
     w_val = np.asarray(a[f"{prefix}_weights"]).astype(np.float64)
-    bad = sorted({m for m in modes if m not in ("LEAF", "BRANCH_LEQ", "BRANCH_LT", "BRANCH_GT",
-                                                  "BRANCH_GTE")})
+    known = ("LEAF", "BRANCH_LEQ", "BRANCH_LT", "BRANCH_GT", "BRANCH_GTE",
+             *(("BRANCH_EQ", "BRANCH_NEQ") if every_mode else ()))
+    bad = sorted({m for m in modes if m not in known})
     if bad:
         raise TreeForm(f"split mode(s) {bad} (categorical splits) have no tensor form here")
     ens = Ensemble(kind="classifier" if classifier else "regressor", n_outputs=n_out,
                    dtype=np.dtype(dtype), post_transform=post, average=agg == "AVERAGE",
-                   labels=labels)
+                   labels=labels, aggregate=agg)
     base = a.get("base_values")
     ens.base = np.zeros(0) if base is None else np.asarray(base, dtype=np.float64)
     ens.class_ids_used = tuple(sorted({int(i) for i in w_id})) if classifier else ()
@@ -201,6 +213,7 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
         left = np.full(n, -1, dtype=np.int64)
         right = np.full(n, -1, dtype=np.int64)
         nan_left = np.zeros(n, dtype=bool)
+        equal = np.zeros(n, dtype=bool)
         for new, old in enumerate(seq):
             r = rows[old]
             mode = modes[r]
@@ -211,6 +224,10 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
             t = thr[r: r + 1]
             if mode in ("BRANCH_LEQ", "BRANCH_LT"):
                 left[new], right[new], nan_left[new] = yes, no, missing[r]
+            elif mode == "BRANCH_EQ":
+                left[new], right[new], nan_left[new], equal[new] = yes, no, missing[r], True
+            elif mode == "BRANCH_NEQ":  # x != t == not (x == t); NaN != t is true: yes
+                left[new], right[new], nan_left[new], equal[new] = no, yes, False, True
             else:  # x > t == not (x <= t); x >= t == not (x < t)
                 left[new], right[new], nan_left[new] = no, yes, not missing[r]
             if mode in ("BRANCH_LT", "BRANCH_GTE"):
@@ -223,11 +240,16 @@ def read_ensemble(node: onnx.NodeProto, dtype: np.dtype[Any]) -> Ensemble:
         ens.right.append(right)
         ens.nan_left.append(nan_left)
         ens.values.append(np.zeros((n, n_out), dtype=np.float64))
+        if every_mode:
+            ens.equal.append(equal)
+            ens.weighted.append(np.zeros((n, n_out), dtype=bool))
     for tr, nid, cid, val in zip(w_tree, w_node, w_id, w_val, strict=True):
         where = keys.get((int(tr), int(nid)))
         if where is None or cid >= n_out:
             raise TreeForm(f"leaf weight for tree {tr} node {nid} does not match a leaf")
         ens.values[where[0]][where[1], int(cid)] += val
+        if every_mode:
+            ens.weighted[where[0]][where[1], int(cid)] = True
     if classifier and n_out == 2 and ens.class_ids_used == (0, 1) and ens.n_trees:
         v = np.concatenate(ens.values)
         ens.mirrored = bool((v[:, 0] == -v[:, 1]).all()) and (
