@@ -27,7 +27,9 @@ def tests(session: nox.Session) -> None:
                                "--cov=onnxbridge", "--cov-branch", "--cov-report=term",
                                f"--cov-fail-under={COVERAGE_FLOOR}"]
     # The example plugin is installed just above: its tests must run, and fail if it is missing.
-    session.run("pytest", *args, env={"ONNXBRIDGE_REQUIRE_EXAMPLE_PLUGIN": "1"})
+    # ONNXBRIDGE_REQUIRE_TEST_EXTRA: what the test extra installs (keras) must be there.
+    session.run("pytest", *args, env={"ONNXBRIDGE_REQUIRE_EXAMPLE_PLUGIN": "1",
+                                      "ONNXBRIDGE_REQUIRE_TEST_EXTRA": "1"})
 
 
 @nox.session
