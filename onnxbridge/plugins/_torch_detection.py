@@ -54,14 +54,31 @@ def detection_names(outputs: Any) -> list[str] | None:
     return names
 
 
-def name_detection_axes(proto: Any, names: Sequence[str]) -> None:
-    """Call the first axis of each image's outputs ``detections_i`` (the exporter's names are
-    generated ones like ``Concatoutput_0.boxes_dim_0``)."""
-    wanted = set(names)
+def name_detection_axes(proto: Any, names: Sequence[str],
+                        shapes: Sequence[Sequence[int]]) -> None:
+    """Call the first axis of each image's outputs ``detections_i`` and a mask's last two the
+    image's height and width; other axes keep the sample's size (the exporter's names are
+    generated ones like ``Concatoutput_0.boxes_dim_0``, matched by size only)."""
+    inputs = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in proto.graph.input]
+    by_name = dict(zip(names, shapes, strict=True))
     for output in proto.graph.output:
-        if output.name in wanted and output.type.tensor_type.shape.dim:
-            dim = output.type.tensor_type.shape.dim[0]
-            dim.dim_param = f"detections_{output.name.rpartition('_')[2]}"
+        dims = output.type.tensor_type.shape.dim
+        if output.name not in by_name or not dims:
+            continue
+        key, _, index = output.name.rpartition("_")
+        image = inputs[int(index)] if int(index) < len(inputs) else []
+        for axis, dim in enumerate(dims):
+            if axis == 0:
+                dim.dim_param = f"detections_{index}"
+            elif key == "masks" and axis >= 2 and len(image) == 3 and len(dims) == 4:
+                size = image[axis - 1]
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = int(size)
+            elif axis < len(by_name[output.name]):
+                dim.dim_value = int(by_name[output.name][axis])
 
 
 def score_threshold(model: Any) -> float | None:
@@ -167,7 +184,9 @@ def _compare_image(
                              f"shape {list(a.shape)} but the source gives {list(e.shape)}"))
             continue
         ok, diff = _close(e[e_idx], a[a_idx], tol)
-        line_problem = problem if key == "boxes" else None
+        line_problem = problem if key == "boxes" or not passed else None
+        if not passed and key != "boxes":
+            line_problem = f"see boxes_{index}"
         if not ok:
             line_problem = (f"{len(pairs)} matched detections differ by up to {diff:.3g}"
                             + (f"; {problem}" if problem else ""))

@@ -1525,7 +1525,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             + (f"; torchvision's tracer-aware branches at {', '.join(aware)} were traced as"
                " torchvision intends" if aware else ""))
         if per_image is not None and names == per_image:
-            name_detection_axes(proto, names)
+            name_detection_axes(proto, names, job.output_shapes)
         if resize_sizes_in_double(proto):
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
