@@ -22,7 +22,7 @@ from onnxbridge.plugins._torch_detection import compare_detections  # noqa: E402
 
 
 def tiny_backbone(channels: int | list[int] = 16) -> Any:
-    class Backbone(torch.nn.Sequential):
+    class Backbone(torch.nn.Sequential):  # type: ignore[name-defined]
         def forward(self, x: Any) -> Any:  # SSD wants a dict of feature maps
             return OrderedDict([("0", super().forward(x))])
 
@@ -71,7 +71,7 @@ def test_faster_rcnn_two_images_match_torch_at_the_sample_and_other_sizes() -> N
     model = faster_rcnn()
     images = [torch.rand(3, 160, 160), torch.rand(3, 128, 192)]
     m = onnxbridge.to_onnx(model, images)
-    assert m.parity.passed
+    assert m.parity is not None and m.parity.passed
     assert m.input_names == ["images_0", "images_1"]
     assert m.output_names == ["boxes_0", "labels_0", "scores_0", "boxes_1", "labels_1",
                               "scores_1"]
@@ -119,7 +119,7 @@ def detections(boxes: list[list[float]], scores: list[float], labels: list[int])
 
 
 NAMES = ["boxes_0", "scores_0", "labels_0"]
-BOXES = [[0, 0, 10, 10], [20, 20, 40, 40], [5, 5, 50, 60]]
+BOXES = [[0.0, 0, 10, 10], [20.0, 20, 40, 40], [5.0, 5, 50, 60]]
 
 
 def test_same_detections_in_another_order_pass() -> None:
@@ -140,7 +140,7 @@ def test_a_different_detection_fails_and_says_which(change: str) -> None:
     elif change == "score":
         scores[1] = 0.81
     else:
-        boxes.append([1, 1, 2, 2])
+        boxes.append([1.0, 1, 2, 2])
         scores.append(0.6)
         labels.append(2)
     lines = compare_detections(0.05)(NAMES, source, detections(boxes, scores, labels))
@@ -151,8 +151,8 @@ def test_a_different_detection_fails_and_says_which(change: str) -> None:
 
 def test_tied_scores_excuse_only_what_comes_after_them() -> None:
     # Both keep the top detection; below it three boxes tie and NMS kept different ones.
-    source = detections([BOXES[0], BOXES[1], [60, 60, 70, 70]], [0.9, 0.5, 0.5], [1, 1, 1])
-    onnx_side = detections([BOXES[0], BOXES[2], [80, 80, 90, 90]], [0.9, 0.5, 0.5], [1, 1, 1])
+    source = detections([BOXES[0], BOXES[1], [60.0, 60, 70, 70]], [0.9, 0.5, 0.5], [1, 1, 1])
+    onnx_side = detections([BOXES[0], BOXES[2], [80.0, 80, 90, 90]], [0.9, 0.5, 0.5], [1, 1, 1])
     lines = compare_detections(0.05)(NAMES, source, onnx_side)
     assert all(line.passed for line in lines)
     assert "tie in score" in (lines[0].problem or "")

@@ -214,13 +214,13 @@ def compare_detections(
     ) -> list[OutputParity]:
         images: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
         for name, e, a in zip(names, expected, actual, strict=True):
-            key, _, index = name.rpartition("_")
-            exp, act = images.setdefault(int(index), ({}, {}))
+            key, _, number = name.rpartition("_")
+            exp, act = images.setdefault(int(number), ({}, {}))
             exp[key], act[key] = np.asarray(e), np.asarray(a)
         count = len(images)
         out: list[OutputParity] = []
-        for index, (exp, act) in sorted(images.items()):
-            out += _compare_image(index, exp, act, count, threshold)
+        for image, (exp, act) in sorted(images.items()):
+            out += _compare_image(image, exp, act, count, threshold)
         return out
 
     return compare
