@@ -160,3 +160,14 @@ def test_tied_scores_excuse_only_what_comes_after_them() -> None:
     flat = compare_detections(0.05)(NAMES, detections(BOXES[:2], [0.5, 0.5], [1, 1]),
                                     detections([BOXES[2], BOXES[0]], [0.5, 0.5], [1, 1]))
     assert not flat[0].passed and "random weights" in (flat[0].problem or "")
+
+
+@pytest.mark.slow
+def test_a_sample_with_no_detection_is_not_called_verified() -> None:
+    model = faster_rcnn()
+    model.roi_heads.score_thresh = 0.99  # random weights score about 1/3
+    images = [torch.rand(3, 160, 160)]
+    assert len(eager(model, images)[0]["boxes"]) == 0
+    with pytest.raises(onnxbridge.ParityError, match="detects nothing on the sample"
+                       r" \(score threshold 0.99\).*roi_heads.score_thresh = 0.0"):
+        onnxbridge.to_onnx(model, images)

@@ -1505,6 +1505,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += axis_notes
     baked = baked_branches(job.warnings) if used == "torchscript" else []
     compare = None
+    detection_problems: list[str] = []
     if detection:
         from onnxbridge.plugins._torch_detection import (
             compare_detections,
@@ -1530,6 +1531,17 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
         compare = compare_detections(score_threshold(model))
+        if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
+            threshold = score_threshold(model)
+            empty = (
+                f"the model detects nothing on the sample (score threshold {threshold:g}), so"
+                " verification compares nothing: pass an image with objects in it, or lower"
+                " the threshold for the conversion (box_score_thresh= / score_thresh= when"
+                " building it, or model.roi_heads.score_thresh = 0.0 for an R-CNN,"
+                " model.score_thresh = 0.0 for SSD, RetinaNet and FCOS)"
+                if threshold is not None else "the model detects nothing on the sample, so"
+                " verification compares nothing: pass an image with objects in it")
+            detection_problems.append(empty)
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
     notes += cast_notes(source_dtype, cast_to)
@@ -1575,7 +1587,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " model always takes the branch the sample took. Make the condition a tensor"
             " operation (torch.where) or use torch.cond, so that torch.export can export it"
             for place in baked
-        ],
+        ] + detection_problems,
         proto=proto,
         reference=reference,
         framework="torch",
