@@ -1539,8 +1539,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
                 " the threshold for the conversion (box_score_thresh= / score_thresh= when"
                 " building it, or model.roi_heads.score_thresh = 0.0 for an R-CNN,"
                 " model.score_thresh = 0.0 for SSD, RetinaNet and FCOS)"
-                if threshold is not None else "the model detects nothing on the sample, so"
-                " verification compares nothing: pass an image with objects in it")
+                if threshold else "the model detects nothing on the sample"
+                + (" even with score threshold 0" if threshold == 0 else "")
+                + ", so verification compares nothing: pass an image with objects in it (with"
+                " random weights every box may be dropped as too small or not finite)")
             detection_problems.append(empty)
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
