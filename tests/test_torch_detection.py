@@ -100,6 +100,17 @@ def test_ssd_one_image_matches_torch_on_another_size() -> None:
 
 
 @pytest.mark.slow
+def test_torch_export_alone_names_the_stage_and_the_fix() -> None:
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+
+    model = SSD(tiny_backbone([16]), DefaultBoxGenerator([[2]]), (160, 160), num_classes=3)
+    with pytest.raises(onnxbridge.ConversionError, match=r"(?s)boxes\.py.*batched_nms.*"
+                       r"exporter='torchscript'.*without it"):
+        onnxbridge.to_onnx(model.eval(), [torch.rand(3, 160, 160)], exporter="dynamo")
+
+
+@pytest.mark.slow
 def test_mask_rcnn_masks_follow_the_image_size() -> None:
     from torchvision.ops import MultiScaleRoIAlign
 

@@ -1494,6 +1494,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             if len(failures) == 1 and isinstance(only, ConversionError):
                 raise only
             error = failure_error(job, failures, options.opset)
+            if detection and "torchscript" not in failures:
+                error.args = (f"{error.args[0]}\nA torchvision detection model's"
+                              " post-processing keeps a value-dependent number of boxes, which"
+                              " torch.export cannot trace: use exporter='torchscript' (what"
+                              " 'auto' does for these models), or export the network without"
+                              " it (docs/guide-pytorch.md, Detection models)",
+                              *error.args[1:])
             raise error from list(failures.values())[-1]
     # Shapes for tidy_proto come from the original tensors: the export ones may be grown.
     proto = tidy_proto(proto, job, tensors, options.name or type(model).__name__)
