@@ -34,7 +34,7 @@ _PER_DETECTION = ("masks", "keypoints", "keypoints_scores")
 # thousandths of a pixel is rounding. Scores are probabilities.
 _SCORE_TOL = (1e-4, 1e-3)
 _BOX_TOL = (1e-4, 1e-3)  # atol: a fraction of the image's largest coordinate
-_EXTRA_TOL = (1e-2, 1e-2)  # masks (interpolated, pasted) and keypoints
+_EXTRA_TOL = (1e-3, 1e-3)  # masks (interpolated, pasted) and keypoints
 
 
 def is_detection_model(model: object) -> bool:
