@@ -182,3 +182,13 @@ def test_a_sample_with_no_detection_is_not_called_verified() -> None:
     with pytest.raises(onnxbridge.ParityError, match="detects nothing on the sample"
                        r" \(score threshold 0.99\).*roi_heads.score_thresh = 0.0"):
         onnxbridge.to_onnx(model, images)
+
+
+def test_the_lowest_scores_may_differ_only_at_the_models_cut() -> None:
+    # 3 kept of more candidates: the last place went to a nearly equal score on each side.
+    source = detections(BOXES, [0.9, 0.8, 0.7], [1, 2, 1])
+    onnx_side = detections([BOXES[0], BOXES[1], [70.0, 70, 90, 90]], [0.9, 0.8, 0.7], [1, 2, 2])
+    lines = compare_detections(0.05, cap=3)(NAMES, source, onnx_side)
+    assert all(line.passed for line in lines) and "cut of 3" in (lines[0].problem or "")
+    # Without a cut (fewer than the model keeps) the same difference fails.
+    assert not compare_detections(0.05, cap=100)(NAMES, source, onnx_side)[0].passed

@@ -1516,6 +1516,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     if detection:
         from onnxbridge.plugins._torch_detection import (
             compare_detections,
+            detection_cap,
             name_detection_axes,
             resize_sizes_in_double,
             score_threshold,
@@ -1537,7 +1538,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         if resize_sizes_in_double(proto):
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
-        compare = compare_detections(score_threshold(model))
+        compare = compare_detections(score_threshold(model), detection_cap(model))
         if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
             threshold = score_threshold(model)
             empty = (
