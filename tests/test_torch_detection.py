@@ -192,3 +192,17 @@ def test_the_lowest_scores_may_differ_only_at_the_models_cut() -> None:
     assert all(line.passed for line in lines) and "cut of 3" in (lines[0].problem or "")
     # Without a cut (fewer than the model keeps) the same difference fails.
     assert not compare_detections(0.05, cap=100)(NAMES, source, onnx_side)[0].passed
+
+
+def test_a_detection_head_on_a_list_of_feature_maps_is_a_plain_export() -> None:
+    from torchvision.models.detection.ssd import SSDHead
+
+    torch.manual_seed(0)
+    head = SSDHead([16], [4], 3).eval()
+    features = [torch.rand(1, 16, 10, 10)]
+    m = onnxbridge.to_onnx(head, features)
+    assert m.output_names == ["bbox_regression", "cls_logits"]
+    with torch.no_grad():
+        expected = head(features)
+    for name, got in zip(m.output_names, m.run(features[0].numpy()), strict=True):
+        np.testing.assert_allclose(got, expected[name].numpy(), atol=1e-5)

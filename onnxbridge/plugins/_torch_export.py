@@ -1405,10 +1405,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     names = _unique_names([n for n, _ in flat], set(plan.names))
     from onnxbridge.plugins._torch_detection import detection_names, is_detection_model
 
-    detection = is_detection_model(model) and plan.style == "list"
-    per_image = detection_names(outputs) if detection else None
-    if per_image is not None and len(per_image) == len(flat):
-        names = _unique_names(per_image, set(plan.names))  # boxes_0, scores_0, labels_0 ...
+    # A detection model called on its list of images, returning one dict per image (not a
+    # part of one, such as an SSD head called on a list of feature maps).
+    per_image = detection_names(outputs) if is_detection_model(model) \
+        and plan.style == "list" else None
+    detection = per_image is not None and len(per_image) == len(flat)
+    if detection:
+        names = _unique_names(per_image or [], set(plan.names))  # boxes_0, scores_0 ...
     if output_names is not None:
         given = [str(n) for n in output_names]
         if len(given) != len(names) or len(set(given) | set(plan.names)) != len(given) + len(
