@@ -206,3 +206,20 @@ def test_a_detection_head_on_a_list_of_feature_maps_is_a_plain_export() -> None:
         expected = head(features)
     for name, got in zip(m.output_names, m.run(features[0].numpy()), strict=True):
         np.testing.assert_allclose(got, expected[name].numpy(), atol=1e-5)
+
+
+def test_renamed_outputs_are_still_compared_as_detections() -> None:
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+
+    torch.manual_seed(0)
+    model = SSD(tiny_backbone([16]), DefaultBoxGenerator([[2]]), (160, 160), num_classes=3,
+                detections_per_img=10).eval()
+    images = [torch.rand(3, 160, 160)]
+    m = onnxbridge.to_onnx(model, images, output_names=["b", "s", "l"])
+    assert m.output_names == ["b", "s", "l"] and m.parity is not None and m.parity.passed
+    want = eager(model, images)[0]
+    b, s, labels = m.run(images[0].numpy())
+    order, theirs = np.argsort(-s), np.argsort(-want["scores"].numpy())
+    np.testing.assert_allclose(b[order], want["boxes"].numpy()[theirs], atol=1e-3, rtol=1e-3)
+    np.testing.assert_array_equal(labels[order], want["labels"].numpy()[theirs])

@@ -214,7 +214,7 @@ def detection_cap(model: Any) -> int | None:
 
 
 def compare_detections(
-    threshold: float | None, cap: int | None = None,
+    threshold: float | None, cap: int | None = None, layout: Sequence[str] | None = None,
 ) -> Any:
     """A ``compare_outputs`` for per-image detection outputs (``boxes_0, scores_0, ...``).
 
@@ -222,7 +222,8 @@ def compare_detections(
     detection must match, except below a score where several detections tie (NMS may keep a
     different one of tied boxes, and the suppression after it follows), at the model's score
     threshold, or among the lowest scores at its cut of ``cap`` detections; then at least one
-    detection above must match, and the line says so.
+    detection above must match, and the line says so. ``layout`` gives each output's
+    ``key_image`` (``boxes_0``) when the outputs were renamed; by default their names.
     """
 
     def compare(
@@ -232,7 +233,7 @@ def compare_detections(
         converter_tolerances: Mapping[str, tuple[float, float]] | None = None,
     ) -> list[OutputParity]:
         images: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
-        for name, e, a in zip(names, expected, actual, strict=True):
+        for name, e, a in zip(layout or names, expected, actual, strict=True):
             key, _, number = name.rpartition("_")
             exp, act = images.setdefault(int(number), ({}, {}))
             exp[key], act[key] = np.asarray(e), np.asarray(a)

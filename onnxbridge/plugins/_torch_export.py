@@ -1541,7 +1541,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         if resize_sizes_in_double(proto):
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
-        compare = compare_detections(score_threshold(model), detection_cap(model))
+        compare = compare_detections(score_threshold(model), detection_cap(model), per_image)
         if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
             threshold = score_threshold(model)
             empty = (
