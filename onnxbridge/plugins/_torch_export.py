@@ -482,7 +482,15 @@ def _meaning_groups(
             add("sequence", 0, 1 if batch_first else 0)
             batch_axis_of_first = 0 if batch_first else 1
     if plan.style == "list":
-        # A list of images is the batch itself (each image [channels, height, width]).
+        # A list of images is the batch itself (each image [channels, height, width]); a
+        # detection model resizes each image itself, so height and width are free.
+        from onnxbridge.plugins._torch_detection import is_detection_model
+
+        if is_detection_model(model):
+            for i, (name, t) in enumerate(zip(plan.names, tensors, strict=True)):
+                if t.ndim == 3:
+                    add(f"{name}_height", i, 1)
+                    add(f"{name}_width", i, 2)
         return list(groups.values())
     if dynamic_batch and tensors and tensors[0].ndim > batch_axis_of_first:
         size = int(tensors[0].shape[batch_axis_of_first])
@@ -982,9 +990,17 @@ class TorchConversionResult(ConversionResult):
     # Initializer name -> a CPU array over the module's own tensor whose bytes the external
     # data file holds: verification's session uses them instead of reading the file (held once).
     shared_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    # Replaces verify.compare_outputs (same signature) where rows are not comparable one by one
+    # (a detection model's boxes, matched by label, score and box).
+    compare: Callable[..., list[Any]] | None = None
 
 
 _BAKED = re.compile(r"Converting a tensor to a Python (boolean|number|index)")
+
+
+def _place(place: str) -> tuple[str, int]:
+    filename, _, line = place.rpartition(":")
+    return filename, int(line)
 
 
 def baked_branches(caught: Sequence[warnings.WarningMessage]) -> list[str]:
@@ -1387,6 +1403,15 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             converter="torch",
         )
     names = _unique_names([n for n, _ in flat], set(plan.names))
+    from onnxbridge.plugins._torch_detection import detection_names, is_detection_model
+
+    # A detection model called on its list of images, returning one dict per image (not a
+    # part of one, such as an SSD head called on a list of feature maps).
+    per_image = detection_names(outputs) if is_detection_model(model) \
+        and plan.style == "list" else None
+    detection = per_image is not None and len(per_image) == len(flat)
+    if detection:
+        names = _unique_names(per_image or [], set(plan.names))  # boxes_0, scores_0 ...
     if output_names is not None:
         given = [str(n) for n in output_names]
         if len(given) != len(names) or len(set(given) | set(plan.names)) != len(given) + len(
@@ -1429,6 +1454,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         # torch.export's translation of recurrent layers unrolls them over the sample's time
         # steps (the graph then fails at any other length); TorchScript exports an ONNX LSTM.
         order = ["torchscript", "dynamo"]
+    if exporter == "auto" and detection:
+        # torchvision writes its detection models for the tracer (is_tracing branches, ONNX
+        # NonMaxSuppression); torch.export stops at the first data-dependent box count.
+        order = ["torchscript", "dynamo"]
     if isinstance(model, torch.jit.ScriptModule):
         # A scripted module cannot be wrapped or re-traced: the TorchScript exporter takes it
         # as it is and flattens its outputs the same way.
@@ -1468,6 +1497,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             if len(failures) == 1 and isinstance(only, ConversionError):
                 raise only
             error = failure_error(job, failures, options.opset)
+            if detection and "torchscript" not in failures:
+                error.args = (f"{error.args[0]}\nA torchvision detection model's"
+                              " post-processing keeps a value-dependent number of boxes, which"
+                              " torch.export cannot trace: use exporter='torchscript' (what"
+                              " 'auto' does for these models), or export the network without"
+                              " it (docs/guide-pytorch.md, Detection models)",
+                              *error.args[1:])
             raise error from list(failures.values())[-1]
     # Shapes for tidy_proto come from the original tensors: the export ones may be grown.
     proto = tidy_proto(proto, job, tensors, options.name or type(model).__name__)
@@ -1477,16 +1513,48 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
-    if type(model).__module__.startswith("torchvision.models.detection"):
+    baked = baked_branches(job.warnings) if used == "torchscript" else []
+    compare = None
+    detection_problems: list[str] = []
+    if detection:
+        from onnxbridge.plugins._torch_detection import (
+            compare_detections,
+            detection_cap,
+            name_detection_axes,
+            resize_sizes_in_double,
+            score_threshold,
+            tracing_aware,
+        )
+
+        aware = [p for p in baked if tracing_aware(*_place(p))]
+        baked = [p for p in baked if p not in aware]
         notes.append(
             "torchvision detection model: exported with its post-processing (resize and"
-            " normalise, score threshold, top-k, batched NMS, boxes mapped back to the image)."
-            " How many boxes survive depends on the values, which torch.export cannot trace and"
-            " the TorchScript tracer partly fixes to the sample's counts; when parity fails,"
-            " export the network without it (e.g. a module returning"
-            " model.head(model.backbone(x)) on a normalised batch) and run the post-processing"
-            " in Python")
-    baked = baked_branches(job.warnings) if used == "torchscript" else []
+            " normalise, score threshold, top-k, batched NMS, boxes mapped back to each image);"
+            f" {len(plan.names)} image input(s) of any height and width, outputs"
+            " boxes_i/scores_i/labels_i per image with a value-dependent count (detections_i)."
+            " Verified by matching detections (label, score, box), not rows"
+            + (f"; torchvision's tracer-aware branches at {', '.join(aware)} were traced as"
+               " torchvision intends" if aware else ""))
+        if per_image is not None and names == per_image:
+            name_detection_axes(proto, names, job.output_shapes)
+        if resize_sizes_in_double(proto):
+            notes.append("the resize's output size is computed in float64 as torchvision does"
+                         " (float32 gave 159 px where PyTorch gives 160)")
+        compare = compare_detections(score_threshold(model), detection_cap(model), per_image)
+        if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
+            threshold = score_threshold(model)
+            empty = (
+                f"the model detects nothing on the sample (score threshold {threshold:g}), so"
+                " verification compares nothing: pass an image with objects in it, or lower"
+                " the threshold for the conversion (box_score_thresh= / score_thresh= when"
+                " building it, or model.roi_heads.score_thresh = 0.0 for an R-CNN,"
+                " model.score_thresh = 0.0 for SSD, RetinaNet and FCOS)"
+                if threshold else "the model detects nothing on the sample"
+                + (" even with score threshold 0" if threshold == 0 else "")
+                + ", so verification compares nothing: pass an image with objects in it (with"
+                " random weights every box may be dropped as too small or not finite)")
+            detection_problems.append(empty)
     if skipped:
         notes.append(f"non-tensor outputs left out of the ONNX model: {', '.join(skipped)}")
     notes += cast_notes(source_dtype, cast_to)
@@ -1526,12 +1594,13 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             " implementation registered (see docs/custom-operators.md)"
         )
     return TorchConversionResult(
+        compare=compare,
         problems=[
             f"the TorchScript tracer baked a branch on a tensor value at {place}: the ONNX"
             " model always takes the branch the sample took. Make the condition a tensor"
             " operation (torch.where) or use torch.cond, so that torch.export can export it"
             for place in baked
-        ],
+        ] + detection_problems,
         proto=proto,
         reference=reference,
         framework="torch",
