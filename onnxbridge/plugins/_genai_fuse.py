@@ -5,12 +5,15 @@ nodes (head reshapes, rotary embedding, cache concatenation, key/value head repe
 scaled dot product, the mask). For one token at a time, onnxruntime spends more time starting
 those nodes than computing them. :func:`fuse_decoder` rewrites each layer into
 
-    RotaryEmbedding(q), RotaryEmbedding(k) -> GroupQueryAttention(q, k, v, past, bias)
+    MatMul(x, Wqkv) + bqkv -> Split -> RotaryEmbedding(q), RotaryEmbedding(k)
+        -> GroupQueryAttention(q, k, v, past, bias)
 
 (``com.microsoft`` contrib operators; the past and present caches keep their
-``[batch, kv_heads, length, head_dim]`` layout and names), builds the attention bias (causal,
+``[batch, kv_heads, length, head_dim]`` layout and names; the q/k/v projections are packed
+into one MatMul when their weights are held in memory), builds the attention bias (causal,
 padding, sliding window) once for all layers from ``attention_mask``, and fuses RMS norms into
-``SimplifiedLayerNormalization`` / ``SkipSimplifiedLayerNormalization`` (onnxscript's rules).
+``SkipSimplifiedLayerNormalization`` (onnxscript's rules; the first norm, without a residual,
+as a Skip norm of x with itself).
 
 The rewrite recognises each layer from what it computes, not from node names: the ``present``
 output's Concat, the rotary pattern ``x * cos + rotate_half(x) * sin`` on the projected heads,
