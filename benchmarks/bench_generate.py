@@ -15,9 +15,9 @@ save_pretrained and a word-level tokenizer made here). Tokens are compared with 
 the column says whether they match. "Prompt" is generate with 1 new token; "per token" is
 (time for 33 new - prompt) / 32, from the fastest of the repeats (for onnxruntime-genai, its
 token loop's time for 33 new - for 1 new, without creating the generator; the machine is
-shared, the median is what other processes leave over). Runners are timed in turns, each turn after one
-untimed call of the same runner. Optimum does not
-install with transformers 5 and is not measured.
+shared, the median is what other processes leave over). Runners are timed in turns, each
+turn after one untimed call of the same runner. Optimum does not install with transformers 5
+and is not measured.
 Random weights only; nothing is downloaded. On a crowded machine wall times say more about the
 other processes than about the runners: ``--threads 1 --cpu-time`` times each runner with this
 process's CPU time (time.process_time) on one thread, the work each runner does per token.
