@@ -208,8 +208,14 @@ class _StepBinding:
                 for method in ("bind_input", "bind_ortvalue_input", "bind_output",
                                "get_outputs"):
                     getattr(raw, method)
-                kind = c.OrtDevice.cuda() if device == "cuda" else c.OrtDevice.cpu()
-                self.c_device = c.OrtDevice(kind, c.OrtDevice.default_memory(), device_id)
+                import onnxruntime
+
+                maker = getattr(onnxruntime, "OrtDevice", None)
+                if maker is not None and hasattr(maker, "make"):  # what bind_output itself uses
+                    self.c_device = maker.make(device, device_id)._get_c_device()
+                else:
+                    kind = c.OrtDevice.cuda() if device == "cuda" else c.OrtDevice.cpu()
+                    self.c_device = c.OrtDevice(kind, c.OrtDevice.default_memory(), device_id)
                 self.run_native = sess.run_with_iobinding
                 self.raw = raw
             except (ImportError, AttributeError, TypeError):
