@@ -13,9 +13,11 @@ fuse=False (torch.onnx's graph), transformers' eager generate, and onnxruntime-g
 builder (when ``onnxruntime_genai`` imports; built offline from the random model saved with
 save_pretrained and a word-level tokenizer made here). Tokens are compared with transformers';
 the column says whether they match. "Prompt" is generate with 1 new token; "per token" is
-(time for 33 new - prompt) / 32, from the fastest of the repeats (the machine is shared; the
-median is what other processes leave over). Runners are timed in turns. Optimum does not
-install with transformers 5 and is not measured.
+(time for 33 new - prompt) / 32, from the fastest of the repeats (for onnxruntime-genai, its
+token loop's time for 33 new - for 1 new, without creating the generator; the machine is
+shared, the median is what other processes leave over). Runners are timed in turns, each
+turn after one untimed call of the same runner. Optimum does not install with transformers 5
+and is not measured.
 Random weights only; nothing is downloaded. On a crowded machine wall times say more about the
 other processes than about the runners: ``--threads 1 --cpu-time`` times each runner with this
 process's CPU time (time.process_time) on one thread, the work each runner does per token.
@@ -43,6 +45,7 @@ CLOCK = time.perf_counter
 GENAI = True
 PROMPT = 16
 NEW = 32
+LOOP_TIMES: list[float] = []  # onnxruntime-genai's token loop, timed inside its runner
 
 
 def build(kind: str, large: bool = False) -> Any:
@@ -109,8 +112,12 @@ def genai_runner(model: Any, ids: Any, want: Any, folder: str) -> tuple[Callable
         params.set_search_options(max_length=PROMPT + n, do_sample=False)
         generator = og.Generator(og_model, params)
         generator.append_tokens(prompt)
+        start = CLOCK()
         while not generator.is_done():
             generator.generate_next_token()
+        # the token loop alone: creating the generator (several ms, and noisy) would drown
+        # the 32 tokens' difference that "ms / new token" is taken from
+        LOOP_TIMES.append(CLOCK() - start)
         return np.array(generator.get_sequence(0))[None]
 
     nodes = len(__import__("onnx").load(os.path.join(out, "model.onnx"),
@@ -165,17 +172,25 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
         same = {name: bool(np.array_equal(fn(NEW), want)) for name, fn, _ in runners}
         first: dict[str, list[float]] = {name: [] for name, _, _ in runners}
         total: dict[str, list[float]] = {name: [] for name, _, _ in runners}
+        loops: dict[int, list[float]] = {}
         for _ in range(repeats):  # in turns: the machine's load falls on every runner alike
             for name, fn, _ in runners:
+                # one untimed call first: the runner before it (its caches, its allocator)
+                # otherwise lands on this one's prompt time (0.4 ms on a tiny model here)
+                fn(1)
                 for n, store in ((1, first), (NEW + 1, total)):
                     start = CLOCK()
                     fn(n)
                     store[name].append(CLOCK() - start)
+                    if name.startswith("onnxruntime-genai"):
+                        loops.setdefault(n, []).append(LOOP_TIMES[-1])
     eager_per = None
     rows = []
     for name, _, note in runners:
         prompt_s = min(first[name])  # the least disturbed run: the machine is shared
         per = (min(total[name]) - prompt_s) / NEW
+        if name.startswith("onnxruntime-genai") and loops:
+            per = (min(loops[NEW + 1]) - min(loops[1])) / NEW
         rows.append((name, prompt_s * 1e3, per * 1e3, note))
         if name.startswith("transformers"):
             eager_per = per * 1e3

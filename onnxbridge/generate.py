@@ -185,15 +185,84 @@ def _cache_device(session: Any) -> tuple[str, int]:
     return "cpu", 0
 
 
+class _StepBinding:
+    """The calls the token loop makes on an IOBinding each step, at the least cost.
+
+    onnxruntime's Python IOBinding wraps a native one; its wrapper methods do bookkeeping
+    (an OrtValue wrapper per output, a device object per bound output) that costs more than a
+    tiny decoder's whole step. Where the native binding is there (``_iobinding`` and the
+    session's ``_sess``, as in onnxruntime 1.x) the loop calls it directly; otherwise it uses
+    the public methods. Arrays bound as inputs must outlive the run: the caller keeps them.
+    """
+
+    def __init__(self, session: Any, binding: Any, device: str, device_id: int,
+                 native: bool = True) -> None:
+        self.session, self.binding = session, binding
+        self.device, self.device_id = device, device_id
+        self.raw: Any = None
+        if native:
+            try:
+                from onnxruntime.capi import _pybind_state as c
+
+                raw, sess = binding._iobinding, session._sess
+                for method in ("bind_input", "bind_ortvalue_input", "bind_output",
+                               "get_outputs"):
+                    getattr(raw, method)
+                import onnxruntime
+
+                maker = getattr(onnxruntime, "OrtDevice", None)
+                if maker is not None and hasattr(maker, "make"):  # what bind_output itself uses
+                    self.c_device = maker.make(device, device_id)._get_c_device()
+                else:
+                    kind = c.OrtDevice.cuda() if device == "cuda" else c.OrtDevice.cpu()
+                    self.c_device = c.OrtDevice(kind, c.OrtDevice.default_memory(), device_id)
+                self.run_native = sess.run_with_iobinding
+                self.raw = raw
+            except (ImportError, AttributeError, TypeError):
+                self.raw = None
+
+    def host_input(self, name: str, array: np.ndarray) -> None:
+        """A host array as an input (copied to the device now when the session runs there)."""
+        if self.raw is not None:
+            self.raw.bind_input(name, array)
+        else:
+            self.binding.bind_cpu_input(name, array)
+
+    def value_input(self, name: str, value: Any) -> None:
+        """A value from :meth:`outputs` (an earlier run's output) as an input, no copy."""
+        if self.raw is not None:
+            self.raw.bind_ortvalue_input(name, value)
+        else:
+            self.binding.bind_ortvalue_input(name, value)
+
+    def device_output(self, name: str) -> None:
+        """An output that onnxruntime allocates on the cache's device."""
+        if self.raw is not None:
+            self.raw.bind_output(name, self.c_device)
+        else:
+            self.binding.bind_output(name, self.device, self.device_id)
+
+    def run(self) -> None:
+        if self.raw is not None:
+            self.run_native(self.raw, None)
+        else:
+            self.session.run_with_iobinding(self.binding)
+
+    def outputs(self) -> Any:
+        """The last run's outputs, in the session's output order."""
+        return self.raw.get_outputs() if self.raw is not None else self.binding.get_outputs()
+
+
 def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                        uses_positions: bool, eos_set: set[int], pad: int, do_sample: bool,
                        temperature: float, top_k: int | None, top_p: float | None,
-                       rng: np.random.Generator) -> np.ndarray:
+                       rng: np.random.Generator, native: bool = True) -> np.ndarray:
     """The token loop: IO binding, the cache kept as OrtValues, buffers allocated once.
 
     Each step binds the previous step's ``present.*`` OrtValues as ``past_key_values.*`` (no
     copy), writes the next token's logits into one preallocated buffer, and takes its input ids,
-    mask and positions from buffers filled in place.
+    mask and positions from buffers filled in place. ``native=False`` keeps to onnxruntime's
+    public IOBinding methods.
     """
     import onnxruntime
 
@@ -227,40 +296,51 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
     for name in present_names:
         binding.bind_output(name, device, device_id)
     session.run_with_iobinding(binding)
-    results = binding.get_outputs()
-    first = results[0].numpy()
+    first = binding.get_outputs()[0].numpy()
     logits = first[:, -1, :]
+    step = _StepBinding(session, binding, device, device_id, native)
+    results = step.outputs()
     # From now on one token per row: fixed-size buffers, bound once, filled in place.
     step_ids = np.empty((batch, 1), dtype=np.int64)
     position = mask.sum(axis=-1, keepdims=True).astype(np.int64)  # cumsum(mask) - 1, next token
     step_logits = np.empty((batch, 1, first.shape[-1]), dtype=first.dtype)
     binding.bind_ortvalue_output("logits", onnxruntime.OrtValue.ortvalue_from_numpy(step_logits))
     finished = np.zeros(batch, dtype=bool)
+    any_finished = False
     eos = np.array(sorted(eos_set), dtype=np.int64)
-    for step in range(max_new_tokens):
+    single_eos = int(eos[0]) if eos.size == 1 else None
+    pasts = list(zip(range(1, len(past_names) + 1), past_names, strict=True))
+    for index in range(max_new_tokens):
         nxt = _next_tokens(logits, do_sample, temperature, top_k, top_p, rng)
-        if finished.any():
+        if any_finished:
             nxt = np.where(finished, pad, nxt)
-        out[:, prompt + step] = nxt
-        if eos.size:
-            finished |= np.isin(nxt, eos)
-        if finished.all() or step + 1 == max_new_tokens:
-            return out[:, :prompt + step + 1]
+        out[:, prompt + index] = nxt
+        if single_eos is not None:  # a plain comparison: np.isin costs more than a tiny step
+            stop = nxt == single_eos
+        elif eos.size:
+            stop = (nxt[:, None] == eos).any(axis=1)
+        if eos.size and stop.any():
+            finished |= stop
+            any_finished = True
+            if finished.all():
+                return out[:, :prompt + index + 1]
+        if index + 1 == max_new_tokens:
+            break
         step_ids[:, 0] = nxt
-        total = prompt + step + 1
+        total = prompt + index + 1
         # bound again each step: on a GPU provider onnxruntime copies a host input to the device
         # when it is bound, so an in-place change of the bound array would never reach it
-        binding.bind_cpu_input("input_ids", step_ids)
+        step.host_input("input_ids", step_ids)
         if uses_positions:
-            binding.bind_cpu_input("position_ids", position)
-        binding.bind_cpu_input("attention_mask", masks[:, :total] if batch == 1
-                               else np.ascontiguousarray(masks[:, :total]))
-        for name, value in zip(past_names, results[1:], strict=True):
-            binding.bind_ortvalue_input(name, value)
+            step.host_input("position_ids", position)
+        step_mask = masks[:, :total] if batch == 1 else np.ascontiguousarray(masks[:, :total])
+        step.host_input("attention_mask", step_mask)
+        for i, name in pasts:
+            step.value_input(name, results[i])
         for name in present_names:
-            binding.bind_output(name, device, device_id)
-        session.run_with_iobinding(binding)
-        results = binding.get_outputs()
+            step.device_output(name)
+        step.run()
+        results = step.outputs()
         logits = step_logits[:, -1, :]
         if uses_positions:
             position += 1

@@ -16,7 +16,12 @@ transformers = pytest.importorskip("transformers")
 
 import onnxbridge  # noqa: E402
 from onnxbridge import ConversionError, InputError  # noqa: E402
-from onnxbridge.generate import GenerativeModel, _filter_logits  # noqa: E402
+from onnxbridge.generate import (  # noqa: E402
+    GenerativeModel,
+    _filter_logits,
+    _greedy_or_sampled,
+    _StepBinding,
+)
 
 
 def tiny_llama() -> torch.nn.Module:
@@ -124,6 +129,33 @@ def test_eos_stops_a_row_and_pads_it(llama: tuple[torch.nn.Module, GenerativeMod
         want = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=eos,
                               pad_token_id=0).numpy()
     assert np.array_equal(got, want)
+    # several end ids: each row stops at whichever comes first (row 1 at its own 2nd token)
+    both = [eos, int(free[1, 6])]
+    got = m.generate(ids, max_new_tokens=8, eos_token_id=both, pad_token_id=0)
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=both,
+                              pad_token_id=0).numpy()
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.slow
+def test_native_and_public_step_bindings_match_transformers(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    # the loop calls onnxruntime's native IOBinding per step; the public methods are the
+    # fallback where it is missing: both must give transformers' tokens, padding included
+    model, m = llama
+    ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(7))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    want = reference(model, ids, mask, 12)
+    session = m.session()
+    assert _StepBinding(session, session.io_binding(), "cpu", 0).raw is not None
+    assert _StepBinding(session, session.io_binding(), "cpu", 0, native=False).raw is None
+    for native in (True, False):
+        got = _greedy_or_sampled(session, ids.numpy(), mask.numpy(), 12, True, set(), 0,
+                                 False, 1.0, None, None, np.random.default_rng(0),
+                                 native=native)
+        assert np.array_equal(got, want), native
 
 
 @pytest.mark.slow
@@ -199,7 +231,13 @@ def test_fused_qwen2_matches_transformers_with_padding() -> None:
     model = transformers.Qwen2ForCausalLM(config).eval()  # q/k/v projections with bias
     ids = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(5))
     m = onnxbridge.to_onnx(model, ids, task="text-generation")
-    assert _ops(m).get("GroupQueryAttention") == 2, _ops(m)
+    ops = _ops(m)
+    assert ops.get("GroupQueryAttention") == 2, ops
+    # q, k and v (with their biases) from one MatMul + Add per layer, split for the rotary;
+    # 2 layers x (qkv, o, gate, up, down) + lm_head
+    assert ops.get("MatMul") == 11 and ops.get("Split") == 2, ops
+    # every RMS norm fused, the first one (no residual yet) included
+    assert ops.get("SkipSimplifiedLayerNormalization") == 5 and "ReduceMean" not in ops, ops
     mask = torch.ones_like(ids)
     mask[0, :2] = 0
     got = m.generate(ids, attention_mask=mask, max_new_tokens=20, eos_token_id=None)

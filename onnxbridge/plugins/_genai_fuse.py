@@ -5,12 +5,15 @@ nodes (head reshapes, rotary embedding, cache concatenation, key/value head repe
 scaled dot product, the mask). For one token at a time, onnxruntime spends more time starting
 those nodes than computing them. :func:`fuse_decoder` rewrites each layer into
 
-    RotaryEmbedding(q), RotaryEmbedding(k) -> GroupQueryAttention(q, k, v, past, bias)
+    MatMul(x, Wqkv) + bqkv -> Split -> RotaryEmbedding(q), RotaryEmbedding(k)
+        -> GroupQueryAttention(q, k, v, past, bias)
 
 (``com.microsoft`` contrib operators; the past and present caches keep their
-``[batch, kv_heads, length, head_dim]`` layout and names), builds the attention bias (causal,
+``[batch, kv_heads, length, head_dim]`` layout and names; the q/k/v projections are packed
+into one MatMul when their weights are held in memory), builds the attention bias (causal,
 padding, sliding window) once for all layers from ``attention_mask``, and fuses RMS norms into
-``SimplifiedLayerNormalization`` / ``SkipSimplifiedLayerNormalization`` (onnxscript's rules).
+``SkipSimplifiedLayerNormalization`` (onnxscript's rules; the first norm, without a residual,
+as a Skip norm of x with itself).
 
 The rewrite recognises each layer from what it computes, not from node names: the ``present``
 output's Concat, the rotary pattern ``x * cos + rotate_half(x) * sin`` on the projected heads,
@@ -124,6 +127,59 @@ def _rotary_input(value: Any, half: int) -> tuple[Any, Any]:
         except _NoMatch:
             continue
     raise _NoMatch("rotary")
+
+
+def _linear(value: Any) -> tuple[Any, np.ndarray, np.ndarray | None] | None:
+    """(x, W, b) when value is MatMul(x, W) (+ b) with W and b held in memory, else None."""
+    import onnx_ir as ir
+
+    node = value.producer()
+    bias = None
+    if node is not None and node.op_type == "Add" and node.domain in ("", "ai.onnx"):
+        for mm_value, b_value in ((node.inputs[0], node.inputs[1]),
+                                  (node.inputs[1], node.inputs[0])):
+            mm = mm_value.producer() if mm_value is not None else None
+            if mm is not None and mm.op_type == "MatMul" and b_value is not None and \
+                    b_value.const_value is not None:
+                node, bias = mm, b_value.const_value
+                break
+        else:
+            return None
+    if node is None or node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
+        return None
+    weight = node.inputs[1].const_value if node.inputs[1] is not None else None
+    held = (weight, bias) if bias is not None else (weight,)
+    if weight is None or any(isinstance(t, ir.ExternalTensor) for t in held):
+        return None  # weights in external files stay where they are (no packed copy)
+    w = np.asarray(weight.numpy())
+    b = None if bias is None else np.asarray(bias.numpy())
+    if w.ndim != 2 or (b is not None and b.shape != (w.shape[1],)):
+        return None
+    return node.inputs[0], w, b
+
+
+def _packed_projection(graph: Any, values: Sequence[Any], add: Any, const: Any,
+                       name: str) -> Any:
+    """One MatMul (+ one bias Add) for the q, k and v projections of the same input, or None."""
+    found = [_linear(v) for v in values]
+    if any(f is None for f in found):
+        return None
+    parts = [f for f in found if f is not None]
+    x = parts[0][0]
+    if any(p[0] is not x for p in parts) or len({p[1].dtype for p in parts}) != 1:
+        return None
+    biases = [p[2] for p in parts]
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        # only some have a bias: the others get zeros (adding 0 changes nothing)
+        biases = [np.zeros(p[1].shape[1], p[1].dtype) if b is None else b
+                  for p, b in zip(parts, biases, strict=True)]
+    weight = const(f"onnxbridge_fused.{name}.qkv_weight",
+                   np.ascontiguousarray(np.concatenate([p[1] for p in parts], axis=1)))
+    out = add("MatMul", [x, weight])
+    if biases[0] is not None:
+        out = add("Add", [out, const(f"onnxbridge_fused.{name}.qkv_bias",
+                                     np.concatenate([b for b in biases if b is not None]))])
+    return out
 
 
 def _merged_output(start: Any, limit: int = 80) -> Any:
@@ -258,7 +314,7 @@ def fuse_decoder(proto: onnx.ModelProto, plan: FusePlan) -> tuple[onnx.ModelProt
             biases[window] = add("Where", [allowed, zero_f, lowest])
         return biases[window]
 
-    counts = {"GroupQueryAttention": 0, "RotaryEmbedding": 0}
+    counts = {"GroupQueryAttention": 0, "RotaryEmbedding": 0, "packed QKV projection": 0}
     rewires: list[tuple[Any, Any]] = []
     present_swaps: list[tuple[str, Any]] = []
     for i in range(plan.layers):
@@ -295,6 +351,16 @@ def fuse_decoder(proto: onnx.ModelProto, plan: FusePlan) -> tuple[onnx.ModelProt
                 raise _NoMatch("query")
         except _NoMatch as exc:
             raise ValueError(f"layer {i}: attention not recognised ({exc})") from None
+        # q, k and v from one packed projection (one MatMul, one bias Add, one Split) when
+        # their weights allow. The rotary embedding stays outside GroupQueryAttention: its
+        # do_rotary=1 rotates a first prompt at positions 0.. whatever position_ids say,
+        # which is wrong for left-padded rows.
+        packed = _packed_projection(graph, (q_lin, k_lin, v_lin), add, const, f"layer{i}")
+        if packed is not None:
+            sizes = const(f"onnxbridge_fused.layer{i}.qkv_sizes", np.array(
+                [plan.num_heads * plan.head_dim] + [plan.kv_heads * plan.head_dim] * 2,
+                np.int64))
+            q_lin, k_lin, v_lin = add("Split", [packed, sizes], n_out=3, axis=-1)
         q_rot = add("RotaryEmbedding", [q_lin, positions, cos_cache, sin_cache], domain=MS,
                     interleaved=0)
         k_rot = add("RotaryEmbedding", [k_lin, positions, cos_cache, sin_cache], domain=MS,
@@ -309,6 +375,7 @@ def fuse_decoder(proto: onnx.ModelProto, plan: FusePlan) -> tuple[onnx.ModelProt
             scale=float(plan.scales[i]), do_rotary=0)
         counts["GroupQueryAttention"] += 1
         counts["RotaryEmbedding"] += 2
+        counts["packed QKV projection"] += packed is not None
         rewires.append((merged, attn))
         present_swaps += [(names[0], present_k), (names[1], present_v)]
 
@@ -348,24 +415,39 @@ def _fuse_norms(model: Any) -> dict[str, int]:
         return {}
     fuse_rms_normalization(model)
     skipped = int(fuse_skip_rms_normalization(model))
-    _unfuse_plain_norms(model)
+    skipped += _unfuse_plain_norms(model)
     return {"SkipSimplifiedLayerNormalization": skipped}
 
 
-def _unfuse_plain_norms(model: Any) -> None:
-    """Write the RMS norms left without a residual input back as plain ONNX operators.
+def _unfuse_plain_norms(model: Any) -> int:
+    """Rewrite the RMS norms left without a residual input; how many became Skip norms.
 
     onnxruntime registers SimplifiedLayerNormalization in the default domain, where onnx's
-    checker does not know it; only the Skip form (com.microsoft) is kept fused.
+    checker does not know it: in float32 it becomes a SkipSimplifiedLayerNormalization
+    (com.microsoft) of x with itself, otherwise plain ONNX operators.
     """
     import onnx_ir as ir
 
     graph = model.graph
+    count = 0
     for node in list(graph):
         if node.op_type != "SimplifiedLayerNormalization" or node.domain not in ("", "ai.onnx"):
             continue
         x, scale = node.inputs[0], node.inputs[1]
         eps = float(_attr(node, "epsilon", 1e-5))
+        if x.dtype == ir.DataType.FLOAT:
+            # norm(x + x) with 4 * eps is norm(x) exactly in float32: 2x, 4 * sum(x^2) and
+            # 4 * (mean + eps) are exact, sqrt(4a) = 2 * sqrt(a), and 2x / (2 * rms) = x / rms.
+            # One SkipSimplifiedLayerNormalization (com.microsoft) instead of 7 nodes.
+            fused = ir.node("SkipSimplifiedLayerNormalization", [x, x, scale], domain=MS,
+                            attributes={"epsilon": 4.0 * eps})
+            graph.insert_before(node, [fused])
+            ir.convenience.replace_all_uses_with(node.outputs[0], fused.outputs[0])
+            if node.outputs[0] in graph.outputs:
+                raise ValueError("a fused norm is a graph output")
+            graph.remove(node, safe=True)
+            count += 1
+            continue
         dtype = np.float16 if x.dtype == ir.DataType.FLOAT16 else np.float32
         eps_value = ir.Value(name=f"{node.name}.epsilon", shape=ir.Shape([]),
                              type=ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype))),
@@ -387,3 +469,4 @@ def _unfuse_plain_norms(model: Any) -> None:
         if node.outputs[0] in graph.outputs:
             raise ValueError("a fused norm is a graph output")
         graph.remove(node, safe=True)
+    return count

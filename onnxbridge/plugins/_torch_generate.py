@@ -251,6 +251,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
     # Verification: the prompt with an empty cache, then cached steps, then a left-padded batch.
     prompt_mask = mask if mask is not None else torch.ones_like(ids)
     checks: list[tuple[str, dict[str, np.ndarray]]] = []
+    padded_prompt: dict[str, np.ndarray] | None = None
 
     def as_feeds(args: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
         return {name: _to_numpy(a) for name, a in zip(input_names, args, strict=True)}
@@ -272,6 +273,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         # Padding positions hold no meaning (their values differ between implementations of
         # the mask): the check is the next step after a left-padded prompt, whose logits and
         # new cache entries attend to real tokens only.
+        padded_prompt = as_feeds(feeds_for(padded, pad_mask, empty_past(2)))
         first = run(feeds_for(padded, pad_mask, empty_past(2)))
         token = first[0][:, -1].argmax(-1, keepdim=True).cpu()
         pad_mask = torch.cat([pad_mask, torch.ones_like(token)], dim=1)
@@ -311,7 +313,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
              " 3 cached steps and a left-padded batch"]
     if fuse:
         proto, fused_note, max_positions = _fused(proto, model, n, dtype, checks, reference,
-                                                  job.data_dir)
+                                                  job.data_dir, padded_prompt)
         notes.append(fused_note)
         if max_positions:
             info["fused"] = True
@@ -343,7 +345,8 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
 
 def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
            checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
-           reference: Any, data_dir: str | None) -> tuple[Any, str, int]:
+           reference: Any, data_dir: str | None,
+           padded_prompt: Mapping[str, np.ndarray] | None = None) -> tuple[Any, str, int]:
     """The fused decoder when it matches the source on every check, else the exported one.
 
     Returns (proto, note, max positions of the fused rotary cache or 0 when not fused).
@@ -356,9 +359,11 @@ def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
         return proto, f"attention not fused: {plan} (the exported graph is kept)", 0
     try:
         fused, counts = fuse_decoder(proto, plan)
-        problem = _compare(fused, checks, reference, data_dir)
-    except (ValueError, RuntimeError) as exc:
+        problem = _compare(fused, checks, reference, data_dir, padded_prompt)
+    except ValueError as exc:  # a layer the rewrite does not recognise
         problem = str(exc)
+    except Exception as exc:  # onnxruntime's errors (InvalidArgument, Fail) are not RuntimeErrors
+        problem = f"the fused graph does not run ({type(exc).__name__}: {exc})"
     if problem:
         return proto, (f"attention not fused: {problem}; the exported graph is kept (pass"
                        " fuse=False to skip trying)"), 0
@@ -369,8 +374,13 @@ def _fused(proto: Any, model: Any, layers: int, dtype: torch.dtype,
 
 
 def _compare(fused: Any, checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
-             reference: Any, data_dir: str | None) -> str:
-    """'' when the fused graph gives the source's outputs on every check, else what differs."""
+             reference: Any, data_dir: str | None,
+             padded_prompt: Mapping[str, np.ndarray] | None = None) -> str:
+    """'' when the fused graph gives the source's outputs on every check, else what differs.
+
+    ``padded_prompt`` (a left-padded prompt, empty cache) is compared where padding leaves a
+    meaning: the last position's logits and the cache entries of real tokens.
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -392,6 +402,17 @@ def _compare(fused: Any, checks: Sequence[tuple[str, Mapping[str, np.ndarray]]],
         for name, ours, want in zip(names, got, reference(feeds), strict=True):
             if ours.shape != want.shape or not np.allclose(ours, want, atol=1e-4, rtol=1e-3):
                 return f"the fused graph's {name} differs from the model's on {what}"
+    if padded_prompt is not None:
+        real = np.asarray(padded_prompt["attention_mask"]).astype(bool)
+        got = session.run(None, dict(padded_prompt))
+        for name, ours, want in zip(names, got, reference(dict(padded_prompt)), strict=True):
+            if ours.shape != want.shape:
+                return f"the fused graph's {name} has another shape on a left-padded prompt"
+            rows = [(ours[b, -1], want[b, -1]) if name == "logits" else
+                    (ours[b][:, real[b]], want[b][:, real[b]]) for b in range(len(real))]
+            if not all(np.allclose(o, w, atol=1e-4, rtol=1e-3) for o, w in rows):
+                return (f"the fused graph's {name} differs from the model's on a left-padded"
+                        " prompt's real tokens")
     return ""
 
 
