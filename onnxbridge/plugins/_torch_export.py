@@ -530,6 +530,14 @@ def _settle(probe: Probe, tensors: Sequence[torch.Tensor], group: _Group) -> str
     return why
 
 
+def _probe_can_change(groups: Sequence[_Group]) -> bool:
+    """Whether a failed probe could change the plan: a batch axis alone on one input, with no
+    other axis to try, is kept asked for whatever the probe says (see plan_axes), so running
+    the model at another size first would only cost a forward pass."""
+    return any(g.label != "batch" or len(g.members) > 1 or any(g.alternatives.values())
+               for g in groups)
+
+
 def plan_axes(
     model: torch.nn.Module,
     plan: InputPlan,
@@ -544,12 +552,14 @@ def plan_axes(
     Axes are proposed by meaning (the batch; a transformers model's sequence, decoder sequence
     and multiple-choice axis; the time axis of a recurrent model's input, batch-first or not;
     a recurrent state's batch on axis 1), then checked by running the model at other sizes:
-    an axis that does not run at another size stays fixed, with a note saying why.
+    an axis that does not run at another size stays fixed, with a note saying why. No probe
+    runs when its answer cannot change the plan (a lone batch axis: see _probe_can_change).
     """
     axes: AxisPlan = [{} for _ in tensors]
     notes: list[str] = []
     groups = _meaning_groups(model, plan, tensors, dynamic_batch, rnns)
-    if probe is not None and groups and _fits(probe, tensors, groups) is not None:
+    if probe is not None and groups and _probe_can_change(groups) \
+            and _fits(probe, tensors, groups) is not None:
         kept = []
         for group in groups:
             why = _settle(probe, tensors, group)
@@ -966,6 +976,33 @@ def tidy_proto(
     return proto
 
 
+class _KnownRun:
+    """One call of the model already made (a copy of its inputs taken before the call, and its
+    flattened outputs), kept to answer a later call on equal inputs (same dtypes, shapes,
+    devices and values) without running the model again. Outputs above KNOWN_OUTPUTS_UP_TO
+    bytes in all are not kept."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor],
+                 outputs: Sequence[tuple[str, torch.Tensor]]) -> None:
+        size = sum(t.numel() * t.element_size() for _, t in outputs)
+        keep = size <= KNOWN_OUTPUTS_UP_TO
+        self.inputs = list(inputs) if keep else None
+        self.outputs = list(outputs) if keep else None
+
+    def outputs_for(self, inputs: Sequence[torch.Tensor]) -> list[tuple[str, torch.Tensor]] | None:
+        if self.inputs is None or self.outputs is None or len(inputs) != len(self.inputs):
+            return None
+        for a, b in zip(inputs, self.inputs, strict=True):
+            if not isinstance(a, torch.Tensor) or a.dtype != b.dtype or a.shape != b.shape \
+                    or a.device != b.device or not torch.equal(a, b):
+                return None
+        return list(self.outputs)
+
+
+# The most bytes of outputs _KnownRun keeps from the sample's call.
+KNOWN_OUTPUTS_UP_TO = 2**28
+
+
 @dataclass
 class TorchConversionResult(ConversionResult):
     """A ConversionResult with problems found while converting that verification must report."""
@@ -1366,9 +1403,12 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     tensors = sample_tensors(plan, sample, device)
     if cast_to is not None:  # the source takes its own dtype; the ONNX model float32
         tensors = cast_floats(tensors, torch.float32)
+    first_inputs = cast_floats(tensors, source_dtype if cast_to else None)
+    # Taken before the call: a model that changes its inputs in place gets no answer from it.
+    first_copy = [t.detach().clone() for t in first_inputs]
     with eval_mode(model), watch_rnns(model) as rnns:
         try:
-            outputs = _call(model, plan, cast_floats(tensors, source_dtype if cast_to else None))
+            outputs = _call(model, plan, first_inputs)
         except Exception as exc:
             if plan.style != "list":
                 raise
@@ -1494,14 +1534,20 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         notes.append("called with " + ", ".join(f"{k}={v!r}" for k, v in plan.fixed_kwargs.items())
                      + " (a key/value cache is not a tensor output)")
 
+    # The outputs of the call on the sample above answer verification's reference run on the
+    # same inputs (eval_mode restored the model's state after it): one forward pass less.
+    known = _KnownRun(first_copy, flat)
+
     def reference(x: Any) -> list[np.ndarray]:
         if compute_dtype is not None:
             x = _cast_floats(x, getattr(torch, compute_dtype))
         given = sample_tensors(plan, x, device)
         if cast_to is not None:
             given = cast_floats(given, source_dtype)
-        with eval_mode(model):
-            result, _ = flatten_outputs(_call(model, plan, given))
+        result = known.outputs_for(given)
+        if result is None:
+            with eval_mode(model):
+                result, _ = flatten_outputs(_call(model, plan, given))
         if len(result) != len(names):
             raise ConversionError(
                 f"the model returned {len(result)} output tensors on a resized sample but"
