@@ -338,20 +338,40 @@ class _FlatModule(torch.nn.Module):
 
 
 # -- modes and quiet ---------------------------------------------------------------------------
+class BufferSnapshot:
+    """A copy of every buffer of a module, taken once, to put back after each of onnxbridge's
+    runs: one copy for a whole conversion instead of one per call (the sample, the probes, the
+    export, each reference run of verification)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.entries = [
+            (module, key, value, value.detach().clone())
+            for module in model.modules() for key, value in module._buffers.items()
+            if isinstance(value, torch.Tensor)
+        ]
+
+    def restore(self) -> None:
+        """Each buffer object back in its module, with its values as when the copy was taken."""
+        with torch.no_grad():
+            for module, key, value, copy in self.entries:
+                module._buffers[key] = value
+                if value.shape == copy.shape and not torch.equal(value, copy):
+                    value.copy_(copy)
+
+
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: torch.nn.Module, snapshot: BufferSnapshot | None = None) -> Iterator[None]:
     """Eval mode and no_grad inside; every submodule's train/eval flag and buffer restored after.
 
     A model may update its own state in forward (a step counter, running statistics kept in
     eval): onnxbridge's own runs (the sample, the probes, the exporters' traces, the reference
-    runs of verification) must not leave a trace in the user's model.
+    runs of verification) must not leave a trace in the user's model. ``snapshot``: the
+    buffers' copy to restore from (taken before the first of several runs); None takes one.
     """
     flags = [(m, m.training) for m in model.modules()]
-    buffers = [
-        (module, key, value, value.detach().clone())
-        for module in model.modules() for key, value in module._buffers.items()
-        if isinstance(value, torch.Tensor)
-    ]
+    if snapshot is None or snapshot.model is not model:
+        snapshot = BufferSnapshot(model)
     for module, _ in flags:  # what eval() does, also for modules whose eval() raises
         module.training = False  # (the GraphModule of a loaded torch.export program)
     try:
@@ -360,11 +380,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
-        with torch.no_grad():
-            for module, key, value, copy in buffers:
-                module._buffers[key] = value
-                if value.shape == copy.shape and not torch.equal(value, copy):
-                    value.copy_(copy)
+        snapshot.restore()
 
 
 @contextlib.contextmanager
@@ -1406,7 +1422,9 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     first_inputs = cast_floats(tensors, source_dtype if cast_to else None)
     # Taken before the call: a model that changes its inputs in place gets no answer from it.
     first_copy = [t.detach().clone() for t in first_inputs]
-    with eval_mode(model), watch_rnns(model) as rnns:
+    # The buffers as given, copied once for every run below (each restores them after).
+    snapshot = BufferSnapshot(model)
+    with eval_mode(model, snapshot), watch_rnns(model) as rnns:
         try:
             outputs = _call(model, plan, first_inputs)
         except Exception as exc:
@@ -1440,7 +1458,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         names = given
 
     def probe(trial: Sequence[torch.Tensor]) -> None:
-        with eval_mode(model), quiet():
+        with eval_mode(model, snapshot), quiet():
             got, _ = flatten_outputs(_call(model, plan, trial))
         if len(got) != len(flat):
             raise RuntimeError(f"{len(got)} output tensors instead of {len(flat)}")
@@ -1483,7 +1501,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     failures: dict[str, BaseException] = {}
     proto = None
     used = ""
-    with eval_mode(model):
+    with eval_mode(model, snapshot):
         for attempt in order:
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
@@ -1546,7 +1564,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             given = cast_floats(given, source_dtype)
         result = known.outputs_for(given)
         if result is None:
-            with eval_mode(model):
+            with eval_mode(model, snapshot):
                 result, _ = flatten_outputs(_call(model, plan, given))
         if len(result) != len(names):
             raise ConversionError(
