@@ -737,12 +737,38 @@ def export_dynamo(job: ExportJob) -> onnx.ModelProto:
         assert program is not None
         if job.data_dir is not None:
             program.save(os.path.join(job.data_dir, "model.onnx"), external_data=True)
+            start_writeback(job.data_dir)
     _check_not_specialised(program, job)
     if job.data_dir is not None:
         proto = onnx.load(os.path.join(job.data_dir, "model.onnx"), load_external_data=False)
         job.shared = shared_weights(program, proto, job.data_dir)
         return proto
     return program.model_proto
+
+
+def start_writeback(folder: str) -> None:
+    """Start writing the folder's files to disk in a background thread (fsync), while
+    verification runs: the first ``save`` moves the data file and fsyncs it, and then finds
+    little left to wait for. Best effort: errors are ignored (save's own fsync still runs).
+    POSIX only (elsewhere an open file could block the folder's removal)."""
+    import threading
+
+    if os.name != "posix":
+        return
+
+    def flush(paths: list[str]) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    with contextlib.suppress(OSError):
+        paths = [e.path for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+        threading.Thread(target=flush, args=(paths,), name="onnxbridge-writeback",
+                         daemon=True).start()
 
 
 def _check_not_specialised(program: Any, job: ExportJob) -> None:
