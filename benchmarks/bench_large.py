@@ -16,8 +16,10 @@ Usage: ``python benchmarks/bench_large.py [--layers 2,9] [--repeat 3] [--folder 
 prints a markdown table. With ``--repeat N`` the steps run in turns (all steps, then all steps
 again, N times: a burst of load from elsewhere hits both sides of a ratio alike) and each
 figure is the median of N; the time and CPU ratios are those of the medians, and the range of
-the N per-turn ratios is printed below the table. Dirty pages are flushed (``os.sync``) before
-each step, outside its timing, so that no step pays for writing back the previous one's file.
+the N per-turn ratios is printed below the table. Before each step, outside its timing, dirty
+pages are flushed (``os.sync``) and the earlier steps' files dropped from the page cache
+(``posix_fadvise(DONTNEED)``, those files only), so that no step pays for writing back or
+reclaiming the memory of another step's files.
 Files are deleted after each size.
 """
 
@@ -107,8 +109,21 @@ PAIRS = {"to_onnx + save": "torch.onnx.export", "to_onnx(verify=False) + save": 
          "load + run": "InferenceSession + run"}
 
 
+def _evict(folder: Path) -> None:
+    """Write back and drop from the page cache the files the earlier steps wrote (only these):
+    else a later step pays the kernel's reclaim of their pages (5 GiB each at the largest size)."""
+    os.sync()
+    for path in folder.rglob("*"):
+        if path.is_file() and hasattr(os, "posix_fadvise"):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def run_step(name: str, layers: int, folder: Path) -> dict[str, float]:
-    os.sync()  # outside the timing: no step pays for the previous one's dirty pages
+    _evict(folder)  # outside the timing: no step pays for the previous ones' files
     out = subprocess.run([sys.executable, "-c", COMMON + STEPS[name], str(layers), str(folder)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
