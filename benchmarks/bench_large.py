@@ -12,15 +12,24 @@ seconds on a shared machine):
 - ``load + run``: ``onnxbridge.load(path)`` and one ``run``.
 
 The model is ``n`` layers of ``nn.Linear(8192, 8192)`` (256 MiB of float32 weights each).
-Usage: ``python benchmarks/bench_large.py [--layers 2,9] [--folder /tmp/bench-large]``;
-prints a markdown table. Files are deleted after each size.
+Usage: ``python benchmarks/bench_large.py [--layers 2,9] [--repeat 3] [--folder /tmp/bench-large]``;
+prints a markdown table. With ``--repeat N`` the steps run in turns (all steps, then all steps
+again, N times: a burst of load from elsewhere hits both sides of a ratio alike) and each
+figure is the median of N; the time and CPU ratios are those of the medians, and the range of
+the N per-turn ratios is printed below the table. Before each step, outside its timing, dirty
+pages are flushed (``os.sync``) and the earlier steps' files dropped from the page cache
+(``posix_fadvise(DONTNEED)``, those files only), so that no step pays for writing back or
+reclaiming the memory of another step's files.
+Files are deleted after each size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,7 +109,21 @@ PAIRS = {"to_onnx + save": "torch.onnx.export", "to_onnx(verify=False) + save": 
          "load + run": "InferenceSession + run"}
 
 
+def _evict(folder: Path) -> None:
+    """Write back and drop from the page cache the files the earlier steps wrote (only these):
+    else a later step pays the kernel's reclaim of their pages (5 GiB each at the largest size)."""
+    os.sync()
+    for path in folder.rglob("*"):
+        if path.is_file() and hasattr(os, "posix_fadvise"):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def run_step(name: str, layers: int, folder: Path) -> dict[str, float]:
+    _evict(folder)  # outside the timing: no step pays for the previous ones' files
     out = subprocess.run([sys.executable, "-c", COMMON + STEPS[name], str(layers), str(folder)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -108,19 +131,28 @@ def run_step(name: str, layers: int, folder: Path) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default="2,9", help="model sizes in 256 MiB layers")
+    parser.add_argument("--repeat", type=int, default=1, help="turns of all steps (medians)")
     parser.add_argument("--folder", default=None, help="where the model files go (deleted after)")
     args = parser.parse_args()
     print("| model | step | seconds | CPU s | peak RSS GiB | time ratio | CPU ratio | memory ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
+    spreads: list[str] = []
     for layers in (int(n) for n in args.layers.split(",")):
-        folder = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.folder))
-        try:
-            results = {name: run_step(name, layers, folder) for name in STEPS}
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        turns: list[dict[str, dict[str, float]]] = []
+        for _ in range(max(1, args.repeat)):
+            folder = Path(tempfile.mkdtemp(prefix="bench-large-", dir=args.folder))
+            try:
+                turns.append({name: run_step(name, layers, folder) for name in STEPS})
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        results = {name: _median([t[name] for t in turns]) for name in STEPS}
         size = f"{layers * 0.25:.2f} GiB ({layers} x Linear(8192, 8192))"
         for name, r in results.items():
             base = results.get(PAIRS.get(name, ""))
@@ -129,6 +161,14 @@ def main() -> None:
             ratio_m = f"{r['peak'] / base['peak']:.2f}" if base else ""
             print(f"| {size} | {name} | {r['seconds']:.1f} | {r['cpu']:.1f} |"
                   f" {r['peak'] / 2**30:.2f} | {ratio_t} | {ratio_c} | {ratio_m} |", flush=True)
+            if base and len(turns) > 1:
+                pair = [(t[name], t[PAIRS[name]]) for t in turns]
+                wall = [a["seconds"] / b["seconds"] for a, b in pair]
+                cpu = [a["cpu"] / b["cpu"] for a, b in pair if b["cpu"]]
+                spreads.append(f"{size}, {name}: per-turn time ratio {min(wall):.2f}-{max(wall):.2f},"
+                               f" CPU ratio {min(cpu):.2f}-{max(cpu):.2f} ({len(turns)} turns)")
+    for line in spreads:
+        print(f"\n- {line}" if line is spreads[0] else f"- {line}")
 
 
 if __name__ == "__main__":

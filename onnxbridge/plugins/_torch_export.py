@@ -338,20 +338,40 @@ class _FlatModule(torch.nn.Module):
 
 
 # -- modes and quiet ---------------------------------------------------------------------------
+class BufferSnapshot:
+    """A copy of every buffer of a module, taken once, to put back after each of onnxbridge's
+    runs: one copy for a whole conversion instead of one per call (the sample, the probes, the
+    export, each reference run of verification)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.entries = [
+            (module, key, value, value.detach().clone())
+            for module in model.modules() for key, value in module._buffers.items()
+            if isinstance(value, torch.Tensor)
+        ]
+
+    def restore(self) -> None:
+        """Each buffer object back in its module, with its values as when the copy was taken."""
+        with torch.no_grad():
+            for module, key, value, copy in self.entries:
+                module._buffers[key] = value
+                if value.shape == copy.shape and not torch.equal(value, copy):
+                    value.copy_(copy)
+
+
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: torch.nn.Module, snapshot: BufferSnapshot | None = None) -> Iterator[None]:
     """Eval mode and no_grad inside; every submodule's train/eval flag and buffer restored after.
 
     A model may update its own state in forward (a step counter, running statistics kept in
     eval): onnxbridge's own runs (the sample, the probes, the exporters' traces, the reference
-    runs of verification) must not leave a trace in the user's model.
+    runs of verification) must not leave a trace in the user's model. ``snapshot``: the
+    buffers' copy to restore from (taken before the first of several runs); None takes one.
     """
     flags = [(m, m.training) for m in model.modules()]
-    buffers = [
-        (module, key, value, value.detach().clone())
-        for module in model.modules() for key, value in module._buffers.items()
-        if isinstance(value, torch.Tensor)
-    ]
+    if snapshot is None or snapshot.model is not model:
+        snapshot = BufferSnapshot(model)
     for module, _ in flags:  # what eval() does, also for modules whose eval() raises
         module.training = False  # (the GraphModule of a loaded torch.export program)
     try:
@@ -360,11 +380,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
-        with torch.no_grad():
-            for module, key, value, copy in buffers:
-                module._buffers[key] = value
-                if value.shape == copy.shape and not torch.equal(value, copy):
-                    value.copy_(copy)
+        snapshot.restore()
 
 
 @contextlib.contextmanager
@@ -538,6 +554,14 @@ def _settle(probe: Probe, tensors: Sequence[torch.Tensor], group: _Group) -> str
     return why
 
 
+def _probe_can_change(groups: Sequence[_Group]) -> bool:
+    """Whether a failed probe could change the plan: a batch axis alone on one input, with no
+    other axis to try, is kept asked for whatever the probe says (see plan_axes), so running
+    the model at another size first would only cost a forward pass."""
+    return any(g.label != "batch" or len(g.members) > 1 or any(g.alternatives.values())
+               for g in groups)
+
+
 def plan_axes(
     model: torch.nn.Module,
     plan: InputPlan,
@@ -552,12 +576,14 @@ def plan_axes(
     Axes are proposed by meaning (the batch; a transformers model's sequence, decoder sequence
     and multiple-choice axis; the time axis of a recurrent model's input, batch-first or not;
     a recurrent state's batch on axis 1), then checked by running the model at other sizes:
-    an axis that does not run at another size stays fixed, with a note saying why.
+    an axis that does not run at another size stays fixed, with a note saying why. No probe
+    runs when its answer cannot change the plan (a lone batch axis: see _probe_can_change).
     """
     axes: AxisPlan = [{} for _ in tensors]
     notes: list[str] = []
     groups = _meaning_groups(model, plan, tensors, dynamic_batch, rnns)
-    if probe is not None and groups and _fits(probe, tensors, groups) is not None:
+    if probe is not None and groups and _probe_can_change(groups) \
+            and _fits(probe, tensors, groups) is not None:
         kept = []
         for group in groups:
             why = _settle(probe, tensors, group)
@@ -719,12 +745,38 @@ def export_dynamo(job: ExportJob) -> onnx.ModelProto:
         assert program is not None
         if job.data_dir is not None:
             program.save(os.path.join(job.data_dir, "model.onnx"), external_data=True)
+            start_writeback(job.data_dir)
     _check_not_specialised(program, job)
     if job.data_dir is not None:
         proto = onnx.load(os.path.join(job.data_dir, "model.onnx"), load_external_data=False)
         job.shared = shared_weights(program, proto, job.data_dir)
         return proto
     return program.model_proto
+
+
+def start_writeback(folder: str) -> None:
+    """Start writing the folder's files to disk in a background thread (fsync), while
+    verification runs: the first ``save`` moves the data file and fsyncs it, and then finds
+    little left to wait for. Best effort: errors are ignored (save's own fsync still runs).
+    POSIX only (elsewhere an open file could block the folder's removal)."""
+    import threading
+
+    if os.name != "posix":
+        return
+
+    def flush(paths: list[str]) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    with contextlib.suppress(OSError):
+        paths = [e.path for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+        threading.Thread(target=flush, args=(paths,), name="onnxbridge-writeback",
+                         daemon=True).start()
 
 
 def _check_not_specialised(program: Any, job: ExportJob) -> None:
@@ -972,6 +1024,33 @@ def tidy_proto(
         )
     graph.name = name
     return proto
+
+
+class _KnownRun:
+    """One call of the model already made (a copy of its inputs taken before the call, and its
+    flattened outputs), kept to answer a later call on equal inputs (same dtypes, shapes,
+    devices and values) without running the model again. Outputs above KNOWN_OUTPUTS_UP_TO
+    bytes in all are not kept."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor],
+                 outputs: Sequence[tuple[str, torch.Tensor]]) -> None:
+        size = sum(t.numel() * t.element_size() for _, t in outputs)
+        keep = size <= KNOWN_OUTPUTS_UP_TO
+        self.inputs = list(inputs) if keep else None
+        self.outputs = list(outputs) if keep else None
+
+    def outputs_for(self, inputs: Sequence[torch.Tensor]) -> list[tuple[str, torch.Tensor]] | None:
+        if self.inputs is None or self.outputs is None or len(inputs) != len(self.inputs):
+            return None
+        for a, b in zip(inputs, self.inputs, strict=True):
+            if not isinstance(a, torch.Tensor) or a.dtype != b.dtype or a.shape != b.shape \
+                    or a.device != b.device or not torch.equal(a, b):
+                return None
+        return list(self.outputs)
+
+
+# The most bytes of outputs _KnownRun keeps from the sample's call.
+KNOWN_OUTPUTS_UP_TO = 2**28
 
 
 @dataclass
@@ -1382,9 +1461,14 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     tensors = sample_tensors(plan, sample, device)
     if cast_to is not None:  # the source takes its own dtype; the ONNX model float32
         tensors = cast_floats(tensors, torch.float32)
-    with eval_mode(model), watch_rnns(model) as rnns:
+    first_inputs = cast_floats(tensors, source_dtype if cast_to else None)
+    # Taken before the call: a model that changes its inputs in place gets no answer from it.
+    first_copy = [t.detach().clone() for t in first_inputs]
+    # The buffers as given, copied once for every run below (each restores them after).
+    snapshot = BufferSnapshot(model)
+    with eval_mode(model, snapshot), watch_rnns(model) as rnns:
         try:
-            outputs = _call(model, plan, cast_floats(tensors, source_dtype if cast_to else None))
+            outputs = _call(model, plan, first_inputs)
         except Exception as exc:
             if plan.style != "list":
                 raise
@@ -1425,7 +1509,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         names = given
 
     def probe(trial: Sequence[torch.Tensor]) -> None:
-        with eval_mode(model), quiet():
+        with eval_mode(model, snapshot), quiet():
             got, _ = flatten_outputs(_call(model, plan, trial))
         if len(got) != len(flat):
             raise RuntimeError(f"{len(got)} output tensors instead of {len(flat)}")
@@ -1472,7 +1556,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     failures: dict[str, BaseException] = {}
     proto = None
     used = ""
-    with eval_mode(model):
+    with eval_mode(model, snapshot):
         for attempt in order:
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
@@ -1562,14 +1646,20 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         notes.append("called with " + ", ".join(f"{k}={v!r}" for k, v in plan.fixed_kwargs.items())
                      + " (a key/value cache is not a tensor output)")
 
+    # The outputs of the call on the sample above answer verification's reference run on the
+    # same inputs (eval_mode restored the model's state after it): one forward pass less.
+    known = _KnownRun(first_copy, flat)
+
     def reference(x: Any) -> list[np.ndarray]:
         if compute_dtype is not None:
             x = _cast_floats(x, getattr(torch, compute_dtype))
         given = sample_tensors(plan, x, device)
         if cast_to is not None:
             given = cast_floats(given, source_dtype)
-        with eval_mode(model):
-            result, _ = flatten_outputs(_call(model, plan, given))
+        result = known.outputs_for(given)
+        if result is None:
+            with eval_mode(model, snapshot):
+                result, _ = flatten_outputs(_call(model, plan, given))
         if len(result) != len(names):
             raise ConversionError(
                 f"the model returned {len(result)} output tensors on a resized sample but"
