@@ -13,7 +13,7 @@ EXAMPLE_PLUGIN = "examples/onnxbridge-numpy-poly"
 
 # Branch coverage of onnxbridge by the whole suite, rounded down: raise it when coverage rises,
 # never lower it (docs/testing.md).
-COVERAGE_FLOOR = 86  # 86.82% after issues 13-21 landed (Spark/Ray worker code runs in other processes)
+COVERAGE_FLOOR = 86.5  # branch coverage; only rises (86.62% on 2026-11-28, after round 3)
 
 
 @nox.session
