@@ -152,13 +152,7 @@ class GenerativeModel(OnnxModel):
             raise InputError("max_new_tokens must be >= 0")
         if do_sample and temperature <= 0:
             raise InputError("temperature must be > 0 when do_sample=True")
-        eos = info.get("eos_token_id") if eos_token_id is None else eos_token_id
-        eos_list: list[Any] = [] if eos is None else list(eos) if isinstance(
-            eos, (list, tuple)) else [eos]
-        eos_set = {int(e) for e in eos_list}
-        pad = pad_token_id if pad_token_id is not None else info.get("pad_token_id")
-        if pad is None:
-            pad = min(eos_set) if eos_set else 0
+        eos_set, pad = _eos_and_pad(info, eos_token_id, pad_token_id)
         rng = np.random.default_rng(seed)
 
         limit = info.get("max_positions")
@@ -170,6 +164,20 @@ class GenerativeModel(OnnxModel):
         session = self.session(providers, threads=threads)
         return _greedy_or_sampled(session, ids, mask, max_new_tokens, bool(info.get(
             "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng)
+
+
+def _eos_and_pad(info: dict[str, Any], eos_token_id: Any, pad_token_id: int | None
+                 ) -> tuple[set[int], int]:
+    """The ids that end a row (the caller's, else the exporter's record) and the id that fills
+    a finished row (the caller's, the record's, else the smallest end id, else 0)."""
+    eos = info.get("eos_token_id") if eos_token_id is None else eos_token_id
+    eos_list: list[Any] = [] if eos is None else list(eos) if isinstance(
+        eos, (list, tuple)) else [eos]
+    eos_set = {int(e) for e in eos_list}
+    pad = pad_token_id if pad_token_id is not None else info.get("pad_token_id")
+    if pad is None:
+        pad = min(eos_set) if eos_set else 0
+    return eos_set, int(pad)
 
 
 def _cache_device(session: Any) -> tuple[str, int]:
@@ -482,13 +490,7 @@ class Seq2SeqModel(OnnxModel):
                                  f" {list(out.shape)}")
         else:
             out = np.full((batch, 1), 0 if start is None else int(start), dtype=np.int64)
-        eos: Any = info.get("eos_token_id") if eos_token_id is None else eos_token_id
-        eos_list: list[Any] = [] if eos is None else list(eos) if isinstance(
-            eos, (list, tuple)) else [eos]
-        eos_set = {int(e) for e in eos_list}
-        pad = pad_token_id if pad_token_id is not None else info.get("pad_token_id")
-        if pad is None:
-            pad = min(eos_set) if eos_set else 0
+        eos_set, pad = _eos_and_pad(info, eos_token_id, pad_token_id)
         forced_bos, forced_eos = info.get("forced_bos_token_id"), info.get("forced_eos_token_id")
         if isinstance(forced_eos, list):
             forced_eos = min(forced_eos) if forced_eos else None
