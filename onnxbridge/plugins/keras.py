@@ -127,17 +127,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     import tensorflow as tf
     import tf2onnx
 
-    names, arrays, form = _inputs(model, sample)
-    call_arg = _call_arg(arrays, names, form)
-    # Keras builds a model's weights on its first call; the sample is that call.
-    try:
-        first = model(call_arg, training=False)
-    except Exception as exc:
-        raise ConversionError(
-            f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
-            " Pass the sample you would give model.predict"
-        ) from exc
-    output_names = _output_names(first)
+    names, arrays, form, output_names = _first_call(model, sample)
 
     signature = _tensor_specs(arrays, names, options.dynamic_batch)
 
@@ -300,14 +290,10 @@ def _graphs(graph: Any) -> list[Any]:
     return found
 
 
-def _convert_on_jax(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
-    """Keras on the JAX backend: the model's inference call, jitted, through the JAX plugin."""
-    import jax
-    import keras
-    import numpy as np
-
+def _first_call(model: Any, sample: Any) -> tuple[list[str], list[Any], str, list[str]]:
+    """The sample's input names, arrays and form, and the output names of the model's call on
+    it (Keras builds a model's weights on its first call; the sample is that call)."""
     from onnxbridge.errors import ConversionError
-    from onnxbridge.plugins import jax as jax_plugin
 
     names, arrays, form = _inputs(model, sample)
     try:
@@ -317,7 +303,18 @@ def _convert_on_jax(model: Any, sample: Any, options: ConvertOptions) -> Convers
             f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
             " Pass the sample you would give model.predict"
         ) from exc
-    output_names = _output_names(first)
+    return names, arrays, form, _output_names(first)
+
+
+def _convert_on_jax(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
+    """Keras on the JAX backend: the model's inference call, jitted, through the JAX plugin."""
+    import jax
+    import keras
+    import numpy as np
+
+    from onnxbridge.plugins import jax as jax_plugin
+
+    names, arrays, form, output_names = _first_call(model, sample)
 
     def forward(*xs: Any) -> Any:
         return keras.tree.flatten(model(_call_arg(list(xs), names, form), training=False))
@@ -357,18 +354,9 @@ def _convert_on_torch(model: Any, sample: Any, options: ConvertOptions) -> Conve
     import numpy as np
     import torch
 
-    from onnxbridge.errors import ConversionError
     from onnxbridge.plugins._torch_export import convert_module
 
-    names, arrays, form = _inputs(model, sample)
-    try:
-        first = model(_call_arg(arrays, names, form), training=False)
-    except Exception as exc:
-        raise ConversionError(
-            f"calling the Keras model on the sample failed: {type(exc).__name__}: {exc}."
-            " Pass the sample you would give model.predict"
-        ) from exc
-    output_names = _output_names(first)
+    names, arrays, form, output_names = _first_call(model, sample)
 
     class Inference(torch.nn.Module):
         def __init__(self) -> None:
