@@ -34,7 +34,7 @@ SPECS = [
 ]
 
 # tf2onnx's newest well-tested default-domain opset (tf2onnx 1.17 tests up to 18).
-_NEWEST_OPSET = 18
+_NEWEST_OPSET = 18  # tf2onnx 1.17's newest well-tested opset (the TensorFlow plugin's too)
 
 
 def _inputs(model: Any, sample: Any) -> tuple[list[str], list[Any], str]:
@@ -110,7 +110,7 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from onnxbridge.errors import ConversionError, UnsupportedModelError, UnsupportedOperatorError
+    from onnxbridge.errors import UnsupportedModelError
 
     backend = keras.backend.backend()
     if backend == "jax":
@@ -136,34 +136,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         return tf.nest.flatten(out)
 
     function = tf.function(forward, input_signature=signature, autograph=False)
-    opset = options.target_opset(_NEWEST_OPSET)
-    try:
-        proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=signature, opset=opset, output_path=None,
-        )
-    except Exception as exc:
-        ops = _unsupported(exc)
-        if ops:
-            raise UnsupportedOperatorError(
-                f"the Keras model uses TensorFlow operation(s) {', '.join(ops)} that tf2onnx"
-                f" cannot convert at opset {opset}: {exc}. Replace that layer or operation with"
-                " standard ones, or try a newer opset=",
-                operators=ops, framework="keras",
-            ) from exc
-        raise ConversionError(f"tf2onnx failed to convert the Keras model: {exc}") from exc
-    # tf2onnx keeps a TensorFlow op it cannot convert as a node of that name (and logs it).
-    missing = _non_onnx_ops(proto)
-    if missing:
-        raise UnsupportedOperatorError(
-            f"the Keras model uses TensorFlow operation(s) {', '.join(missing)} that tf2onnx"
-            f" cannot convert to ONNX (opset {opset}). Replace the layer or operation that uses"
-            " them with standard ones, or try a newer opset=",
-            operators=missing, framework="keras",
-        )
-    _rename_outputs(proto, output_names)
-    if options.dynamic_batch:
-        _name_batch_axis(proto)
-    _stable_names(proto)
+    proto = _from_tf_function(function, signature, options, output_names, "the Keras model",
+                              "keras", "")
     # tf2onnx's doc string names the traced function, whose number changes with every trace.
     proto.graph.doc_string = f"converted from a Keras model with tf2onnx {tf2onnx.__version__}"
     if options.name:
@@ -288,6 +262,45 @@ def _graphs(graph: Any) -> list[Any]:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                 found += _graphs(sub)
     return found
+
+
+def _from_tf_function(function: Any, signature: Any, options: ConvertOptions,
+                      output_names: list[str], what: str, framework: str, hint: str) -> Any:
+    """tf2onnx on a traced ``tf.function``: the ONNX proto with the outputs named, the batch axis
+    named when dynamic and stable node names; an operation tf2onnx cannot convert (raised, or
+    kept as a node of that name) is an UnsupportedOperatorError naming it. ``hint`` ends the
+    message of any other tf2onnx failure."""
+    import tf2onnx
+
+    from onnxbridge.errors import ConversionError, UnsupportedOperatorError
+
+    opset = options.target_opset(_NEWEST_OPSET)
+    try:
+        proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=signature, opset=opset, output_path=None,
+        )
+    except Exception as exc:
+        ops = _unsupported(exc)
+        if ops:
+            raise UnsupportedOperatorError(
+                f"{what} uses TensorFlow operation(s) {', '.join(ops)} that tf2onnx cannot"
+                f" convert at opset {opset}: {exc}. Replace them with standard operations, or"
+                " try a newer opset=", operators=ops, framework=framework,
+            ) from exc
+        raise ConversionError(f"tf2onnx failed to convert {what}: {exc}.{hint}") from exc
+    # tf2onnx keeps a TensorFlow op it cannot convert as a node of that name (and logs it).
+    missing = _non_onnx_ops(proto)
+    if missing:
+        raise UnsupportedOperatorError(
+            f"{what} uses TensorFlow operation(s) {', '.join(missing)} that tf2onnx cannot"
+            f" convert to ONNX (opset {opset}). Replace them with standard operations, or try a"
+            " newer opset=", operators=missing, framework=framework,
+        )
+    _rename_outputs(proto, output_names)
+    if options.dynamic_batch:
+        _name_batch_axis(proto)
+    _stable_names(proto)
+    return proto
 
 
 def _first_call(model: Any, sample: Any) -> tuple[list[str], list[Any], str, list[str]]:

@@ -38,7 +38,6 @@ SPECS = [
     )
 ]
 
-_NEWEST_OPSET = 18  # as the Keras plugin: tf2onnx 1.17's newest well-tested opset
 
 
 def _arrays(sample: Any) -> tuple[list[str] | None, list[Any]]:
@@ -93,16 +92,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
     import tensorflow as tf
     import tf2onnx
 
-    from onnxbridge.errors import ConversionError, UnsupportedOperatorError
-    from onnxbridge.plugins.keras import (
-        _name_batch_axis,
-        _non_onnx_ops,
-        _output_names,
-        _rename_outputs,
-        _stable_names,
-        _tensor_specs,
-        _unsupported,
-    )
+    from onnxbridge.errors import ConversionError
+    from onnxbridge.plugins.keras import _from_tf_function, _output_names, _tensor_specs
 
     keys, arrays = _arrays(sample)
     by_name = keys is not None
@@ -132,33 +123,11 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         return tf.nest.flatten(call(list(xs)))
 
     function = tf.function(forward, input_signature=signature, autograph=False)
-    opset = options.target_opset(_NEWEST_OPSET)
-    try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
-                                                 output_path=None)
-    except Exception as exc:
-        ops = _unsupported(exc)
-        if ops:
-            raise UnsupportedOperatorError(
-                f"{what} uses TensorFlow operation(s) {', '.join(ops)} that tf2onnx cannot"
-                f" convert at opset {opset}: {exc}. Replace them with standard operations, or"
-                " try a newer opset=", operators=ops, framework="tensorflow",
-            ) from exc
-        hint = (" With a dynamic batch axis the function must accept any first-axis size (a"
-                " SavedModel traced for one batch size does not): pass dynamic_batch=False"
-                ) if options.dynamic_batch else ""
-        raise ConversionError(f"tf2onnx failed to convert {what}: {exc}.{hint}") from exc
-    missing = _non_onnx_ops(proto)
-    if missing:
-        raise UnsupportedOperatorError(
-            f"{what} uses TensorFlow operation(s) {', '.join(missing)} that tf2onnx cannot"
-            f" convert to ONNX (opset {opset}). Replace them with standard operations, or try a"
-            " newer opset=", operators=missing, framework="tensorflow",
-        )
-    _rename_outputs(proto, output_names)
-    if options.dynamic_batch:
-        _name_batch_axis(proto)
-    _stable_names(proto)
+    hint = (" With a dynamic batch axis the function must accept any first-axis size (a"
+            " SavedModel traced for one batch size does not): pass dynamic_batch=False"
+            ) if options.dynamic_batch else ""
+    proto = _from_tf_function(function, signature, options, output_names, what, "tensorflow",
+                              hint)
     proto.graph.doc_string = f"converted from TensorFlow with tf2onnx {tf2onnx.__version__}"
     proto.graph.name = options.name or type(model).__name__
 
