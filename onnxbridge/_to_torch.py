@@ -5,7 +5,9 @@ Floating-point initializers with at least one axis become ``nn.Parameter``s (tra
 coefficients of the ONNX-ML linear operators too; scalars, integer tensors, BatchNormalization's
 running statistics and Scaler/Normalizer constants are buffers. The operators covered are those
 onnxbridge's converters emit (PyTorch, the neural and linear scikit-learn models, tree ensembles
-(``_to_torch_trees``: leaf values are parameters), If/Loop/Scan with their subgraphs); any other
+(``_to_torch_trees``: leaf values are parameters), If/Loop/Scan with their subgraphs, ONNX local
+functions (each call runs the function body as a plan of its own), the indexing operators with
+data-dependent shapes skl2onnx uses (Compress, NonZero, ScatterND, GatherND, ...)); any other
 operator is named in an ``UnsupportedOperatorError`` before anything runs. String tensors are
 numpy arrays of ``str`` (torch has none).
 
@@ -105,11 +107,27 @@ def _reduce(fn: Callable[..., Tensor], since: int = 18) -> Op:
     return op
 
 
+def _empty_reduction(x: Tensor, dim: tuple[int, ...], keepdim: bool, fill: float) -> Tensor:
+    """ONNX: reducing nothing gives the operation's identity (-inf for max, +inf for min)."""
+    shape = [1 if i in dim or i - x.dim() in dim else s for i, s in enumerate(x.shape)]
+    if not keepdim:
+        shape = [s for i, s in enumerate(x.shape) if i not in dim and i - x.dim() not in dim]
+    if x.is_floating_point():
+        return torch.full(shape, fill, dtype=x.dtype)
+    info: Any = torch.iinfo(x.dtype) if x.dtype != torch.bool else None
+    value = (fill > 0) if info is None else (info.max if fill > 0 else info.min)
+    return torch.full(shape, value, dtype=x.dtype)
+
+
 def _amax(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    if any(x.shape[d] == 0 for d in dim):
+        return _empty_reduction(x, dim, keepdim, -math.inf)
     return torch.amax(x, dim=dim, keepdim=keepdim)
 
 
 def _amin(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    if any(x.shape[d] == 0 for d in dim):
+        return _empty_reduction(x, dim, keepdim, math.inf)
     return torch.amin(x, dim=dim, keepdim=keepdim)
 
 
@@ -871,6 +889,79 @@ def _scan(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
     return results[0] if len(results) == 1 else tuple(results)
 
 
+# -- indexing with data-dependent shapes (skl2onnx's KNNImputer and friends) ---------------------------
+def _fix_negative(idx: Tensor, size: int | Tensor) -> Tensor:
+    idx = idx.long()
+    return torch.where(idx < 0, idx + size, idx)
+
+
+def _compress(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x, cond = ins[0], ins[1].reshape(-1).bool()
+    if "axis" not in a:
+        x, axis = x.reshape(-1), 0
+    else:
+        axis = _axes(x, [int(a["axis"])])[0]
+    keep = torch.nonzero(cond[: x.shape[axis]]).reshape(-1)  # a shorter condition drops the rest
+    return torch.index_select(x, axis, keep)
+
+
+def _nonzero(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0]
+    if x.dim() == 0:  # onnxruntime: a scalar is one element of a 1-D tensor
+        x = x.reshape(1)
+    return torch.nonzero(x).t().contiguous()
+
+
+_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
+def _scatter_nd(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    data, indices, updates = ins
+    k = indices.shape[-1]
+    lead = data.shape[:k]
+    idx = indices.reshape(-1, k).long()
+    size = torch.tensor(list(lead), dtype=torch.int64)
+    idx = torch.where(idx < 0, idx + size, idx)
+    strides = torch.tensor([int(np.prod(lead[i + 1:])) for i in range(k)], dtype=torch.int64)
+    linear = (idx * strides).sum(dim=1)
+    flat = data.reshape(int(np.prod(lead)), *data.shape[k:])
+    upd = updates.reshape(-1, *data.shape[k:]).to(data.dtype)
+    how = str(a.get("reduction", "none"))
+    if how == "none":
+        out = flat.index_put((linear,), upd)
+    elif how == "add":
+        out = flat.index_put((linear,), upd, accumulate=True)
+    else:
+        index = linear.reshape(-1, *[1] * (upd.dim() - 1)).expand_as(upd)
+        out = torch.scatter_reduce(flat, 0, index, upd, _REDUCE[how], include_self=True)
+    return out.reshape(data.shape)
+
+
+def _scatter_elements(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    data, indices, updates = ins
+    axis = _axes(data, [int(a.get("axis", 0))])[0]
+    idx = _fix_negative(indices, data.shape[axis])
+    how = str(a.get("reduction", "none"))
+    if how == "none":
+        return torch.scatter(data, axis, idx, updates.to(data.dtype))
+    return torch.scatter_reduce(data, axis, idx, updates.to(data.dtype), _REDUCE[how],
+                                include_self=True)
+
+
+def _gather_nd(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    data, indices = ins
+    b = int(a.get("batch_dims", 0))
+    k = indices.shape[-1]
+    batch = int(np.prod(data.shape[:b]))
+    d = data.reshape(batch, *data.shape[b:])
+    idx = indices.reshape(batch, -1, k).long()
+    size = torch.tensor(list(data.shape[b:b + k]), dtype=torch.int64)
+    idx = torch.where(idx < 0, idx + size, idx)
+    rows = torch.arange(batch).unsqueeze(1).expand(batch, idx.shape[1])
+    out = d[(rows, *idx.unbind(-1))]
+    return out.reshape(*indices.shape[:-1], *data.shape[b + k:])
+
+
 def _tree_ensemble(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
     from onnxbridge._to_torch_trees import tree_ensemble
 
@@ -951,6 +1042,8 @@ _OPS: dict[tuple[str, str], Op] = {
     ("", "TopK"): _topk, ("", "MatMulInteger"): _matmul_integer,
     ("", "ReduceSumSquare"): _reduce(_sum_square),
     ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
+    ("", "Compress"): _compress, ("", "NonZero"): _nonzero, ("", "ScatterND"): _scatter_nd,
+    ("", "ScatterElements"): _scatter_elements, ("", "GatherND"): _gather_nd,
 }
 
 #: Operators ``to_torch`` runs, as ``"Op"`` (default ONNX domain) or ``"ai.onnx.ml::Op"``.
@@ -964,25 +1057,75 @@ def _domain(node: onnx.NodeProto) -> str:
     return "" if node.domain in ("", "ai.onnx") else node.domain
 
 
+def _default_opset(imports: Sequence[onnx.OperatorSetIdProto], default: int) -> int:
+    opsets = {o.domain: o.version for o in imports}
+    return int(opsets.get("", opsets.get("ai.onnx", default)))
+
+
+def _bind_attributes(node: onnx.NodeProto, given: Mapping[str, onnx.AttributeProto],
+                     defaults: Mapping[str, onnx.AttributeProto]) -> onnx.NodeProto:
+    """A function body's node with its attribute references (``ref_attr_name``) resolved from
+    the calling node, else from the function's defaults; unset references are dropped."""
+    if not any(a.ref_attr_name for a in node.attribute):
+        return node
+    out = onnx.NodeProto()
+    out.CopyFrom(node)  # a small node of a function body, not a model
+    del out.attribute[:]
+    for a in node.attribute:
+        if not a.ref_attr_name:
+            out.attribute.append(a)
+            continue
+        source = given.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
+        if source is not None:
+            bound = onnx.AttributeProto()
+            bound.CopyFrom(source)
+            bound.name = a.name
+            out.attribute.append(bound)
+    return out
+
+
+def _call_function(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """A call of an ONNX local function: its body runs as a plan of its own (no outer names)."""
+    plan: _Plan = a["function"]
+    # trailing optional inputs may be left out by the caller
+    feeds = {name: ins[i] if i < len(ins) else None for i, name in enumerate(plan.inputs)}
+    outs = ctx.module.run_plan(plan, {}, feeds)
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
 class _Plan:
     """One graph (the main one or a subgraph of If/Loop/Scan) ready to run."""
 
-    def __init__(self, inputs: list[str], outputs: list[str], inits: dict[str, str]) -> None:
+    def __init__(self, inputs: list[str], outputs: list[str], inits: dict[str, str],
+                 opset: int, closed: bool = False) -> None:
         self.inputs = inputs
         self.outputs = outputs
         self.inits = inits  # ONNX initializer name -> the module's attribute key
+        self.opset = opset  # the default domain's opset where this graph runs
+        self.closed = closed  # a function body: sees no names from the caller's graph
         self.nodes: list[tuple[Op, str, list[str], list[str], Attrs, str]] = []
 
 
-def _missing_operators(graph: onnx.GraphProto) -> set[str]:
-    """Operators of ``graph`` and its subgraphs that to_torch cannot run."""
+_Functions = Mapping[tuple[str, str], onnx.FunctionProto]
+
+
+def _missing_operators(nodes: Sequence[onnx.NodeProto], functions: _Functions,
+                       seen: set[tuple[str, str]] | None = None) -> set[str]:
+    """Operators of ``nodes``, their subgraphs and the local functions they call that to_torch
+    cannot run."""
+    seen = set() if seen is None else seen
     missing: set[str] = set()
-    for n in graph.node:
-        if (_domain(n), n.op_type) not in _OPS:
+    for n in nodes:
+        op = (_domain(n), n.op_type)
+        if op in functions:
+            if op not in seen:
+                seen.add(op)
+                missing |= _missing_operators(functions[op].node, functions, seen)
+        elif op not in _OPS:
             missing.add(n.op_type if _domain(n) == "" else f"{_domain(n)}::{n.op_type}")
         for a in n.attribute:
             for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                missing |= _missing_operators(g)
+                missing |= _missing_operators(g.node, functions, seen)
     return missing
 
 
@@ -1015,7 +1158,11 @@ class OnnxTorchModule(torch.nn.Module):
     def __init__(self, proto: onnx.ModelProto, data_dir: str | None = None) -> None:
         super().__init__()
         graph = proto.graph
-        missing = sorted(_missing_operators(graph))
+        # ONNX local functions (skl2onnx writes them, e.g. KNNImputer): each call becomes a plan
+        # of its own, built from the function body; a function may call other functions
+        self._functions: dict[tuple[str, str], onnx.FunctionProto] = {
+            (f.domain, f.name): f for f in proto.functions}
+        missing = sorted(_missing_operators(graph.node, self._functions))
         if missing:
             raise UnsupportedOperatorError(
                 f"to_torch() cannot run operator(s) {', '.join(missing)}: it covers the operators"
@@ -1026,8 +1173,7 @@ class OnnxTorchModule(torch.nn.Module):
                 operators=missing, framework="torch",
             )
         self.parity: ParityReport | None = None
-        opsets = {o.domain: o.version for o in proto.opset_import}
-        self._opset = int(opsets.get("", opsets.get("ai.onnx", 21)))
+        self._opset = _default_opset(proto.opset_import, 21)
         self._keys: dict[str, str] = {}  # ONNX tensor name -> attribute name
         self._n_outputs: dict[str, int] = {}
         self._meta: dict[str, Any] = {}  # node key -> what an operator prepared at build time
@@ -1045,10 +1191,10 @@ class OnnxTorchModule(torch.nn.Module):
                     " or a map not made by ZipMap)",
                     operators=["non-tensor output"], framework="torch",
                 )
-        self._graph = self._plan(graph, "")
+        self._graph = self._plan(graph, "", self._opset)
 
     # -- building ------------------------------------------------------------------------------
-    def _plan(self, graph: onnx.GraphProto, scope: str) -> _Plan:
+    def _plan(self, graph: onnx.GraphProto, scope: str, opset: int) -> _Plan:
         """Register a graph's initializers and node state; subgraphs recursively."""
         stats = {n.input[i] for n in graph.node for i in _STAT_INPUTS.get(n.op_type, ())
                  if i < len(n.input)}
@@ -1060,26 +1206,51 @@ class OnnxTorchModule(torch.nn.Module):
             inits[t.name] = scope + t.name
         names = set(inits)
         plan = _Plan([i.name for i in graph.input if i.name not in names],
-                     [o.name for o in graph.output], inits)
-        types = _value_types(graph)
-        for node in graph.node:
+                     [o.name for o in graph.output], inits, opset)
+        self._add_nodes(plan, graph.node, _value_types(graph), ())
+        return plan
+
+    def _function_plan(self, node: onnx.NodeProto, key: str, stack: tuple[str, ...]) -> _Plan:
+        """A plan for one call of a local function: its body with the call's attributes."""
+        fn = self._functions[(_domain(node), node.op_type)]
+        name = f"{fn.domain}::{fn.name}"
+        if name in stack:
+            raise UnsupportedOperatorError(
+                f"to_torch(): local function {name} calls itself (recursion is not ONNX)",
+                operators=[name], framework="torch")
+        given = {a.name: a for a in node.attribute}
+        defaults = {a.name: a for a in fn.attribute_proto}
+        opset = _default_opset(fn.opset_import, self._opset)
+        plan = _Plan(list(fn.input), list(fn.output), {}, opset, closed=True)
+        body = [_bind_attributes(n, given, defaults) for n in fn.node]
+        types = _value_types(onnx.helper.make_graph(body, "f", [], []))
+        self._add_nodes(plan, body, types, (*stack, name))
+        return plan
+
+    def _add_nodes(self, plan: _Plan, nodes: Sequence[onnx.NodeProto], types: dict[str, int],
+                   stack: tuple[str, ...]) -> None:
+        for node in nodes:
             key = f"node{self._n_nodes}_{node.op_type}"
             self._n_nodes += 1
+            self._n_outputs[key] = len(node.output)
+            if (_domain(node), node.op_type) in self._functions:
+                attrs_f: Attrs = {"function": self._function_plan(node, key, stack)}
+                plan.nodes.append((_call_function, node.op_type, list(node.input),
+                                   list(node.output), attrs_f, key))
+                continue
             attrs: Attrs = {}
             for a in node.attribute:
                 if a.type == onnx.AttributeProto.GRAPH:
-                    attrs[a.name] = self._plan(a.g, f"{key}.{a.name}/")
+                    attrs[a.name] = self._plan(a.g, f"{key}.{a.name}/", plan.opset)
                 elif a.type == onnx.AttributeProto.GRAPHS:
                     raise UnsupportedOperatorError(
                         f"to_torch() does not run {node.op_type}'s list of graphs",
                         operators=[node.op_type], framework="torch")
                 else:
                     attrs[a.name] = self._attr(a)
-            self._n_outputs[key] = len(node.output)
             self._node_state(key, node, attrs, types)
             op = _OPS[(_domain(node), node.op_type)]
             plan.nodes.append((op, node.op_type, list(node.input), list(node.output), attrs, key))
-        return plan
 
     @staticmethod
     def _attr(a: onnx.AttributeProto) -> Any:
@@ -1170,12 +1341,13 @@ class OnnxTorchModule(torch.nn.Module):
             raise TypeError(f"the model takes {len(self.input_names)} input(s)"
                             f" {self.input_names}, got {len(args)}")
         feeds = {name: _as_value(value) for name, value in zip(self.input_names, args, strict=True)}
-        results = tuple(self.run_plan(self._graph, {"": None}, feeds))
+        results = tuple(self.run_plan(self._graph, {}, feeds))
         return results[0] if len(results) == 1 else results
 
     def run_plan(self, plan: _Plan, outer: Mapping[str, Any], feeds: Mapping[str, Any]) -> list[Any]:
         """Run one graph: ``outer`` holds the names it sees from enclosing graphs."""
-        values: dict[str, Any] = dict(outer)
+        values: dict[str, Any] = {} if plan.closed else dict(outer)
+        values[""] = None  # an omitted optional input
         for onnx_name, key in plan.inits.items():
             values[onnx_name] = self.get_tensor(key)
         values.update(feeds)
@@ -1185,7 +1357,7 @@ class OnnxTorchModule(torch.nn.Module):
                 if any(isinstance(v, np.ndarray) for v in args) and op_type in _STRING_OPS:
                     result = _STRING_OPS[op_type](args, attrs)
                 else:
-                    result = op(_Ctx(self, key, self._opset, values), args, attrs)
+                    result = op(_Ctx(self, key, plan.opset, values), args, attrs)
             except (ConversionError, KeyError):
                 raise
             except Exception as exc:
