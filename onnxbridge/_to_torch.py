@@ -962,6 +962,66 @@ def _gather_nd(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
     return out.reshape(*indices.shape[:-1], *data.shape[b + k:])
 
 
+# -- sequences: Python lists of tensors ---------------------------------------------------------------
+def _position(seq: list[Any], pos: Any, *, insert: bool = False) -> int:
+    n = len(seq)
+    p = int(_ints(pos)[0])
+    p = p + n if p < 0 else p
+    if not 0 <= p <= (n if insert else n - 1):
+        raise ConversionError(f"sequence position {int(_ints(pos)[0])} is out of range for a"
+                              f" sequence of {n} tensor(s)")
+    return p
+
+
+def _sequence_insert(ctx: _Ctx, ins: list[Any], a: Attrs) -> list[Any]:
+    seq = list(ins[0])
+    at = len(seq) if len(ins) < 3 or ins[2] is None else _position(seq, ins[2], insert=True)
+    seq.insert(at, ins[1])
+    return seq
+
+
+def _sequence_erase(ctx: _Ctx, ins: list[Any], a: Attrs) -> list[Any]:
+    seq = list(ins[0])
+    at = len(seq) - 1 if len(ins) < 2 or ins[1] is None else _position(seq, ins[1])
+    if not seq:
+        raise ConversionError("SequenceErase on an empty sequence")
+    del seq[at]
+    return seq
+
+
+def _split_to_sequence(ctx: _Ctx, ins: list[Any], a: Attrs) -> list[Any]:
+    x = ins[0]
+    axis = _axes(x, [int(a.get("axis", 0))])[0]
+    split = ins[1] if len(ins) > 1 else None
+    if split is None:  # pieces of one, the axis dropped unless keepdims
+        pieces = list(torch.split(x, 1, dim=axis))
+        return pieces if a.get("keepdims", 1) else [p.squeeze(axis) for p in pieces]
+    if split.dim() == 0:  # equal pieces of that size, the last one may be smaller
+        return list(torch.split(x, int(split.item()), dim=axis))
+    return list(torch.split(x, _ints(split), dim=axis))
+
+
+def _concat_from_sequence(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    seq, axis = ins[0], int(a["axis"])
+    if a.get("new_axis", 0):
+        rank = seq[0].dim() + 1
+        return torch.stack(seq, dim=axis + rank if axis < 0 else axis)
+    return torch.cat(seq, dim=axis)
+
+
+def _sequence_map(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """SequenceMap: the body runs once per position; sequence inputs give their i-th tensor."""
+    body: _Plan = a["body"]
+    n = len(ins[0])
+    results: list[list[Any]] = [[] for _ in body.outputs]
+    for i in range(n):
+        args = [v[i] if isinstance(v, list) else v for v in ins]
+        outs = ctx.module.run_plan(body, ctx.values, dict(zip(body.inputs, args, strict=True)))
+        for store, value in zip(results, outs, strict=True):
+            store.append(value)
+    return results[0] if len(results) == 1 else tuple(results)
+
+
 def _tree_ensemble(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
     from onnxbridge._to_torch_trees import tree_ensemble
 
@@ -1044,6 +1104,13 @@ _OPS: dict[tuple[str, str], Op] = {
     ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
     ("", "Compress"): _compress, ("", "NonZero"): _nonzero, ("", "ScatterND"): _scatter_nd,
     ("", "ScatterElements"): _scatter_elements, ("", "GatherND"): _gather_nd,
+    ("", "SequenceEmpty"): lambda ctx, ins, a: [],
+    ("", "SequenceConstruct"): lambda ctx, ins, a: list(ins),
+    ("", "SequenceAt"): lambda ctx, ins, a: ins[0][_position(ins[0], ins[1])],
+    ("", "SequenceLength"): lambda ctx, ins, a: torch.tensor(len(ins[0]), dtype=torch.int64),
+    ("", "SequenceInsert"): _sequence_insert, ("", "SequenceErase"): _sequence_erase,
+    ("", "SplitToSequence"): _split_to_sequence, ("", "ConcatFromSequence"): _concat_from_sequence,
+    ("", "SequenceMap"): _sequence_map,
 }
 
 #: Operators ``to_torch`` runs, as ``"Op"`` (default ONNX domain) or ``"ai.onnx.ml::Op"``.
@@ -1152,7 +1219,8 @@ class OnnxTorchModule(torch.nn.Module):
     (numpy arrays are converted), and returns one tensor for a one-output graph, else a tuple
     in graph output order (``output_names``). String tensors (class labels, category columns)
     stay numpy arrays of ``str``: torch has no strings. A ZipMap output is a list of dicts, as
-    onnxruntime gives it. ``parity`` is the check made when it was built.
+    onnxruntime gives it; an ONNX sequence (input or output) is a list of tensors. ``parity``
+    is the check made when it was built.
     """
 
     def __init__(self, proto: onnx.ModelProto, data_dir: str | None = None) -> None:
@@ -1184,11 +1252,17 @@ class OnnxTorchModule(torch.nn.Module):
         self.input_names = [i.name for i in graph.input if i.name not in initializers]
         self.output_names = [o.name for o in graph.output]
         self._zipmap_outputs = {n.output[0] for n in graph.node if n.op_type == "ZipMap"}
+        self._sequence_inputs = {i.name for i in graph.input
+                                 if i.type.WhichOneof("value") == "sequence_type"}
         for value in graph.output:
-            if not value.type.HasField("tensor_type") and value.name not in self._zipmap_outputs:
+            kind = value.type.WhichOneof("value")
+            tensors = kind == "tensor_type" or (
+                kind == "sequence_type"
+                and value.type.sequence_type.elem_type.WhichOneof("value") == "tensor_type")
+            if not tensors and value.name not in self._zipmap_outputs:
                 raise UnsupportedOperatorError(
-                    f"to_torch() returns tensors; output {value.name!r} is not one (a sequence"
-                    " or a map not made by ZipMap)",
+                    f"to_torch() returns tensors and lists of tensors; output {value.name!r} is"
+                    " neither (a map not made by ZipMap, or an optional)",
                     operators=["non-tensor output"], framework="torch",
                 )
         self._graph = self._plan(graph, "", self._opset)
@@ -1340,7 +1414,8 @@ class OnnxTorchModule(torch.nn.Module):
         if len(args) != len(self.input_names):
             raise TypeError(f"the model takes {len(self.input_names)} input(s)"
                             f" {self.input_names}, got {len(args)}")
-        feeds = {name: _as_value(value) for name, value in zip(self.input_names, args, strict=True)}
+        feeds = {name: [_as_value(v) for v in value] if name in self._sequence_inputs
+                 else _as_value(value) for name, value in zip(self.input_names, args, strict=True)}
         results = tuple(self.run_plan(self._graph, {}, feeds))
         return results[0] if len(results) == 1 else results
 
@@ -1394,11 +1469,29 @@ def _check(model: OnnxModel, module: OnnxTorchModule, sample: Any, tolerance: An
         got = got if isinstance(got, tuple) else (got,)
         first = next(iter(feeds.values()))
         batch = int(first.shape[0]) if first.ndim else None
-        outputs += compare_outputs(module.output_names,
-                                   [_comparable(expected[n]) for n in module.output_names],
-                                   [_comparable(g) for g in got], batch=batch,
-                                   tolerance=tolerance)
+        names, want, have = [], [], []
+        for name, g in zip(module.output_names, got, strict=True):
+            e = expected[name]
+            if _is_sequence(e) or _is_sequence(g):  # a list of tensors: entry by entry
+                if len(e) != len(g):
+                    names.append(name)
+                    want.append(np.asarray([len(e)]))
+                    have.append(np.asarray([len(g)]))
+                    continue
+                names += [f"{name}[{i}]" for i in range(len(e))]
+                want += [_np(v) for v in e]
+                have += [_np(v) for v in g]
+            else:
+                names.append(name)
+                want.append(_comparable(e))
+                have.append(_comparable(g))
+        outputs += compare_outputs(names, want, have, batch=batch, tolerance=tolerance)
     return ParityReport(outputs=outputs, notes=["to_torch(): the torch module against onnxruntime"])
+
+
+def _is_sequence(value: Any) -> bool:
+    """A sequence output (a list of tensors), not a ZipMap's list of dicts."""
+    return isinstance(value, list) and not any(isinstance(v, dict) for v in value)
 
 
 def _comparable(value: Any) -> Any:
