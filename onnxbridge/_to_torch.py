@@ -1096,6 +1096,7 @@ _OPS: dict[tuple[str, str], Op] = {
     (_ML, "Scaler"): _scaler, (_ML, "Normalizer"): _normalizer,
     (_ML, "ArrayFeatureExtractor"): _array_feature_extractor, (_ML, "Binarizer"): _binarizer,
     (_ML, "TreeEnsembleRegressor"): _tree_ensemble, (_ML, "TreeEnsembleClassifier"): _tree_ensemble,
+    (_ML, "TreeEnsemble"): _tree_ensemble,
     (_ML, "LabelEncoder"): _label_encoder, (_ML, "ZipMap"): _zipmap,
     ("", "Mod"): lambda ctx, ins, a: (torch.fmod if a.get("fmod", 0) else torch.remainder)(
         ins[0], ins[1]),
@@ -1386,6 +1387,12 @@ class OnnxTorchModule(torch.nn.Module):
             from onnxbridge._to_torch_trees import tree_state
 
             self._meta[key] = tree_state(self, key, node, types)
+        elif node.op_type == "TreeEnsemble" and _domain(node) == _ML:  # ai.onnx.ml 5
+            from onnxbridge._to_torch_trees import tree_state, v5_as_v3
+
+            meta = tree_state(self, key, v5_as_v3(node), types)
+            meta.out_dtype = meta.dtype  # its output has the input's type
+            self._meta[key] = meta
         elif node.op_type in ("LinearRegressor", "LinearClassifier"):
             self._add(f"{key}.coefficients", np.array(a["coefficients"], dtype=np.float32), True)
             if "intercepts" in a:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from onnxbridge._to_torch import OnnxTorchModule, _Ctx
 
-__all__ = ["TreeMeta", "tree_ensemble", "tree_state"]
+__all__ = ["TreeMeta", "tree_ensemble", "tree_state", "v5_as_v3"]
 
 
 class TreeMeta:
@@ -41,7 +41,8 @@ class TreeMeta:
 
     def __init__(self, *, kind: str, n_outputs: int, depth: int, n_trees: int, post: str,
                  aggregate: str, n_base: int, binary_case: bool, all_positive: bool,
-                 string_labels: list[str] | None, dtype: torch.dtype) -> None:
+                 string_labels: list[str] | None, dtype: torch.dtype,
+                 out_dtype: torch.dtype = torch.float32) -> None:
         self.kind = kind
         self.n_outputs = n_outputs
         self.depth = depth
@@ -53,6 +54,7 @@ class TreeMeta:
         self.all_positive = all_positive
         self.string_labels = string_labels
         self.dtype = dtype
+        self.out_dtype = out_dtype  # float32 (ai.onnx.ml 1-3); the input's type (TreeEnsemble 5)
 
 
 def _input_is_double(node: onnx.NodeProto, graph_types: dict[str, int]) -> bool:
@@ -77,11 +79,21 @@ def tree_state(module: OnnxTorchModule, key: str, node: onnx.NodeProto,
             f"to_torch() cannot read this {node.op_type} (malformed attributes: {exc!r})",
             operators=[op], framework="torch") from None
     n_out = ens.n_outputs
-    if ens.kind == "classifier" and n_out < 2:
-        raise UnsupportedOperatorError(
-            f"to_torch() does not run a {node.op_type} with {n_out} class label(s)",
-            operators=[op], framework="torch")
     base = np.asarray(ens.base, dtype=dtype)
+    if ens.kind == "classifier" and n_out < 1:
+        raise UnsupportedOperatorError(
+            f"to_torch() does not run a {node.op_type} without class labels",
+            operators=[op], framework="torch")
+    if ens.kind == "classifier" and n_out == 1 and not isinstance(ens.labels, np.ndarray):
+        raise UnsupportedOperatorError(
+            f"to_torch() does not run a {node.op_type} with one string class label: onnxruntime"
+            " aborts the process on this node (it reads a second label that is not there)."
+            " Predict the single class directly instead of running the trees",
+            operators=[op], framework="torch")
+    if ens.kind == "classifier" and n_out == 1 and len(base) > 2:
+        raise UnsupportedOperatorError(
+            f"to_torch(): {len(base)} base values for a one-class {node.op_type}",
+            operators=[op], framework="torch")
     if ens.kind == "classifier" and n_out == 2 and len(base) > 2:
         raise UnsupportedOperatorError(
             f"to_torch(): {len(base)} base values for a binary {node.op_type}",
@@ -212,11 +224,11 @@ def _regressor(sums: Tensor, has: Tensor, base: Tensor | None, meta: TreeMeta) -
         y = sums + base[0] if base is not None and meta.n_base == 1 else sums
         if meta.post == "PROBIT":
             y = _probit(y)
-        return y.to(torch.float32)
+        return y.to(meta.out_dtype)
     if base is not None and meta.n_base == meta.n_outputs:
         sums = sums + base
     y = torch.where(has, sums, torch.zeros_like(sums))
-    return _transform(y, meta.post).to(torch.float32)
+    return _transform(y, meta.post).to(meta.out_dtype)
 
 
 def _labels(ctx: _Ctx, index: Tensor, meta: TreeMeta) -> Any:
@@ -226,8 +238,25 @@ def _labels(ctx: _Ctx, index: Tensor, meta: TreeMeta) -> Any:
     return ctx.param("labels")[index]
 
 
+def _one_class(sums: Tensor, base: Tensor | None, meta: TreeMeta) -> tuple[Any, Tensor]:
+    """One class label, as onnxruntime's one-output path: the label is the literal 1 or 0 (the
+    score's sign), not the class label; the score is raw (PROBIT aside). With two base values it
+    scores ``[-s, s]`` with s = sum + base[1], transforms the pair and keeps the first entry."""
+    s = sums[:, 0]
+    if base is not None and meta.n_base == 2:
+        s = s + base[1]
+        score = _transform(torch.stack([-s, s], dim=1), meta.post)[:, :1]
+    else:
+        if base is not None and meta.n_base == 1:
+            s = s + base[0]
+        score = (_probit(s) if meta.post == "PROBIT" else s).unsqueeze(1)
+    return (s > 0).long(), score.to(torch.float32)
+
+
 def _classifier(ctx: _Ctx, sums: Tensor, has: Tensor, base: Tensor | None,
                 meta: TreeMeta) -> tuple[Any, Tensor]:
+    if meta.n_outputs == 1:
+        return _one_class(sums, base, meta)
     zero = torch.zeros_like(sums)
     if meta.n_outputs > 2:
         if base is not None:  # a base value also makes its class scored
@@ -283,3 +312,126 @@ def _classifier(ctx: _Ctx, sums: Tensor, has: Tensor, base: Tensor | None,
         single = torch.stack([v0, torch.zeros_like(v0)], dim=1)
     scores = torch.where(two.unsqueeze(1), full, single)
     return label, scores.to(torch.float32)
+
+
+# -- ai.onnx.ml 5 TreeEnsemble: read as the opset-3 regressor it describes ---------------------------
+_V5_MODES = {0: "BRANCH_LEQ", 1: "BRANCH_LT", 2: "BRANCH_GTE", 3: "BRANCH_GT", 4: "BRANCH_EQ",
+             5: "BRANCH_NEQ"}
+_V5_MEMBER = 6
+_V5_AGGREGATE = {0: "AVERAGE", 1: "SUM", 2: "MIN", 3: "MAX"}
+# onnxruntime 1.32 reads post_transform 1 as LOGISTIC and 2 as SOFTMAX (its own enum order); the
+# ONNX spec and its reference evaluator say 1 SOFTMAX, 2 LOGISTIC. Parity is with onnxruntime.
+_V5_POST = {0: "NONE", 1: "LOGISTIC", 2: "SOFTMAX", 3: "SOFTMAX_ZERO", 4: "PROBIT"}
+
+
+def v5_as_v3(node: onnx.NodeProto) -> onnx.NodeProto:
+    """The ``TreeEnsembleRegressor`` (ai.onnx.ml 3) that computes what this ai.onnx.ml 5
+    ``TreeEnsemble`` computes, as onnxruntime 1.32 reads it: each tree walked from its root (a
+    root whose true and false sides are the same leaf is that leaf: onnxruntime reads it so,
+    where the ONNX reference evaluator reads ``leaf_*[root]``), leaves become LEAF
+    nodes carrying their one weight, and a BRANCH_MEMBER split becomes a chain of BRANCH_EQ
+    nodes, one per member, whose false side leads to the next member."""
+    from onnx import helper, numpy_helper
+
+    a: dict[str, Any] = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        a[attr.name] = numpy_helper.to_array(value) if attr.type == attr.TENSOR else value
+    op = "ai.onnx.ml::TreeEnsemble"
+
+    def bad(why: str) -> UnsupportedOperatorError:
+        return UnsupportedOperatorError(f"to_torch() cannot read this TreeEnsemble: {why}",
+                                        operators=[op], framework="torch")
+
+    splits = np.asarray(a.get("nodes_splits", np.zeros(0)))
+    dtype = splits.dtype if splits.dtype.kind == "f" else np.dtype(np.float32)
+    modes = [int(m) for m in np.asarray(a.get("nodes_modes", []), dtype=np.int64).reshape(-1)]
+    feats = list(a.get("nodes_featureids", []))
+    t_ids, f_ids = list(a.get("nodes_truenodeids", [])), list(a.get("nodes_falsenodeids", []))
+    t_leaf, f_leaf = list(a.get("nodes_trueleafs", [])), list(a.get("nodes_falseleafs", []))
+    missing = list(a.get("nodes_missing_value_tracks_true", [])) or [0] * len(modes)
+    targets = list(a.get("leaf_targetids", []))
+    weights = np.asarray(a.get("leaf_weights", np.zeros(0))).reshape(-1)
+    members = np.asarray(a.get("membership_values", np.zeros(0))).reshape(-1)
+    n = len(modes)
+    if not all(len(v) == n for v in (feats, t_ids, f_ids, t_leaf, f_leaf, missing)) \
+            or len(splits.reshape(-1)) != n or len(targets) != len(weights):
+        raise bad("its node (or leaf) attributes differ in length")
+    bad_modes = sorted({m for m in modes if m not in _V5_MODES and m != _V5_MEMBER})
+    if bad_modes:
+        raise bad(f"unknown split mode(s) {bad_modes}")
+    sets: list[list[float]] = []   # members of each node (empty unless BRANCH_MEMBER)
+    pos = 0
+    for m in modes:
+        chosen: list[float] = []
+        if m == _V5_MEMBER:
+            while pos < len(members) and not np.isnan(members[pos]):
+                chosen.append(float(members[pos]))
+                pos += 1
+            pos += 1
+            if not chosen:
+                raise bad("a BRANCH_MEMBER node has no members")
+        sets.append(chosen)
+    flat_splits = splits.reshape(-1)
+    out: dict[str, list[Any]] = {k: [] for k in (
+        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_modes", "nodes_values",
+        "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
+        "target_treeids", "target_nodeids", "target_ids", "target_weights")}
+    for tree, root in enumerate(int(r) for r in a.get("tree_roots", [])):
+        if not 0 <= root < n:
+            raise bad(f"tree root {root} is out of range")
+        single = bool(t_leaf[root]) and bool(f_leaf[root]) and t_ids[root] == f_ids[root]
+        next_id = 0
+        # (index, is_leaf, member position, where to write this node's id: (list, slot) or None)
+        stack: list[tuple[int, bool, int, tuple[str, int] | None]] = [
+            (int(t_ids[root]) if single else root, single, 0, None)]
+        while stack:
+            i, leaf, k, parent = stack.pop()
+            nid = next_id
+            next_id += 1
+            if parent is not None:
+                out[parent[0]][parent[1]] = nid
+            out["nodes_treeids"].append(tree)
+            out["nodes_nodeids"].append(nid)
+            if leaf:
+                if not 0 <= i < len(weights):
+                    raise bad(f"leaf {i} is out of range")
+                out["nodes_featureids"].append(0)
+                out["nodes_modes"].append("LEAF")
+                out["nodes_values"].append(0.0)
+                out["nodes_missing_value_tracks_true"].append(0)
+                out["nodes_truenodeids"].append(0)
+                out["nodes_falsenodeids"].append(0)
+                out["target_treeids"].append(tree)
+                out["target_nodeids"].append(nid)
+                out["target_ids"].append(int(targets[i]))
+                out["target_weights"].append(weights[i])
+                continue
+            if len(out["nodes_nodeids"]) > 4 * (n + len(members) + len(weights)) + 4:
+                raise bad("its trees are not trees (a node is reached twice)")
+            member = modes[i] == _V5_MEMBER
+            out["nodes_featureids"].append(int(feats[i]))
+            out["nodes_modes"].append("BRANCH_EQ" if member else _V5_MODES[modes[i]])
+            out["nodes_values"].append(sets[i][k] if member else flat_splits[i])
+            out["nodes_missing_value_tracks_true"].append(int(missing[i]))
+            slot = len(out["nodes_truenodeids"])
+            out["nodes_truenodeids"].append(-1)
+            out["nodes_falsenodeids"].append(-1)
+            # the true side is numbered first (pushed last)
+            if member and k + 1 < len(sets[i]):
+                stack.append((i, False, k + 1, ("nodes_falsenodeids", slot)))
+            else:
+                stack.append((int(f_ids[i]), bool(f_leaf[i]), 0, ("nodes_falsenodeids", slot)))
+            stack.append((int(t_ids[i]), bool(t_leaf[i]), 0, ("nodes_truenodeids", slot)))
+    agg = int(a.get("aggregate_function", 1))
+    post = int(a.get("post_transform", 0))
+    if agg not in _V5_AGGREGATE or post not in _V5_POST:
+        raise bad(f"aggregate_function {agg} / post_transform {post} is not defined")
+    values = out.pop("nodes_values")
+    tw = out.pop("target_weights")
+    return helper.make_node(
+        "TreeEnsembleRegressor", list(node.input), list(node.output), domain="ai.onnx.ml",
+        n_targets=int(a.get("n_targets", 1)), aggregate_function=_V5_AGGREGATE[agg],
+        post_transform=_V5_POST[post],
+        nodes_values_as_tensor=numpy_helper.from_array(np.asarray(values, dtype=dtype)),
+        target_weights_as_tensor=numpy_helper.from_array(np.asarray(tw, dtype=dtype)), **out)
