@@ -429,9 +429,10 @@ def v5_as_v3(node: onnx.NodeProto) -> onnx.NodeProto:
         raise bad(f"aggregate_function {agg} / post_transform {post} is not defined")
     values = out.pop("nodes_values")
     tw = out.pop("target_weights")
-    return helper.make_node(
-        "TreeEnsembleRegressor", list(node.input), list(node.output), domain="ai.onnx.ml",
-        n_targets=int(a.get("n_targets", 1)), aggregate_function=_V5_AGGREGATE[agg],
+    attrs: dict[str, Any] = dict(
+        out, n_targets=int(a.get("n_targets", 1)), aggregate_function=_V5_AGGREGATE[agg],
         post_transform=_V5_POST[post],
         nodes_values_as_tensor=numpy_helper.from_array(np.asarray(values, dtype=dtype)),
-        target_weights_as_tensor=numpy_helper.from_array(np.asarray(tw, dtype=dtype)), **out)
+        target_weights_as_tensor=numpy_helper.from_array(np.asarray(tw, dtype=dtype)))
+    return helper.make_node("TreeEnsembleRegressor", list(node.input), list(node.output),
+                            domain="ai.onnx.ml", **attrs)
