@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["register_own_converters", "OWN_CONVERTERS"]
+__all__ = ["register_own_converters", "OWN_CONVERTERS", "fix_distance_weights"]
 
 
 class _Graph:
@@ -1733,3 +1733,66 @@ def register_own_converters() -> None:
         update_registered_converter(OneHotEncoder, "SklearnOneHotEncoder",
                                     get_shape_calculator("SklearnOneHotEncoder"), wrapped,
                                     options=onehot.get_allowed_options())
+
+
+# -- a graph fix: k-nearest neighbours with weights="distance" --------------------------------------
+def fix_distance_weights(proto: Any) -> int:
+    """Give skl2onnx's ``weights="distance"`` neighbour graphs scikit-learn's weights.
+
+    skl2onnx 1.20 writes the weights as ``Reciprocal(Max(Mul(d, -1), 1e-6))`` on the TopK
+    distances ``d``, which are already positive: every weight becomes 1e6 (a plain average).
+    scikit-learn weighs by ``1 / d``, and a row at distance 0 from some training points takes
+    their values only (weight 1 each, 0 for the others). The three nodes are replaced by that,
+    on ``|d|`` (right whichever sign the distances carry). Returns how many were fixed.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:  # ReduceSum with axes as an input
+        return 0
+    fixed = 0
+    for rec in [n for n in graph.node if n.op_type == "Reciprocal"]:
+        mx = producer.get(rec.input[0])
+        if mx is None or mx.op_type != "Max" or len(mx.input) != 2:
+            continue
+        mul = producer.get(mx.input[0])
+        eps = inits.get(mx.input[1])
+        if mul is None or mul.op_type != "Mul" or eps is None or eps.size != 1:
+            continue
+        sign = inits.get(mul.input[1])
+        topk = producer.get(mul.input[0])
+        if sign is None or sign.size != 1 or float(sign.reshape(-1)[0]) != -1.0 \
+                or topk is None or topk.op_type != "TopK" or topk.output[0] != mul.input[0]:
+            continue
+        users = [n for n in graph.node if set(n.input) & {mul.output[0], mx.output[0]}]
+        if any(n is not mx and n is not rec for n in users):
+            continue
+        dtype = eps.dtype
+        prefix = f"{rec.output[0]}_sklearn_distance"
+        zero = numpy_helper.from_array(np.zeros(1, dtype), f"{prefix}_zero")
+        tiny = numpy_helper.from_array(np.full(1, np.finfo(dtype).tiny, dtype), f"{prefix}_tiny")
+        axis = numpy_helper.from_array(np.array([1], np.int64), f"{prefix}_axis")
+        to = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+        d, eq, eqf, count, has, inv_in = (f"{prefix}_{k}" for k in (
+            "d", "eq", "eqf", "count", "has", "safe"))
+        new = [
+            helper.make_node("Abs", [mul.input[0]], [d]),
+            helper.make_node("Equal", [d, zero.name], [eq]),
+            helper.make_node("Cast", [eq], [eqf], to=to),
+            helper.make_node("ReduceSum", [eqf, axis.name], [count], keepdims=1),
+            helper.make_node("Greater", [count, zero.name], [has]),
+            helper.make_node("Max", [d, tiny.name], [inv_in]),
+            helper.make_node("Reciprocal", [inv_in], [f"{prefix}_inv"]),
+            helper.make_node("Where", [has, eqf, f"{prefix}_inv"], [rec.output[0]]),
+        ]
+        at = min(i for i, n in enumerate(graph.node) if n is mul or n is mx or n is rec)
+        keep = [n for n in graph.node if n is not mul and n is not mx and n is not rec]
+        del graph.node[:]
+        graph.node.extend(keep[:at] + new + keep[at:])
+        graph.initializer.extend([zero, tiny, axis])
+        producer = {o: n for n in graph.node for o in n.output}
+        fixed += 1
+    return fixed

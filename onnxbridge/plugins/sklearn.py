@@ -824,6 +824,9 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
                 raise
             raise better from exc
         _match_source_shapes(proto, model, sample)
+        from onnxbridge.plugins._sklearn_ops import fix_distance_weights
+
+        fix_distance_weights(proto)  # skl2onnx's weights="distance" neighbour graphs
         return proto
 
     proto = build(double)
