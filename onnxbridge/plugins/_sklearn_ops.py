@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["register_own_converters", "OWN_CONVERTERS", "fix_distance_weights"]
+__all__ = ["register_own_converters", "OWN_CONVERTERS", "fix_distance_weights",
+           "fix_one_class_trees"]
 
 
 class _Graph:
@@ -1794,5 +1795,71 @@ def fix_distance_weights(proto: Any) -> int:
         graph.node.extend(keep[:at] + new + keep[at:])
         graph.initializer.extend([zero, tiny, axis])
         producer = {o: n for n in graph.node for o in n.output}
+        fixed += 1
+    return fixed
+
+
+# -- a graph fix: tree classifiers trained on one class --------------------------------------------
+def fix_one_class_trees(proto: Any) -> int:
+    """Make skl2onnx's one-class ``TreeEnsembleClassifier`` give the class and its probability.
+
+    onnxruntime 1.32 answers such a node with the literal label 1 or 0 (the score's sign), not
+    the class label, and aborts the process when the label is a string (it reads a second label
+    that is not there). The node is replaced by the same trees as a one-target
+    ``TreeEnsembleRegressor`` (the score, which is what onnxruntime writes as the probability:
+    the leaf values summed, plus a single base value, PROBIT alone applied) and a label column
+    gathered from the one class label. Returns how many nodes were replaced.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    fixed = 0
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type != "TreeEnsembleClassifier" or node.domain != "ai.onnx.ml":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        ints = list(attrs["classlabels_int64s"].ints) if "classlabels_int64s" in attrs else []
+        strings = list(attrs["classlabels_strings"].strings) \
+            if "classlabels_strings" in attrs else []
+        if len(ints) + len(strings) != 1:
+            continue
+        base = attrs.get("base_values") or attrs.get("base_values_as_tensor")
+        if base is not None and len(helper.get_attribute_value(base).floats
+                                    if base.type == base.TENSOR else base.floats) > 1:
+            continue
+        kept = []
+        for a in node.attribute:
+            if a.name.startswith("classlabels_"):
+                continue
+            copy = helper.make_attribute("x", 0)
+            copy.CopyFrom(a)
+            if a.name.startswith("class_"):
+                copy.name = "target_" + a.name[len("class_"):]
+            kept.append(copy)
+        prefix = f"{node.output[0]}_one_class"
+        regressor = helper.make_node("TreeEnsembleRegressor", [node.input[0]],
+                                     [node.output[1] if len(node.output) > 1 else
+                                      f"{prefix}_scores"], domain="ai.onnx.ml",
+                                     name=node.name or prefix)
+        regressor.attribute.extend([*kept, helper.make_attribute("n_targets", 1)])
+        label = numpy_helper.from_array(np.array(ints if ints else strings, dtype=np.int64
+                                                 if ints else object), f"{prefix}_label")
+        zero = helper.make_tensor(f"{prefix}_zero", TensorProto.INT64, [1], [0])
+        new = [
+            regressor,
+            helper.make_node("Shape", [node.input[0]], [f"{prefix}_shape"]),
+            helper.make_node("Slice", [f"{prefix}_shape", f"{prefix}_slice_start",
+                                       f"{prefix}_slice_end"], [f"{prefix}_rows"]),
+            helper.make_node("ConstantOfShape", [f"{prefix}_rows"], [f"{prefix}_index"],
+                             value=zero),
+            helper.make_node("Gather", [label.name, f"{prefix}_index"], [node.output[0]]),
+        ]
+        graph.initializer.extend([
+            label,
+            numpy_helper.from_array(np.array([0], np.int64), f"{prefix}_slice_start"),
+            numpy_helper.from_array(np.array([1], np.int64), f"{prefix}_slice_end")])
+        del graph.node[index + 4 * fixed]
+        for k, n in enumerate(new):
+            graph.node.insert(index + 4 * fixed + k, n)
         fixed += 1
     return fixed

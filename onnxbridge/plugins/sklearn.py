@@ -823,10 +823,11 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
             if better is exc:
                 raise
             raise better from exc
-        _match_source_shapes(proto, model, sample)
-        from onnxbridge.plugins._sklearn_ops import fix_distance_weights
+        from onnxbridge.plugins._sklearn_ops import fix_distance_weights, fix_one_class_trees
 
         fix_distance_weights(proto)  # skl2onnx's weights="distance" neighbour graphs
+        fix_one_class_trees(proto)  # forests trained on one class (before anything runs it)
+        _match_source_shapes(proto, model, sample)
         return proto
 
     proto = build(double)

@@ -1,9 +1,10 @@
-"""k-nearest neighbours with ``weights="distance"``: the ONNX graph weighs as scikit-learn does.
+"""Graphs skl2onnx writes wrong, fixed by the sklearn plugin, checked against scikit-learn.
 
-skl2onnx's graph turned every weight into 1e6 (a plain average) and has no rule for a row at
-distance 0 from training points (scikit-learn then takes those points' values only); the
-sklearn plugin replaces its weights. Checked against scikit-learn's own predict/predict_proba
-on rows that are training points (one duplicated), and on rows that are not."""
+k-nearest neighbours with ``weights="distance"``: skl2onnx's graph turned every weight into 1e6
+(a plain average) and has no rule for a row at distance 0 from training points (scikit-learn
+then takes those points' values only); checked on rows that are training points (one
+duplicated), and on rows that are not. Forests trained on one class: onnxruntime answered
+skl2onnx's one-class node with the label 1 (and aborted the process on a string label)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,20 @@ def test_distance_weighted_regressor_back_in_torch() -> None:
     with torch.no_grad():
         got = back(torch.from_numpy(x)).numpy().ravel()
     np.testing.assert_allclose(got, est.predict(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("labels", [np.full(30, 4), np.array(["only"] * 30)], ids=["int", "str"])
+def test_forests_trained_on_one_class_predict_that_class(labels: np.ndarray) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3)).astype(np.float32)
+    for est in (RandomForestClassifier(3, max_depth=2, random_state=0),
+                make_pipeline(StandardScaler(), ExtraTreesClassifier(4, random_state=0))):
+        est.fit(X, labels)
+        m = onnxbridge.to_onnx(est, X[:5])  # parity with predict / predict_proba
+        label, proba = m.run(X)
+        np.testing.assert_array_equal(label, est.predict(X))
+        np.testing.assert_allclose(proba, est.predict_proba(X), atol=1e-6)
