@@ -18,6 +18,7 @@ MatMul weights as plain tensors (not trainable) and has no ONNX-ML operators.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -139,6 +140,18 @@ def _prod(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
 
 def _l2(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
     return torch.sqrt(torch.sum(x * x, dim=dim, keepdim=keepdim))
+
+
+def _logsumexp(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.logsumexp(x, dim=dim, keepdim=keepdim)
+
+
+def _logsum(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.log(torch.sum(x, dim=dim, keepdim=keepdim))
+
+
+def _l1(x: Tensor, dim: tuple[int, ...], keepdim: bool) -> Tensor:
+    return torch.sum(torch.abs(x), dim=dim, keepdim=keepdim)
 
 
 def _div(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
@@ -651,6 +664,136 @@ def _array_feature_extractor(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
     return torch.index_select(x, x.dim() - 1, idx.reshape(-1).long())
 
 
+def _imputer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    """ai.onnx.ml Imputer: values equal to ``replaced_value_*`` (NaN: any NaN) take the imputed
+    value of their column (or the one value given for all)."""
+    x = ins[0]
+    if x.is_floating_point():
+        values = torch.tensor(list(a.get("imputed_value_floats", [])), dtype=x.dtype)
+        bad = float(a.get("replaced_value_float", 0.0))
+        hit = torch.isnan(x) if math.isnan(bad) else x == bad
+    else:
+        values = torch.tensor(list(a.get("imputed_value_int64s", [])), dtype=x.dtype)
+        hit = x == int(a.get("replaced_value_int64", 0))
+    if values.numel() not in (1, x.shape[-1]):
+        raise ConversionError(f"Imputer has {values.numel()} imputed values for"
+                              f" {x.shape[-1]} columns")
+    return torch.where(hit, values.expand(x.shape[-1]) if values.numel() == 1 else values, x)
+
+
+def _one_hot_encoder(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    """ai.onnx.ml OneHotEncoder: one more axis, one position per category (float output)."""
+    x = ins[0]
+    if "cats_strings" in a:
+        cats = [str(c) for c in a["cats_strings"]]
+        table = {c: i for i, c in enumerate(cats)}
+        flat = [table.get(str(v), -1) for v in _np(x).reshape(-1)]
+        index = torch.tensor(flat, dtype=torch.int64).reshape(tuple(_np(x).shape))
+    else:
+        cats_t = torch.tensor(list(a["cats_int64s"]), dtype=torch.int64)
+        xi = x.to(torch.int64)
+        index = torch.where(xi.unsqueeze(-1) == cats_t, torch.arange(len(cats_t)), -1).amax(-1) \
+            if len(cats_t) else torch.full_like(xi, -1)
+    n = len(a["cats_strings"]) if "cats_strings" in a else len(a.get("cats_int64s") or [])
+    if not int(a.get("zeros", 1)) and bool((index < 0).any()):
+        raise ConversionError("OneHotEncoder(zeros=0) met a value that is not a category")
+    out = torch.nn.functional.one_hot(index.clamp_min(0), n).to(torch.float32)
+    return out * (index >= 0).unsqueeze(-1).to(torch.float32)
+
+
+def _dft(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    """DFT (opset 17 and 20): the last axis holds [real] or [real, imaginary]."""
+    x = ins[0]
+    length = int(_ints(ins[1])[0]) if len(ins) > 1 and ins[1] is not None and ins[1].numel() \
+        else None
+    if ctx.opset >= 20:
+        axis = int(_ints(ins[2])[0]) if len(ins) > 2 and ins[2] is not None else -2
+    else:
+        axis = int(a.get("axis", 1))
+    axis = axis + x.dim() if axis < 0 else axis
+    signal = torch.complex(x[..., 0], x[..., 1]) if x.shape[-1] == 2 else x[..., 0]
+    if not signal.is_complex():
+        signal = signal.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+    fn = torch.fft.ifft if a.get("inverse", 0) else torch.fft.fft
+    out = fn(signal, n=length, dim=axis)
+    if a.get("onesided", 0):
+        out = out.narrow(axis, 0, out.shape[axis] // 2 + 1)
+    return torch.stack([out.real, out.imag], dim=-1).to(x.dtype)
+
+
+def _svm_kernel(x: Tensor, vectors: Tensor, kind: str, params: Sequence[float]) -> Tensor:
+    """[N, V] kernel values between rows and support vectors (onnxruntime's SVM kernels)."""
+    gamma, coef0, degree = [*params, 0.0, 0.0, 0.0][:3]
+    if kind == "RBF":
+        diff = x.unsqueeze(1) - vectors.unsqueeze(0)
+        return torch.exp(-gamma * (diff * diff).sum(-1))
+    dot = x @ vectors.t()
+    if kind == "LINEAR":
+        return dot
+    if kind == "POLY":
+        return torch.pow(gamma * dot + coef0, degree)
+    if kind == "SIGMOID":
+        return torch.tanh(gamma * dot + coef0)
+    raise ConversionError(f"SVM kernel {kind!r} is not supported")
+
+
+def _svm_regressor(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    x = ins[0].to(torch.float32)
+    coef = ctx.param("coefficients")
+    rho = ctx.param("rho")
+    n_sv = int(a.get("n_supports", 0))
+    if n_sv > 0:
+        vectors = ctx.param("support_vectors").reshape(n_sv, -1)
+        y = _svm_kernel(x, vectors, str(a.get("kernel_type", "LINEAR")),
+                        a.get("kernel_params", [])) @ coef.reshape(-1) + rho[0]
+    else:
+        y = x @ coef.reshape(-1) + rho[0]
+    if int(a.get("one_class", 0)):
+        y = torch.where(y > 0, torch.ones_like(y), -torch.ones_like(y))
+    return y.reshape(-1, 1)
+
+
+def _svm_classifier(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
+    """ai.onnx.ml SVMClassifier as onnxruntime computes it, without probabilities (prob_a):
+    one-vs-one votes (the first class with the most votes wins) and the pairwise scores, or
+    the linear form (one score per class)."""
+    x = ins[0].to(torch.float32)
+    labels = ctx.param("classlabels")
+    coef, rho = ctx.param("coefficients"), ctx.param("rho")
+    per_class = [int(v) for v in a.get("vectors_per_class", [])]
+    n_classes = len(labels)
+    if not per_class:  # linear: scores = x . coef_c + rho[0]
+        scores = x @ coef.reshape(n_classes, -1).t() + rho[0]
+        best = torch.argmax(scores, dim=1)  # the first of equal maxima
+        if n_classes == 2:
+            top = scores.gather(1, best.unsqueeze(1)).squeeze(1)
+            positive = (top >= 0.5) if ctx.module._meta[ctx.node_key] else (top > 0)
+            best = torch.where(positive, torch.ones_like(best), best)
+        return _take(labels, best), scores
+    n_sv = sum(per_class)
+    kernels = _svm_kernel(x, ctx.param("support_vectors").reshape(n_sv, -1),
+                          str(a.get("kernel_type", "LINEAR")), a.get("kernel_params", []))
+    coef = coef.reshape(n_classes - 1, n_sv)
+    starts = np.cumsum([0, *per_class])
+    pairs, votes = [], torch.zeros(x.shape[0], n_classes, dtype=torch.int64)
+    k = 0
+    for i in range(n_classes - 1):
+        si = slice(int(starts[i]), int(starts[i + 1]))
+        for j in range(i + 1, n_classes):
+            sj = slice(int(starts[j]), int(starts[j + 1]))
+            s = (kernels[:, si] * coef[j - 1, si]).sum(1) + (kernels[:, sj] * coef[i, sj]).sum(1) \
+                + rho[k]
+            k += 1
+            pairs.append(s)
+            winner = torch.where(s > 0, i, j)
+            votes = votes + torch.nn.functional.one_hot(winner, n_classes)
+    best = torch.argmax(votes, dim=1)  # torch returns the first of equal maxima
+    scores = torch.stack(pairs, dim=1)
+    if n_classes == 2:
+        scores = torch.cat([-scores, scores], dim=1)
+    return _take(labels, best), scores
+
+
 def _binarizer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
     x = ins[0]
     return (x > float(a.get("threshold", 0.0))).to(x.dtype)
@@ -1103,6 +1246,10 @@ _OPS: dict[tuple[str, str], Op] = {
     ("", "TopK"): _topk, ("", "MatMulInteger"): _matmul_integer,
     ("", "ReduceSumSquare"): _reduce(_sum_square),
     ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
+    ("", "DFT"): _dft, (_ML, "Imputer"): _imputer, (_ML, "OneHotEncoder"): _one_hot_encoder,
+    (_ML, "SVMRegressor"): _svm_regressor, (_ML, "SVMClassifier"): _svm_classifier,
+    ("", "ReduceLogSumExp"): _reduce(_logsumexp), ("", "ReduceLogSum"): _reduce(_logsum),
+    ("", "ReduceL1"): _reduce(_l1),
     ("", "Compress"): _compress, ("", "NonZero"): _nonzero, ("", "ScatterND"): _scatter_nd,
     ("", "ScatterElements"): _scatter_elements, ("", "GatherND"): _gather_nd,
     ("", "SequenceEmpty"): lambda ctx, ins, a: [],
@@ -1255,6 +1402,14 @@ class OnnxTorchModule(torch.nn.Module):
         self._zipmap_outputs = {n.output[0] for n in graph.node if n.op_type == "ZipMap"}
         self._sequence_inputs = {i.name for i in graph.input
                                  if i.type.WhichOneof("value") == "sequence_type"}
+        # declared element types of tensor inputs: a tensor of another type is cast to it, as
+        # m.run casts what it is given (a float64 array for a float32 input, say)
+        self._input_dtypes: dict[str, torch.dtype] = {}
+        for i in graph.input:
+            elem = i.type.tensor_type.elem_type if i.type.HasField("tensor_type") else 0
+            if elem and elem != onnx.TensorProto.STRING and i.name in self.input_names:
+                with contextlib.suppress(TypeError, ValueError, KeyError):
+                    self._input_dtypes[i.name] = _torch_dtype(elem)
         for value in graph.output:
             kind = value.type.WhichOneof("value")
             tensors = kind == "tensor_type" or (
@@ -1404,6 +1559,27 @@ class OnnxTorchModule(torch.nn.Module):
                 else:
                     self._add(f"{key}.classlabels",
                               np.array(a.get("classlabels_strings", []), dtype=object), False)
+        elif node.op_type in ("SVMRegressor", "SVMClassifier"):
+            if node.op_type == "SVMClassifier" and "prob_a" in a:
+                raise UnsupportedOperatorError(
+                    "to_torch() does not run an SVMClassifier with probabilities (prob_a/prob_b:"
+                    " libsvm's pairwise coupling); convert the SVC with probability=False",
+                    operators=["ai.onnx.ml::SVMClassifier(prob_a)"], framework="torch")
+            if a.get("post_transform", "NONE") != "NONE":
+                raise UnsupportedOperatorError(
+                    f"to_torch() runs {node.op_type} with post_transform NONE only",
+                    operators=[f"ai.onnx.ml::{node.op_type}({a['post_transform']})"],
+                    framework="torch")
+            self._add(f"{key}.coefficients", np.array(a["coefficients"], dtype=np.float32), True)
+            self._add(f"{key}.rho", np.array(a["rho"], dtype=np.float32), True)
+            self._add(f"{key}.support_vectors",
+                      np.array(a.get("support_vectors", []), dtype=np.float32), False)
+            if node.op_type == "SVMClassifier":
+                labels: Any = (np.array(a["classlabels_ints"], dtype=np.int64)
+                               if "classlabels_ints" in a
+                               else np.array(a.get("classlabels_strings", []), dtype=object))
+                self._add(f"{key}.classlabels", labels, False)
+                self._meta[key] = bool((np.array(a["coefficients"]) >= 0).all())
         elif node.op_type == "Scaler":
             for what in ("offset", "scale"):
                 self._add(f"{key}.{what}", np.array(a.get(what, [0.0 if what == "offset" else 1.0]),
@@ -1422,9 +1598,18 @@ class OnnxTorchModule(torch.nn.Module):
             raise TypeError(f"the model takes {len(self.input_names)} input(s)"
                             f" {self.input_names}, got {len(args)}")
         feeds = {name: [_as_value(v) for v in value] if name in self._sequence_inputs
-                 else _as_value(value) for name, value in zip(self.input_names, args, strict=True)}
+                 else self._typed(name, _as_value(value))
+                 for name, value in zip(self.input_names, args, strict=True)}
         results = tuple(self.run_plan(self._graph, {}, feeds))
         return results[0] if len(results) == 1 else results
+
+    def _typed(self, name: str, value: Any) -> Any:
+        want = self._input_dtypes.get(name)
+        if want is None or not isinstance(value, torch.Tensor) or value.dtype == want:
+            return value
+        if value.is_floating_point() and not want.is_floating_point:
+            return value  # never round floats into an integer input silently
+        return value.to(want)
 
     def run_plan(self, plan: _Plan, outer: Mapping[str, Any], feeds: Mapping[str, Any]) -> list[Any]:
         """Run one graph: ``outer`` holds the names it sees from enclosing graphs."""

@@ -162,13 +162,18 @@ def test_scikit_learn_linear_and_neural_models_match_scikit_learn() -> None:
 
 
 def test_unsupported_operators_are_named_before_anything_runs() -> None:
-    from sklearn.svm import SVR
+    import warnings
+
+    from sklearn.svm import SVC
 
     X = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
-    m = onnxbridge.to_onnx(SVR().fit(X, X[:, 0]), X[:1])
-    with pytest.raises(UnsupportedOperatorError, match="SVMRegressor") as info:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # probability=True is deprecated in 1.9
+        svc = SVC(probability=True, random_state=0).fit(X, X[:, 0] > 0)
+        m = onnxbridge.to_onnx(svc, X[:1])
+    with pytest.raises(UnsupportedOperatorError, match="SVMClassifier with probabilities") as info:
         m.to_torch()
-    assert info.value.operators == ("ai.onnx.ml::SVMRegressor",)
+    assert info.value.operators == ("ai.onnx.ml::SVMClassifier(prob_a)",)
     assert info.value.framework == "torch"
 
 
