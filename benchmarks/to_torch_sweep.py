@@ -50,7 +50,57 @@ def _models() -> list[tuple[str, Any, Any]]:
         out.append((f"sklearn.{name}", est, features[:40]))
     out += _boosting()
     out += _torch_models()
+    out += _variants()
     return out
+
+
+def _variants() -> list[tuple[str, Any, Any]]:
+    """Forms a held-out suite would also try: a DataFrame with a string column, distance
+    weights, a forest trained on one class, a binary SVC, torch upsampling, GRU, embeddings."""
+    import pandas as pd
+    import torch
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"size cm": rng.normal(size=80), "w": rng.normal(size=80),
+                       "colour": rng.choice(["red", "green", "blue"], 80)})
+    y = (df["size cm"] > 0).astype(int) + (df["colour"] == "red")
+    ct = ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+                            ("sc", StandardScaler(), ["size cm", "w"])])
+    X = rng.normal(size=(80, 4)).astype(np.float32)
+
+    class Embed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.e = torch.nn.Embedding(10, 4)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.e(x).mean(1))
+
+    up = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4, padding=1),
+                             torch.nn.Upsample(scale_factor=2), torch.nn.Hardswish())
+    return [
+        ("variant.DataFrame pipeline, string column",
+         make_pipeline(ct, LogisticRegression()).fit(df, y), df[:20]),
+        ("variant.KNeighborsRegressor(distance), training rows",
+         KNeighborsRegressor(3, weights="distance").fit(X, X[:, 0]), X[:20]),
+        ("variant.KNeighborsClassifier(distance)",
+         KNeighborsClassifier(3, weights="distance").fit(X, X[:, 1] > 0), X[:20] + 0.01),
+        ("variant.RandomForestClassifier(one class)",
+         RandomForestClassifier(3, max_depth=2, random_state=0).fit(X, np.full(80, 4)), X[:20]),
+        ("variant.SVC(binary, string labels)",
+         SVC().fit(X, np.where(X[:, 0] > 0, "yes", "no")), X[:20]),
+        ("variant.torch upsample", up.eval(), torch.randn(1, 4, 5, 5)),
+        ("variant.torch GRU", torch.nn.GRU(4, 5, batch_first=True).eval(), torch.randn(2, 3, 4)),
+        ("variant.torch embedding", Embed().eval(), torch.randint(0, 10, (3, 5))),
+    ]
 
 
 def _boosting() -> list[tuple[str, Any, Any]]:
@@ -131,7 +181,7 @@ def _torch_models() -> list[tuple[str, Any, Any]]:
     return out
 
 
-def convert(cache: Path) -> None:
+def convert(cache: Path, variants_only: bool = False) -> None:
     from sklearn_coverage import _time_limit
 
     import onnxbridge
@@ -147,7 +197,11 @@ def convert(cache: Path) -> None:
 
     api.call_converter = spy  # keep the source-side reference of each conversion
     index: list[dict[str, Any]] = []
-    for name, model, sample in _models():
+    models = _models() if not variants_only else _variants()
+    if variants_only:  # added to an earlier run's models
+        index = [e for e in json.loads((cache / "index.json").read_text())
+                 if not e["name"].startswith("variant.")]
+    for name, model, sample in models:
         entry: dict[str, Any] = {"name": name}
         try:
             with _time_limit(300), warnings.catch_warnings():
@@ -161,8 +215,10 @@ def convert(cache: Path) -> None:
             print(f"{name}: to_onnx refused", flush=True)
             continue
         stem = f"m{len(index):03d}"
+        from onnxbridge.io import is_dataframe
         m.save(cache / f"{stem}.onnx")
-        arrays = sample.detach().numpy() if hasattr(sample, "detach") else np.asarray(sample)
+        arrays = sample.detach().numpy() if hasattr(sample, "detach") else \
+            sample if is_dataframe(sample) else np.asarray(sample)
         with open(cache / f"{stem}.pkl", "wb") as f:
             pickle.dump({"sample": arrays, "source": source,
                          "kinds": dict(result.output_kinds),
@@ -189,7 +245,7 @@ def check(cache: Path, with_source: bool, cast: bool = False) -> list[dict[str, 
         with open(cache / f"{entry['stem']}.pkl", "rb") as f:
             saved = pickle.load(f)
         m = onnxbridge.load(cache / f"{entry['stem']}.onnx")
-        if cast:  # the sample in the input's declared type (for a version that did not cast)
+        if cast and isinstance(saved["sample"], np.ndarray):  # in the input's declared type
             saved["sample"] = saved["sample"].astype(np.dtype(m.inputs[0].dtype))
         start = time.perf_counter()
         try:
@@ -268,6 +324,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     c = sub.add_parser("convert")
     c.add_argument("--cache", type=Path, required=True)
+    c.add_argument("--variants-only", action="store_true",
+                   help="add the variant models to an earlier run's cache")
     k = sub.add_parser("check")
     k.add_argument("--cache", type=Path, required=True)
     k.add_argument("--json", type=Path, required=True)
@@ -279,7 +337,7 @@ def main() -> None:
     t.add_argument("after", type=Path)
     args = parser.parse_args()
     if args.step == "convert":
-        convert(args.cache)
+        convert(args.cache, args.variants_only)
     elif args.step == "check":
         rows = check(args.cache, not args.no_source, args.cast)
         args.json.write_text(json.dumps(rows, indent=1))

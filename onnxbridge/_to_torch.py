@@ -721,6 +721,54 @@ def _dft(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
     return torch.stack([out.real, out.imag], dim=-1).to(x.dtype)
 
 
+def _resize(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
+    """Resize (opset 11+) over the spatial axes, in the forms torch's interpolate computes:
+    nearest (asymmetric, floor), linear and cubic (half_pixel / pytorch_half_pixel /
+    align_corners; cubic with coefficient -0.75)."""
+    x = ins[0]
+    scales = ins[2] if len(ins) > 2 and ins[2] is not None and ins[2].numel() else None
+    sizes = ins[3] if len(ins) > 3 and ins[3] is not None and ins[3].numel() else None
+    if ctx.opset < 11 or a.get("axes") is not None or a.get("antialias", 0) \
+            or a.get("exclude_outside", 0) \
+            or a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise ConversionError("Resize before opset 11, or with axes/antialias/exclude_outside/"
+                              "keep_aspect_ratio_policy, is not supported")
+    nd = x.dim() - 2
+    mode = str(a.get("mode", "nearest"))
+    ctm = str(a.get("coordinate_transformation_mode", "half_pixel"))
+    kwargs: dict[str, Any] = {}
+    if sizes is not None:
+        want = _ints(sizes)
+        if want[:2] != list(x.shape[:2]):
+            raise ConversionError("Resize of the batch or channel axis is not supported")
+        kwargs["size"] = want[2:]
+    else:
+        assert scales is not None
+        factors = [float(v) for v in scales.reshape(-1).tolist()]
+        if factors[:2] != [1.0, 1.0]:
+            raise ConversionError("Resize of the batch or channel axis is not supported")
+        kwargs["scale_factor"] = factors[2:]
+    if mode == "nearest":
+        if ctm != "asymmetric" or a.get("nearest_mode", "round_prefer_floor") != "floor":
+            raise ConversionError(f"Resize nearest with {ctm}/{a.get('nearest_mode')} is not"
+                                  " supported (asymmetric/floor is)")
+        return torch.nn.functional.interpolate(x, mode="nearest", **kwargs)
+    if mode == "cubic" and float(a.get("cubic_coeff_a", -0.75)) != -0.75:
+        raise ConversionError("Resize cubic with cubic_coeff_a other than -0.75 is not supported")
+    if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        raise ConversionError(f"Resize {mode} with {ctm} is not supported")
+    out_len = kwargs.get("size") or [math.floor(x.shape[2 + i] * f)
+                                     for i, f in enumerate(kwargs["scale_factor"])]
+    if ctm == "pytorch_half_pixel" and min(out_len) <= 1:
+        raise ConversionError("Resize pytorch_half_pixel to a length-1 axis is not supported")
+    torch_mode = {"linear": {1: "linear", 2: "bilinear", 3: "trilinear"}.get(nd),
+                  "cubic": {2: "bicubic"}.get(nd)}.get(mode)
+    if torch_mode is None:
+        raise ConversionError(f"Resize {mode} over {nd} axes is not supported")
+    return torch.nn.functional.interpolate(x, mode=torch_mode,
+                                           align_corners=ctm == "align_corners", **kwargs)
+
+
 def _svm_kernel(x: Tensor, vectors: Tensor, kind: str, params: Sequence[float]) -> Tensor:
     """[N, V] kernel values between rows and support vectors (onnxruntime's SVM kernels)."""
     gamma, coef0, degree = [*params, 0.0, 0.0, 0.0][:3]
@@ -1246,7 +1294,8 @@ _OPS: dict[tuple[str, str], Op] = {
     ("", "TopK"): _topk, ("", "MatMulInteger"): _matmul_integer,
     ("", "ReduceSumSquare"): _reduce(_sum_square),
     ("", "If"): _if, ("", "Loop"): _loop, ("", "Scan"): _scan,
-    ("", "DFT"): _dft, (_ML, "Imputer"): _imputer, (_ML, "OneHotEncoder"): _one_hot_encoder,
+    ("", "DFT"): _dft, ("", "Resize"): _resize,
+    (_ML, "Imputer"): _imputer, (_ML, "OneHotEncoder"): _one_hot_encoder,
     (_ML, "SVMRegressor"): _svm_regressor, (_ML, "SVMClassifier"): _svm_classifier,
     ("", "ReduceLogSumExp"): _reduce(_logsumexp), ("", "ReduceLogSum"): _reduce(_logsum),
     ("", "ReduceL1"): _reduce(_l1),
@@ -1389,6 +1438,8 @@ class OnnxTorchModule(torch.nn.Module):
                 operators=missing, framework="torch",
             )
         self.parity: ParityReport | None = None
+        # DataFrame -> feeds, set by to_torch() (it knows the model's recorded columns)
+        self._frames: Callable[[Any], Mapping[str, Any]] | None = None
         self._opset = _default_opset(proto.opset_import, 21)
         self._keys: dict[str, str] = {}  # ONNX tensor name -> attribute name
         self._n_outputs: dict[str, int] = {}
@@ -1587,6 +1638,9 @@ class OnnxTorchModule(torch.nn.Module):
 
     # -- running -------------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and self._frames is not None and _is_frame(args[0]):
+            kwargs = dict(self._frames(args[0]))  # columns matched by name, as m.run does
+            args = ()
         if args and kwargs:
             raise TypeError("pass the inputs by position or by name, not both")
         if kwargs:
@@ -1645,7 +1699,9 @@ def _check(model: OnnxModel, module: OnnxTorchModule, sample: Any, tolerance: An
     from onnxbridge.verify import ParityReport, compare_outputs
 
     if sample is not None:
-        if isinstance(sample, Mapping):
+        if _is_frame(sample):
+            feeds_list = [_frame_feeds(model, sample)]
+        elif isinstance(sample, Mapping):
             feeds_list = [{k: np.asarray(v) for k, v in sample.items()}]
         else:
             items = sample if isinstance(sample, (tuple, list)) else (sample,)
@@ -1686,6 +1742,30 @@ def _is_sequence(value: Any) -> bool:
     return isinstance(value, list) and not any(isinstance(v, dict) for v in value)
 
 
+def _is_frame(value: Any) -> bool:
+    from onnxbridge.io import is_dataframe
+
+    return bool(is_dataframe(value))
+
+
+class _FrameFeeds:
+    """A DataFrame as the model's feeds, matched by column name as ``m.run`` matches them
+    (plain data: the module stays picklable)."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.specs = model.inputs
+        self.columns = model._recorded_columns()
+
+    def __call__(self, frame: Any) -> dict[str, np.ndarray]:
+        from onnxbridge.io import to_feeds
+
+        return to_feeds(self.specs, (frame,), {}, cast="unsafe", columns=self.columns)
+
+
+def _frame_feeds(model: OnnxModel, frame: Any) -> dict[str, np.ndarray]:
+    return _FrameFeeds(model)(frame)
+
+
 def _comparable(value: Any) -> Any:
     """An output as an array: a ZipMap's list of dicts becomes [rows, classes]."""
     if isinstance(value, list):
@@ -1698,6 +1778,7 @@ def to_torch(model: OnnxModel, sample: Any = None, *, verify: bool = True,
     """The body of ``OnnxModel.to_torch`` (see there)."""
     data_dir = str(model.data_dir) if model.data_dir is not None else None
     module = OnnxTorchModule(model.proto, data_dir)
+    module._frames = _FrameFeeds(model)
     if verify:
         report = _check(model, module, sample, tolerance)
         module.parity = report

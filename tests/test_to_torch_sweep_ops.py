@@ -1,6 +1,7 @@
-"""OnnxModel.to_torch() on the ONNX-ML and standard operators scikit-learn models need beyond
-linear models and trees: SVMs (SVMClassifier, SVMRegressor), naive Bayes and mixtures
-(ReduceLogSumExp), imputers (Imputer), binning (OneHotEncoder), count sketches (DFT).
+"""OnnxModel.to_torch() on what the sweep (benchmarks/to_torch_sweep.py) found missing: SVMs
+(SVMClassifier, SVMRegressor), naive Bayes and mixtures (ReduceLogSumExp), imputers (Imputer),
+binning (OneHotEncoder), count sketches (DFT), upsampling (Resize), DataFrame inputs and rows
+of another float type than the model's.
 
 Each model is compared with scikit-learn's own output and (inside ``to_torch``) with
 onnxruntime; hand-built nodes cover the forms our converters do not write."""
@@ -185,3 +186,52 @@ def test_svm_coefficients_are_parameters_a_gradient_reaches() -> None:
     back(torch.from_numpy(X[:10])).sum().backward()
     grads = [p.grad for n, p in back.named_parameters() if "coefficients" in n]
     assert grads and all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_dataframe_pipeline_with_a_string_column_matches_scikit_learn() -> None:
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"size cm": rng.normal(size=60), "w": rng.normal(size=60),
+                       "colour": rng.choice(["red", "green", "blue"], 60)})
+    y = (df["size cm"] > 0).astype(int) + (df["colour"] == "red")
+    ct = ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+                            ("sc", StandardScaler(), ["size cm", "w"])])
+    pipe = make_pipeline(ct, LogisticRegression()).fit(df, y)
+    back = onnxbridge.to_onnx(pipe, df[:10]).to_torch(df[:10])  # a frame, as m.run takes
+    frame = df[["w", "colour", "size cm"]][10:30]  # columns in another order: matched by name
+    with torch.no_grad():
+        label, proba = back(frame)
+    np.testing.assert_array_equal(label.numpy(), pipe.predict(frame))
+    np.testing.assert_allclose(proba.numpy(), pipe.predict_proba(frame), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", [
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+    {"mode": "linear", "coordinate_transformation_mode": "half_pixel"},
+    {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+    {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+    {"mode": "cubic", "coordinate_transformation_mode": "half_pixel"},
+], ids=lambda f: f"{f['mode']}-{f['coordinate_transformation_mode']}")
+@pytest.mark.parametrize("by", ["scales", "sizes"])
+def test_resize_matches_onnxruntime(form: dict[str, str], by: str) -> None:
+    x = np.random.default_rng(2).normal(size=(1, 2, 4, 5)).astype(np.float32)
+    if by == "scales":
+        inputs, init = ["X", "", "s"], [helper.make_tensor("s", TensorProto.FLOAT, [4],
+                                                           [1, 1, 2.0, 1.5])]
+    else:
+        inputs, init = ["X", "", "", "s"], [helper.make_tensor("s", TensorProto.INT64, [4],
+                                                               [1, 2, 7, 9])]
+    node = helper.make_node("Resize", inputs, ["Y"], **form)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                          list(x.shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    (expected,) = _ort(model, {"X": x})
+    got = OnnxTorchModule(model)(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
