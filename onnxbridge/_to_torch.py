@@ -837,9 +837,49 @@ def _svm_classifier(ctx: _Ctx, ins: list[Any], a: Attrs) -> Any:
             votes = votes + torch.nn.functional.one_hot(winner, n_classes)
     best = torch.argmax(votes, dim=1)  # torch returns the first of equal maxima
     scores = torch.stack(pairs, dim=1)
+    if ctx.module.has_tensor(f"{ctx.node_key}.prob_a"):  # Platt scaling, then pairwise coupling
+        return _take(labels, best), _svm_probabilities(ctx, scores, n_classes)
     if n_classes == 2:
         scores = torch.cat([-scores, scores], dim=1)
     return _take(labels, best), scores
+
+
+def _svm_probabilities(ctx: _Ctx, pair_scores: Tensor, k: int) -> Tensor:
+    """libsvm's probabilities, as onnxruntime computes them: each pairwise score through its
+    sigmoid (prob_a, prob_b), clipped to [1e-7, 1 - 1e-7], then the pairwise coupling of Wu,
+    Lin and Weng (2004), iterated per row until its error is below 0.005 / k (100 steps at most).
+    """
+    prob_a, prob_b = ctx.param("prob_a"), ctx.param("prob_b")
+    pairwise = torch.sigmoid(-(pair_scores * prob_a + prob_b)).clamp(1e-7, 1 - 1e-7)
+    n = pair_scores.shape[0]
+    r = pair_scores.new_zeros(n, k, k)
+    idx = 0
+    for i in range(k - 1):
+        for j in range(i + 1, k):
+            r[:, i, j] = pairwise[:, idx]
+            r[:, j, i] = 1 - pairwise[:, idx]
+            idx += 1
+    q = -r.transpose(1, 2) * r  # q[t][j] = -r[j][t] r[t][j] off the diagonal
+    diag = (r * r).sum(dim=1) - (torch.diagonal(r, dim1=1, dim2=2) ** 2)  # sum_j r[j][t]^2
+    q = q - torch.diag_embed(torch.diagonal(q, dim1=1, dim2=2)) + torch.diag_embed(diag)
+    p = pair_scores.new_full((n, k), 1.0 / k)
+    eps = 0.005 / k
+    for _ in range(100):
+        qp = torch.einsum("ntj,nj->nt", q, p)
+        pqp = (p * qp).sum(dim=1)
+        active = (qp - pqp.unsqueeze(1)).abs().amax(dim=1) >= eps
+        if not bool(active.any()):
+            break
+        for t in range(k):
+            diff = (-qp[:, t] + pqp) / q[:, t, t]
+            diff = torch.where(active, diff, torch.zeros_like(diff))
+            p = p.clone()
+            p[:, t] = p[:, t] + diff
+            scale = 1 + diff
+            pqp = (pqp + diff * (diff * q[:, t, t] + 2 * qp[:, t])) / scale / scale
+            qp = (qp + diff.unsqueeze(1) * q[:, t, :]) / scale.unsqueeze(1)
+            p = p / scale.unsqueeze(1)
+    return p
 
 
 def _binarizer(ctx: _Ctx, ins: list[Any], a: Attrs) -> Tensor:
@@ -1611,11 +1651,14 @@ class OnnxTorchModule(torch.nn.Module):
                     self._add(f"{key}.classlabels",
                               np.array(a.get("classlabels_strings", []), dtype=object), False)
         elif node.op_type in ("SVMRegressor", "SVMClassifier"):
-            if node.op_type == "SVMClassifier" and "prob_a" in a:
+            if node.op_type == "SVMClassifier" and a.get("prob_a") \
+                    and not a.get("vectors_per_class"):
                 raise UnsupportedOperatorError(
-                    "to_torch() does not run an SVMClassifier with probabilities (prob_a/prob_b:"
-                    " libsvm's pairwise coupling); convert the SVC with probability=False",
+                    "to_torch() does not run a linear SVMClassifier with probabilities",
                     operators=["ai.onnx.ml::SVMClassifier(prob_a)"], framework="torch")
+            if a.get("prob_a"):
+                for what in ("prob_a", "prob_b"):
+                    self._add(f"{key}.{what}", np.array(a[what], dtype=np.float32), False)
             if a.get("post_transform", "NONE") != "NONE":
                 raise UnsupportedOperatorError(
                     f"to_torch() runs {node.op_type} with post_transform NONE only",

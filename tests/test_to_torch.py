@@ -162,18 +162,17 @@ def test_scikit_learn_linear_and_neural_models_match_scikit_learn() -> None:
 
 
 def test_unsupported_operators_are_named_before_anything_runs() -> None:
-    import warnings
+    from onnx import TensorProto, helper
 
-    from sklearn.svm import SVC
-
-    X = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # probability=True is deprecated in 1.9
-        svc = SVC(probability=True, random_state=0).fit(X, X[:, 0] > 0)
-        m = onnxbridge.to_onnx(svc, X[:1])
-    with pytest.raises(UnsupportedOperatorError, match="SVMClassifier with probabilities") as info:
+    node = helper.make_node("Smooth", ["x"], ["y"], domain="example.custom")
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
+    m = onnxbridge.load(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]))
+    with pytest.raises(UnsupportedOperatorError, match="Smooth") as info:
         m.to_torch()
-    assert info.value.operators == ("ai.onnx.ml::SVMClassifier(prob_a)",)
+    assert info.value.operators == ("example.custom::Smooth",)
     assert info.value.framework == "torch"
 
 

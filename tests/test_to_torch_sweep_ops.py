@@ -163,10 +163,30 @@ def test_dft_matches_onnxruntime(attrs: dict[str, Any]) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_svm_with_probabilities_is_refused_by_name() -> None:
+@pytest.mark.parametrize("classes", ["3 ints", "2 ints", "4 strings"])
+def test_svc_probabilities_match_scikit_learn(classes: str) -> None:
+    import warnings
+
+    from sklearn.svm import SVC
+
+    X, y = _data()
+    if classes == "2 ints":
+        y = (y > 0).astype(int)
+    elif classes == "4 strings":
+        y = np.array(["a", "b", "c", "d"])[np.digitize(X[:, 2] - X[:, 3], [-0.5, 0, 0.5])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # probability=True: deprecated in 1.9
+        est = SVC(probability=True, random_state=0).fit(X, y)
+        x = X[30:]
+        label, proba = _torch_out(est, x)
+        want_label, want_proba = est.predict(x), est.predict_proba(x)
+    np.testing.assert_array_equal(label, want_label)
+    np.testing.assert_allclose(proba, want_proba, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_svm_with_probabilities_is_refused_by_name() -> None:
     node = helper.make_node("SVMClassifier", ["X"], ["L", "S"], domain="ai.onnx.ml",
                             coefficients=[1.0, -1.0], rho=[0.0], classlabels_ints=[0, 1],
-                            support_vectors=[0.0, 1.0], vectors_per_class=[1, 1],
                             prob_a=[1.0], prob_b=[0.0], kernel_type="LINEAR")
     model = _ml_model(node, TensorProto.FLOAT, [None, 1],
                       [helper.make_tensor_value_info("L", TensorProto.INT64, [None]),
