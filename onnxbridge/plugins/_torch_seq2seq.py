@@ -33,7 +33,12 @@ import numpy as np
 import torch
 
 from onnxbridge.errors import ConversionError
-from onnxbridge.plugins._torch_generate import _cache_layers, _returned_cache, _to_numpy
+from onnxbridge.plugins._torch_generate import (
+    _cache_layers,
+    _returned_cache,
+    _to_numpy,
+    beam_defaults,
+)
 from onnxbridge.registry import ConvertOptions
 
 __all__ = ["convert_seq2seq"]
@@ -189,6 +194,7 @@ def generation_info(model: Any, layers: int, feature_name: str, masked: bool) ->
         "suppress_tokens": _token_ids(pick("suppress_tokens")),
         "begin_suppress_tokens": _token_ids(pick("begin_suppress_tokens")),
         "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+        **beam_defaults(generation),
     }
 
 
