@@ -483,7 +483,9 @@ class Seq2SeqModel(OnnxModel):
             if x.ndim != 3 or x.dtype.kind != "f":
                 raise InputError(f"input_features must be float [batch, mel, frames]; got"
                                  f" {x.dtype} {list(x.shape)}")
-            return {"input_features": x.astype(np.float32)}
+            spec = next((i for i in self.encoder.inputs if i.name == "input_features"), None)
+            dtype = spec.dtype if spec is not None and spec.dtype is not None else np.float32
+            return {"input_features": x.astype(dtype)}  # float16 for a float16 export
         if input_ids is None:
             raise InputError("pass input_ids (the encoder's token ids [batch, sequence])")
         ids = _host_array(input_ids)

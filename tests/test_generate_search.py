@@ -179,3 +179,41 @@ def test_beam_options_are_checked_with_the_fix_named() -> None:
     with pytest.raises(InputError, match="pass fewer beams"):
         check_beam_options(8, False, 1.0, False, 10)
     check_beam_options(1, True, 1.0, False, 10)  # one beam: sampling is fine
+
+
+# Half precision for encoder-decoder models: compute_dtype="float16" exports both graphs in
+# float16 (the cache too); verification tolerances scale with each output's magnitude.
+
+
+@pytest.mark.slow
+def test_whisper_float16_matches_transformers_float16() -> None:
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(
+        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
+        max_source_positions=16, max_target_positions=32, pad_token_id=95, bos_token_id=94,
+        eos_token_id=93, decoder_start_token_id=94, init_std=0.5,
+        suppress_tokens=None, begin_suppress_tokens=None)
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    features = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(1))
+    m = onnxbridge.to_onnx(model, features, compute_dtype="float16")
+    assert isinstance(m, Seq2SeqModel) and m.parity.passed
+    assert any("computed in float16" in note for note in m.parity.notes)
+    assert [s.dtype for s in m.encoder.inputs] == [np.dtype(np.float16)]
+    assert m.inputs[1].name == "past_key_values.0.decoder.key"
+    assert m.inputs[1].dtype == np.dtype(np.float16)
+    half = model.half()  # the reference: transformers' own float16 run
+    for options in ({}, {"num_beams": 2}):
+        with torch.no_grad():
+            reference = transformers.GenerationMixin.generate(
+                half, features.half(), max_new_tokens=10, do_sample=False, **options).numpy()
+        got = m.generate(input_features=features.numpy(), max_new_tokens=10, **options)
+        np.testing.assert_array_equal(got, reference, err_msg=str(options))
+
+
+@pytest.mark.slow
+def test_bart_float16_is_refused_with_the_fix() -> None:
+    model = tiny_bart()
+    ids, _ = encoder_ids()
+    with pytest.raises(onnxbridge.ConversionError, match=r"cannot trace.*Export it in float32"):
+        onnxbridge.to_onnx(model, ids, task="text2text-generation", compute_dtype="float16")
