@@ -217,3 +217,26 @@ def test_bart_float16_is_refused_with_the_fix() -> None:
     ids, _ = encoder_ids()
     with pytest.raises(onnxbridge.ConversionError, match=r"cannot trace.*Export it in float32"):
         onnxbridge.to_onnx(model, ids, task="text2text-generation", compute_dtype="float16")
+
+
+@pytest.mark.slow
+def test_seq2seq_weights_in_external_files_save_and_load_as_one_folder(tmp_path: Any) -> None:
+    """The >2 GB path at small scale: external_data=True, as a model past the limit gets."""
+    from onnxbridge._files import has_external_data
+
+    model = tiny_bart()
+    ids, mask = encoder_ids()
+    m = onnxbridge.to_onnx(model, ids, external_data=True)
+    assert isinstance(m, Seq2SeqModel) and m.parity.passed
+    assert has_external_data(m.proto) and has_external_data(m.encoder.proto)
+    assert m.data_dir is not None and m.encoder.data_dir not in (None, m.data_dir)
+    reference = want(model, ids, attention_mask=mask, max_new_tokens=8)
+    np.testing.assert_array_equal(m.generate(ids, mask, max_new_tokens=8), reference)
+    folder = m.save(tmp_path / "bundle")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names[0] == "decoder.onnx" and names[2] == "encoder.onnx", names
+    assert names[1].startswith("decoder.onnx.") and names[3].startswith("encoder.onnx."), names
+    assert all(name.endswith(".data") for name in (names[1], names[3]))
+    back = onnxbridge.load(folder)
+    assert isinstance(back, Seq2SeqModel)
+    np.testing.assert_array_equal(back.generate(ids, mask, max_new_tokens=8), reference)

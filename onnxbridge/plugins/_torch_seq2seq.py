@@ -223,7 +223,7 @@ def generation_info(model: Any, layers: int, feature_name: str, masked: bool) ->
 
 def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[torch.Tensor],
             input_names: list[str], output_names: list[str], axes: list[dict[int, str]],
-            options: ConvertOptions, what: str) -> Any:
+            options: ConvertOptions, what: str, data_dir: str | None = None) -> Any:
     from onnxbridge.plugins._torch_export import (
         ExportJob,
         _torch_default_opset,
@@ -239,6 +239,7 @@ def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[tor
     job = ExportJob(wrapper=wrapper, args=tuple(args), input_names=input_names,
                     output_names=output_names, output_shapes=shapes, axes=axes,
                     opset=options.target_opset(_torch_default_opset()), custom_ops={})
+    job.data_dir = data_dir  # weights written to files there (a large model), not the proto
     with eval_mode(model), quiet():
         try:
             proto = export_dynamo(job)
@@ -263,12 +264,17 @@ def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[tor
     return tidy_proto(proto, job, list(job.args), name)
 
 
-def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
-    """Export an encoder (with cross keys/values) and a decoder with past, verified together."""
+def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+                    external: bool | None = None) -> Any:
+    """Export an encoder (with cross keys/values) and a decoder with past, verified together.
+
+    ``external`` (the ``external_data=`` option; None: by weight size) puts each graph's
+    weights in a data file of its own, as for a large plain export.
+    """
     from onnxbridge.plugins._torch_export import describe_failure
 
     try:
-        return _convert(model, sample, options, task_given)
+        return _convert(model, sample, options, task_given, external)
     except ConversionError:
         raise
     except Exception as exc:  # the model refused a call with a cache: say what was tried
@@ -278,8 +284,9 @@ def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given
             " export the plain forward (no cache) instead", converter="torch") from exc
 
 
-def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
-    from onnxbridge.plugins._torch_export import TorchConversionResult, eval_mode
+def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+             external: bool | None = None) -> Any:
+    from onnxbridge.plugins._torch_export import TorchConversionResult, eval_mode, want_external
 
     if not hasattr(model, "get_encoder") or not getattr(model.config, "is_encoder_decoder", False):
         raise ConversionError(
@@ -332,8 +339,15 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
     enc_axes = ([{0: "batch", 1: "encoder_sequence"}, {0: "batch", 1: "encoder_sequence"}]
                 if masked else [{0: "batch"}])
     enc_output_names = ["encoder_hidden_states", *cross_names]
+    folders: dict[str, Any] = {}
+    if want_external(model, external):  # one folder per graph: each writes its own data file
+        import tempfile
+
+        folders = {what: tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
+                   for what in ("encoder", "decoder")}
     enc_proto = _export(enc_wrapper, model, [a.to(device) for a in enc_in], enc_input_names,
-                        enc_output_names, enc_axes, options, "encoder")
+                        enc_output_names, enc_axes, options, "encoder",
+                        folders["encoder"].name if folders else None)
 
     def dec_args(ids: torch.Tensor, m: torch.Tensor | None, self_past: Sequence[torch.Tensor],
                  cross: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -361,7 +375,8 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
     dec_output_names = ["logits"] + [f"present.{i}.decoder.{k}" for i in range(layers)
                                      for k in ("key", "value")]
     dec_proto = _export(dec_wrapper, model, [a.to(device) for a in dec_in], dec_input_names,
-                        dec_output_names, dec_axes, options, "decoder")
+                        dec_output_names, dec_axes, options, "decoder",
+                        folders["decoder"].name if folders else None)
 
     info = generation_info(model, layers, feature_name, masked)
     start = info["decoder_start_token_id"]
@@ -471,8 +486,11 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
         entry = enc_proto.metadata_props.add()
         entry.key, entry.value = key, value
     from onnxbridge.generate import Seq2SeqModel
+    from onnxbridge.model import OnnxModel
 
-    factory: Callable[..., Any] = functools.partial(Seq2SeqModel.from_protos, encoder=enc_proto)
+    enc_model = OnnxModel(enc_proto, data_dir=folders["encoder"].name if folders else None,
+                          data_owner=folders.get("encoder"))
+    factory: Callable[..., Any] = functools.partial(Seq2SeqModel.from_protos, encoder=enc_model)
     return TorchConversionResult(
         proto=dec_proto,
         reference=reference,
@@ -484,6 +502,8 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
         model_class=factory,
         more_checks=encoder_checks,
         tolerances=tolerances,
+        data_dir=folders["decoder"].name if folders else None,
+        data_owner=folders.get("decoder"),
     )
 
 
