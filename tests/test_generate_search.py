@@ -240,3 +240,31 @@ def test_seq2seq_weights_in_external_files_save_and_load_as_one_folder(tmp_path:
     back = onnxbridge.load(folder)
     assert isinstance(back, Seq2SeqModel)
     np.testing.assert_array_equal(back.generate(ids, mask, max_new_tokens=8), reference)
+
+
+def test_beam_bookkeeping_by_hand() -> None:
+    """Two beams, end id 3, three new tokens at most; the scores worked out on paper."""
+    from onnxbridge._beam import BeamSearch
+
+    def rows(*probs: list[float]) -> np.ndarray:
+        return np.log(np.array(probs, dtype=np.float32))
+
+    search = BeamSearch(np.array([[9]]), 2, 4, [3], 0)
+    # step 1: both rows hold the prompt; only the first beam counts. Token 3 (an end) ranks
+    # 4th of the 4 kept, outside the top 2, so it is not kept as a hypothesis.
+    order, done = search.step(rows([0.5, 0.3, 0.1, 0.1], [0.5, 0.3, 0.1, 0.1]))
+    assert not done and order.tolist() == [0, 0]
+    assert search.last_tokens().ravel().tolist() == [0, 1]
+    # step 2: beam [9, 0] ends with 3 (log .5 + log .7, over 2 new tokens); both running
+    # beams now continue [9, 1]: [9, 1, 0] (log .3 + log .6) and [9, 1, 1] (log .3 + log .2)
+    order, done = search.step(rows([0.1, 0.1, 0.1, 0.7], [0.6, 0.2, 0.1, 0.1]))
+    assert not done and order.tolist() == [1, 1]
+    assert search.ended_scores[0, 0] == pytest.approx((np.log(0.5) + np.log(0.7)) / 2, abs=1e-6)
+    # step 3 reaches the length limit: every candidate ends; [9, 1, 1, 0] scores
+    # (log .3 + log .2 + log .9) / 3 = -0.973, below [9, 0, 3]'s -0.525
+    order, done = search.step(rows([0.25] * 4, [0.9, 0.05, 0.025, 0.025]))
+    assert done
+    assert search.ended_scores[0, 1] == pytest.approx(
+        (np.log(0.3) + np.log(0.2) + np.log(0.9)) / 3, abs=1e-6)
+    assert search.ended[0, 1].tolist() == [9, 1, 1, 0]
+    assert search.result().tolist() == [[9, 0, 3]]  # the best, cut to its own length
