@@ -99,13 +99,14 @@ class BeamSearch:
         with it) and whether the search is over.
         """
         b, k = self.batch, self.beams
+        at = np.arange(b)[:, None]  # with an index per row: x[at, idx] picks along axis 1
         vocab = log_probs.shape[-1]
         total = (log_probs.reshape(b, k, vocab).astype(np.float32)
                  + self.scores[:, :, None]).reshape(b, k * vocab)
         picked = _top(total, self.keep)
-        cand_scores = np.take_along_axis(total, picked, axis=1)
+        cand_scores = total[at, picked]
         source, token = picked // vocab, picked % vocab
-        cand = np.take_along_axis(self.running, source[:, :, None], axis=1)
+        cand = self.running[at, source]
         cand[:, :, self.length] = token
         hits = np.isin(token, self.eos) if self.eos.size else np.zeros_like(token, dtype=bool)
         if self.length + 1 >= self.max_length:
@@ -114,10 +115,9 @@ class BeamSearch:
         # the next running beams: the best continuations that did not end
         running_scores = cand_scores + hits.astype(np.float32) * _BLOCKED
         best = _top(running_scores, k)
-        self.running = np.take_along_axis(cand, best[:, :, None], axis=1)
-        self.scores = np.take_along_axis(running_scores, best, axis=1)
-        rows = (np.take_along_axis(source, best, axis=1)
-                + np.arange(b)[:, None] * k).reshape(-1)
+        self.running = cand[at, best]
+        self.scores = running_scores[at, best]
+        rows = (source[at, best] + at * k).reshape(-1)
 
         # the ended hypotheses: the best K of those kept and those ending now among the top K
         new_length = self.length + 1 - self.prompt_length
@@ -130,14 +130,11 @@ class BeamSearch:
         scored = scored + (~ending).astype(np.float32) * _BLOCKED
         merged_scores = np.concatenate([self.ended_scores, scored], axis=1)
         keep = _top(merged_scores, k)
-        self.ended = np.take_along_axis(np.concatenate([self.ended, cand], axis=1),
-                                        keep[:, :, None], axis=1)
-        self.ended_scores = np.take_along_axis(merged_scores, keep, axis=1)
-        self.ended_flags = np.take_along_axis(
-            np.concatenate([self.ended_flags, ending], axis=1), keep, axis=1)
+        self.ended = np.concatenate([self.ended, cand], axis=1)[at, keep]
+        self.ended_scores = merged_scores[at, keep]
+        self.ended_flags = np.concatenate([self.ended_flags, ending], axis=1)[at, keep]
         lengths = np.full((b, self.keep), new_length, dtype=np.int64)
-        self.ended_lengths = np.take_along_axis(
-            np.concatenate([self.ended_lengths, lengths], axis=1), keep, axis=1)
+        self.ended_lengths = np.concatenate([self.ended_lengths, lengths], axis=1)[at, keep]
 
         self.length += 1
         if self.early_stopping == "never" and self.length_penalty > 0.0:
