@@ -22,6 +22,16 @@ from onnxbridge.model import OnnxModel
 __all__ = ["GenerativeModel", "Seq2SeqModel"]
 
 
+class _ModelOwn:
+    """The default of ``eos_token_id``: the model's own end ids (``None`` means none at all)."""
+
+    def __repr__(self) -> str:
+        return "<the model's own>"
+
+
+MODEL_OWN: Any = _ModelOwn()
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     e = np.exp(x)
@@ -119,19 +129,25 @@ class GenerativeModel(OnnxModel):
         temperature: float = 1.0,
         top_k: int | None = 50,
         top_p: float | None = 1.0,
-        eos_token_id: int | Sequence[int] | None = None,
+        eos_token_id: int | Sequence[int] | None = MODEL_OWN,
         pad_token_id: int | None = None,
         seed: int | None = None,
         providers: Any = None,
         threads: int | None = None,
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
     ) -> np.ndarray:
         """Token ids [batch, prompt + new] continuing ``input_ids``, as transformers' generate.
 
         Greedy by default (``do_sample=False``); with ``do_sample=True`` the next token is drawn
         after ``temperature``, ``top_k`` and ``top_p``. ``attention_mask`` marks padding (pad on
         the left for a batch of prompts of different lengths). A row stops at ``eos_token_id``
-        (the model's own by default) and is filled with ``pad_token_id`` afterwards; the loop
-        stops when every row has stopped or after ``max_new_tokens``.
+        (the model's own when not given; ``None`` turns it off, as in transformers) and is
+        filled with ``pad_token_id`` afterwards; the loop stops when every row has stopped or
+        after ``max_new_tokens``. ``num_beams > 1``: beam search (``length_penalty``,
+        ``early_stopping`` as transformers defines them; the model's own generation config
+        gives the defaults), the best beam of each row returned.
         """
         info = self.generation_info
         ids = _host_array(input_ids)
@@ -162,22 +178,59 @@ class GenerativeModel(OnnxModel):
                 f" the {limit} positions the fused rotary cache holds (the model's"
                 " max_position_embeddings); generate fewer tokens, or export with fuse=False")
         session = self.session(providers, threads=threads)
+        beams = _beam_settings(info, num_beams, do_sample, length_penalty, early_stopping)
+        if beams is not None:
+            from onnxbridge._beam import decoder_beams
+
+            return decoder_beams(session, ids, mask, max_new_tokens, bool(info.get(
+                "position_ids")), _eos_list(info, eos_token_id), int(pad), *beams,
+                *_cache_device(session))
         return _greedy_or_sampled(session, ids, mask, max_new_tokens, bool(info.get(
             "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng)
 
 
 def _eos_and_pad(info: dict[str, Any], eos_token_id: Any, pad_token_id: int | None
                  ) -> tuple[set[int], int]:
-    """The ids that end a row (the caller's, else the exporter's record) and the id that fills
-    a finished row (the caller's, the record's, else the smallest end id, else 0)."""
-    eos = info.get("eos_token_id") if eos_token_id is None else eos_token_id
-    eos_list: list[Any] = [] if eos is None else list(eos) if isinstance(
-        eos, (list, tuple)) else [eos]
-    eos_set = {int(e) for e in eos_list}
+    """The ids that end a row and the id that fills a finished row, as transformers' generate.
+
+    End ids: the caller's (``None`` or ``[]``: none, no row ends early), else the exporter's
+    record of the model's own. Pad: the caller's, the record's, else the first end id, else 0.
+    """
+    eos_list = _eos_list(info, eos_token_id)
+    eos_set = set(eos_list)
     pad = pad_token_id if pad_token_id is not None else info.get("pad_token_id")
     if pad is None:
-        pad = min(eos_set) if eos_set else 0
+        pad = int(eos_list[0]) if eos_list else 0
     return eos_set, int(pad)
+
+
+def _eos_list(info: dict[str, Any], eos_token_id: Any) -> list[int]:
+    """The end ids in the order given (transformers pads with the first)."""
+    eos = info.get("eos_token_id") if isinstance(eos_token_id, _ModelOwn) else eos_token_id
+    return [] if eos is None else [int(e) for e in (eos if isinstance(eos, (list, tuple))
+                                                   else [eos])]
+
+
+def _beam_settings(info: dict[str, Any], num_beams: int | None, do_sample: bool,
+                   length_penalty: float | None, early_stopping: Any
+                   ) -> tuple[int, float, bool | str] | None:
+    """(beams, length penalty, early stopping) for beam search, or None for one beam.
+
+    Unset values come from the model's generation config as recorded at export (transformers'
+    defaults: 1 beam, length_penalty 1.0, early_stopping False); a recorded ``num_beams``
+    applies only without sampling, as the caller's ``do_sample=True`` asks for one beam.
+    """
+    from onnxbridge._beam import check_beam_options
+
+    given = num_beams is not None
+    if num_beams is None:
+        num_beams = 1 if do_sample else int(info.get("num_beams") or 1)
+    penalty = float(info.get("length_penalty", 1.0) if length_penalty is None
+                    else length_penalty)
+    stopping = info.get("early_stopping", False) if early_stopping is None else early_stopping
+    check_beam_options(num_beams, do_sample and given, penalty, stopping,
+                       int(info.get("vocab_size") or 0))
+    return None if num_beams == 1 else (num_beams, penalty, stopping)
 
 
 def _cache_device(session: Any) -> tuple[str, int]:
@@ -430,7 +483,9 @@ class Seq2SeqModel(OnnxModel):
             if x.ndim != 3 or x.dtype.kind != "f":
                 raise InputError(f"input_features must be float [batch, mel, frames]; got"
                                  f" {x.dtype} {list(x.shape)}")
-            return {"input_features": x.astype(np.float32)}
+            spec = next((i for i in self.encoder.inputs if i.name == "input_features"), None)
+            dtype = spec.dtype if spec is not None and spec.dtype is not None else np.float32
+            return {"input_features": x.astype(dtype)}  # float16 for a float16 export
         if input_ids is None:
             raise InputError("pass input_ids (the encoder's token ids [batch, sequence])")
         ids = _host_array(input_ids)
@@ -459,20 +514,25 @@ class Seq2SeqModel(OnnxModel):
         temperature: float = 1.0,
         top_k: int | None = 50,
         top_p: float | None = 1.0,
-        eos_token_id: int | Sequence[int] | None = None,
+        eos_token_id: int | Sequence[int] | None = MODEL_OWN,
         pad_token_id: int | None = None,
         decoder_start_token_id: int | None = None,
         seed: int | None = None,
         providers: Any = None,
         threads: int | None = None,
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
     ) -> np.ndarray:
         """Decoder token ids [batch, 1 + new] (start token first), as transformers' generate.
 
         The encoder runs once; its cross-attention keys/values and each step's ``present.*``
         stay OrtValues bound through IO binding. Greedy unless ``do_sample=True``; the model's
         ``forced_bos_token_id``, ``forced_eos_token_id``, ``suppress_tokens`` and
-        ``begin_suppress_tokens`` apply as in transformers. A row stops at ``eos_token_id`` and
-        is filled with ``pad_token_id`` after. Whisper: pass ``input_features``.
+        ``begin_suppress_tokens`` apply as in transformers. A row stops at ``eos_token_id`` (the
+        model's own when not given; ``None``: never) and is filled with ``pad_token_id`` after.
+        ``num_beams > 1``: beam search, as for decoders (the best beam of each row). Whisper:
+        pass ``input_features``.
         """
         info = self.generation_info
         enc_feeds = self._encoder_feeds(input_ids, attention_mask, input_features)
@@ -499,6 +559,10 @@ class Seq2SeqModel(OnnxModel):
         suppress = [int(t) for t in info.get("suppress_tokens") or ()]
         begin_suppress = [int(t) for t in info.get("begin_suppress_tokens") or ()]
         rng = np.random.default_rng(seed)
+        beams = _beam_settings(info, num_beams, do_sample, length_penalty, early_stopping)
+        if beams is not None:
+            return self._beams(enc_feeds, out, max_new_tokens, _eos_list(info, eos_token_id),
+                               pad, beams, providers, threads)
         import onnxruntime
 
         encoder = self.encoder.session(providers, threads=threads)
@@ -565,6 +629,48 @@ class Seq2SeqModel(OnnxModel):
                 break
             step_ids = nxt[:, None]
         return out
+
+
+    def _beams(self, enc_feeds: dict[str, np.ndarray], start: np.ndarray, max_new_tokens: int,
+               eos: list[int], pad: int, beams: tuple[int, float, Any], providers: Any,
+               threads: int | None) -> np.ndarray:
+        """Beam search: the encoder on each row repeated per beam, then the beams' loop."""
+        from onnxbridge._beam import expand, seq2seq_beams
+
+        info = self.generation_info
+        num_beams = beams[0]
+        feeds = {name: expand(value, num_beams) for name, value in enc_feeds.items()}
+        encoder = self.encoder.session(providers, threads=threads)
+        binding = encoder.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        names = [o.name for o in encoder.get_outputs()]
+        enc_device, enc_id = _cache_device(encoder)
+        for name in names:
+            binding.bind_output(name, enc_device, enc_id)
+        encoder.run_with_iobinding(binding)
+        cross = dict(zip(names, binding.get_outputs(), strict=True))
+        forced_bos, forced_eos = info.get("forced_bos_token_id"), info.get("forced_eos_token_id")
+        if isinstance(forced_eos, list):
+            forced_eos = min(forced_eos) if forced_eos else None
+        suppress = [int(t) for t in info.get("suppress_tokens") or ()]
+        begin_suppress = [int(t) for t in info.get("begin_suppress_tokens") or ()]
+        begin, max_length = start.shape[1], start.shape[1] + max_new_tokens
+
+        def process(log_probs: np.ndarray, length: int) -> None:
+            """transformers' logits processors, on log-probabilities as its beam search does."""
+            log_probs[:, suppress] = -np.inf
+            if length == begin:
+                log_probs[:, begin_suppress] = -np.inf
+            forced = forced_bos if length == 1 else forced_eos if length == max_length - 1 \
+                else None
+            if forced is not None:
+                log_probs[:] = -np.inf
+                log_probs[:, int(forced)] = 0.0
+
+        session = self.session(providers, threads=threads)
+        return seq2seq_beams(session, start, cross, feeds.get("attention_mask"), max_new_tokens,
+                             eos, pad, *beams, process, *_cache_device(session))
 
 
 def load_bundle(folder: Any, loader: Any) -> Seq2SeqModel:

@@ -52,6 +52,18 @@ def infer_task(model: torch.nn.Module) -> str:
     return "forward"
 
 
+def beam_defaults(generation: Any) -> dict[str, Any]:
+    """The generation config's beam search settings (transformers' defaults when unset)."""
+    def get(key: str, default: Any) -> Any:
+        value = getattr(generation, key, None) if generation is not None else None
+        return default if value is None else value
+
+    stopping = get("early_stopping", False)
+    return {"num_beams": int(get("num_beams", 1)),
+            "length_penalty": float(get("length_penalty", 1.0)),
+            "early_stopping": stopping if stopping == "never" else bool(stopping)}
+
+
 def _takes(model: torch.nn.Module, name: str) -> bool:
     try:
         return name in inspect.signature(model.forward).parameters
@@ -308,6 +320,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         else getattr(config, "pad_token_id", None),
         "vocab_size": vocab,
     }
+    info.update(beam_defaults(generation))
     notes = ["exported for text generation: one decoder with a key/value cache"
              f" ({n} layers, past_key_values.* in, present.* out), verified on the prompt,"
              " 3 cached steps and a left-padded batch"]

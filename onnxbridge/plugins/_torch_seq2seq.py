@@ -33,7 +33,12 @@ import numpy as np
 import torch
 
 from onnxbridge.errors import ConversionError
-from onnxbridge.plugins._torch_generate import _cache_layers, _returned_cache, _to_numpy
+from onnxbridge.plugins._torch_generate import (
+    _cache_layers,
+    _returned_cache,
+    _to_numpy,
+    beam_defaults,
+)
 from onnxbridge.registry import ConvertOptions
 
 __all__ = ["convert_seq2seq"]
@@ -121,6 +126,29 @@ class DecoderWithCrossPast(torch.nn.Module):
         return (out.logits, *flat)
 
 
+# Half precision: |onnx - torch| <= HALF_ULPS * eps * (largest |value| of that output) +
+# HALF_RTOL * |torch|. Both sides round every layer to float16 (torch on CPU and onnxruntime
+# accumulate and order operations differently), so the differences scale with the values'
+# magnitude, not with each element: a fixed atol of 1e-2 fails a model with values near 50.
+HALF_ULPS = 64
+HALF_RTOL = 1e-2
+
+
+def _largest(value: Any) -> float:
+    array = _to_numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
+    finite = np.abs(array[np.isfinite(array)]) if array.size else array
+    return float(finite.max()) if finite.size else 0.0
+
+
+def half_tolerances(dtype: torch.dtype, scales: Mapping[str, float]
+                    ) -> dict[str, tuple[float, float]]:
+    """(atol, rtol) per output for a half-precision export ({} for float32 and wider)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return {}
+    eps = float(torch.finfo(dtype).eps)
+    return {name: (HALF_ULPS * eps * max(scale, 1.0), HALF_RTOL) for name, scale in scales.items()}
+
+
 def _tensor(value: Any) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
 
@@ -189,12 +217,13 @@ def generation_info(model: Any, layers: int, feature_name: str, masked: bool) ->
         "suppress_tokens": _token_ids(pick("suppress_tokens")),
         "begin_suppress_tokens": _token_ids(pick("begin_suppress_tokens")),
         "vocab_size": int(getattr(config, "vocab_size", 0) or 0),
+        **beam_defaults(generation),
     }
 
 
 def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[torch.Tensor],
             input_names: list[str], output_names: list[str], axes: list[dict[int, str]],
-            options: ConvertOptions, what: str) -> Any:
+            options: ConvertOptions, what: str, data_dir: str | None = None) -> Any:
     from onnxbridge.plugins._torch_export import (
         ExportJob,
         _torch_default_opset,
@@ -210,12 +239,23 @@ def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[tor
     job = ExportJob(wrapper=wrapper, args=tuple(args), input_names=input_names,
                     output_names=output_names, output_shapes=shapes, axes=axes,
                     opset=options.target_opset(_torch_default_opset()), custom_ops={})
+    job.data_dir = data_dir  # weights written to files there (a large model), not the proto
     with eval_mode(model), quiet():
         try:
             proto = export_dynamo(job)
         except ConversionError:
             raise
         except Exception as exc:
+            half = any(p.dtype == torch.float16 for p in model.parameters())
+            if half and "DataDependent" in describe_failure(exc, limit=100000):
+                raise ConversionError(
+                    f"the model's {what} could not be exported in float16: its layers check"
+                    " float16 values for overflow with a Python `if` on the tensor's values"
+                    " (BART and Marian: `if ... not torch.isfinite(h).all()`), which"
+                    " torch.export cannot trace. Export it in float32 (leave out"
+                    " compute_dtype, or pass compute_dtype='float32'); T5 and Whisper export in"
+                    f" float16 ({describe_failure(exc, limit=200)})",
+                    converter="torch") from exc
             raise ConversionError(
                 f"the model's {what} could not be exported for text2text generation"
                 f" ({describe_failure(exc)}). Pass task='forward' to export the plain forward"
@@ -224,12 +264,17 @@ def _export(wrapper: torch.nn.Module, model: torch.nn.Module, args: Sequence[tor
     return tidy_proto(proto, job, list(job.args), name)
 
 
-def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
-    """Export an encoder (with cross keys/values) and a decoder with past, verified together."""
+def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+                    external: bool | None = None) -> Any:
+    """Export an encoder (with cross keys/values) and a decoder with past, verified together.
+
+    ``external`` (the ``external_data=`` option; None: by weight size) puts each graph's
+    weights in a data file of its own, as for a large plain export.
+    """
     from onnxbridge.plugins._torch_export import describe_failure
 
     try:
-        return _convert(model, sample, options, task_given)
+        return _convert(model, sample, options, task_given, external)
     except ConversionError:
         raise
     except Exception as exc:  # the model refused a call with a cache: say what was tried
@@ -239,8 +284,9 @@ def convert_seq2seq(model: Any, sample: Any, options: ConvertOptions, task_given
             " export the plain forward (no cache) instead", converter="torch") from exc
 
 
-def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool) -> Any:
-    from onnxbridge.plugins._torch_export import TorchConversionResult, eval_mode
+def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool,
+             external: bool | None = None) -> Any:
+    from onnxbridge.plugins._torch_export import TorchConversionResult, eval_mode, want_external
 
     if not hasattr(model, "get_encoder") or not getattr(model.config, "is_encoder_decoder", False):
         raise ConversionError(
@@ -293,8 +339,15 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
     enc_axes = ([{0: "batch", 1: "encoder_sequence"}, {0: "batch", 1: "encoder_sequence"}]
                 if masked else [{0: "batch"}])
     enc_output_names = ["encoder_hidden_states", *cross_names]
+    folders: dict[str, Any] = {}
+    if want_external(model, external):  # one folder per graph: each writes its own data file
+        import tempfile
+
+        folders = {what: tempfile.TemporaryDirectory(prefix="onnxbridge-weights-")
+                   for what in ("encoder", "decoder")}
     enc_proto = _export(enc_wrapper, model, [a.to(device) for a in enc_in], enc_input_names,
-                        enc_output_names, enc_axes, options, "encoder")
+                        enc_output_names, enc_axes, options, "encoder",
+                        folders["encoder"].name if folders else None)
 
     def dec_args(ids: torch.Tensor, m: torch.Tensor | None, self_past: Sequence[torch.Tensor],
                  cross: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -322,7 +375,8 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
     dec_output_names = ["logits"] + [f"present.{i}.decoder.{k}" for i in range(layers)
                                      for k in ("key", "value")]
     dec_proto = _export(dec_wrapper, model, [a.to(device) for a in dec_in], dec_input_names,
-                        dec_output_names, dec_axes, options, "decoder")
+                        dec_output_names, dec_axes, options, "decoder",
+                        folders["decoder"].name if folders else None)
 
     info = generation_info(model, layers, feature_name, masked)
     start = info["decoder_start_token_id"]
@@ -338,6 +392,8 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
     def as_feeds(args: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
         return {n: _to_numpy(a) for n, a in zip(dec_input_names, args, strict=True)}
 
+    scales: dict[str, float] = {}  # the largest |value| of each decoder output on the checks
+
     def steps(x: torch.Tensor, m: torch.Tensor | None, label: str, count: int) -> None:
         cross = run(enc_wrapper, enc_args(x, m))[1:]
         ids = torch.full((x.shape[0], 1), int(start), dtype=torch.long)
@@ -347,6 +403,8 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
             what = "the first decoder step" if step == 0 else f"cached step {step}"
             checks.append((f"{what} ({label})", as_feeds(args)))
             outs = run(dec_wrapper, args)
+            for name, value in zip(dec_output_names, outs, strict=True):
+                scales[name] = max(scales.get(name, 0.0), _largest(value))
             ids, past = outs[0][:, -1].argmax(-1, keepdim=True), outs[1:]
 
     steps(features, mask, "the sample", 3)
@@ -398,14 +456,22 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
                     problem=f"onnxruntime failed to run the encoder on {what}, inputs {sizes}:"
                             f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
                 continue
-            lines += compare_outputs(names, expected, actual, batch=int(args[0].shape[0]),
-                                     tolerance=tolerance)
+            lines += compare_outputs(
+                names, expected, actual, batch=int(args[0].shape[0]), tolerance=tolerance,
+                converter_tolerances=half_tolerances(
+                    dtype, {n: _largest(e) for n, e in zip(names, expected, strict=True)}))
         return lines
 
     notes = [f"exported for text2text generation: an encoder (with the {layers} decoder layers'"
              " cross-attention keys/values) and a decoder with a self-attention cache, verified"
              " on the encoder (the sample, other values and sizes), the first decoder step and 3"
              " cached steps" + (", and a padded batch" if masked else "")]
+    tolerances = half_tolerances(dtype, scales)
+    if tolerances:
+        notes.append(f"computed in {str(dtype).replace('torch.', '')}: each output is compared"
+                     f" within {HALF_ULPS} x eps ({torch.finfo(dtype).eps:.3g}) x its largest"
+                     " |value| on the checks (the rounding of a few layers at that scale), rtol"
+                     f" {HALF_RTOL}; greedy tokens may part from float32 ones at near ties")
     if not task_given:
         notes.append(f"task 'text2text-generation' inferred from {type(model).__name__}; pass"
                      " task='forward' for the plain forward without a cache")
@@ -420,8 +486,11 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
         entry = enc_proto.metadata_props.add()
         entry.key, entry.value = key, value
     from onnxbridge.generate import Seq2SeqModel
+    from onnxbridge.model import OnnxModel
 
-    factory: Callable[..., Any] = functools.partial(Seq2SeqModel.from_protos, encoder=enc_proto)
+    enc_model = OnnxModel(enc_proto, data_dir=folders["encoder"].name if folders else None,
+                          data_owner=folders.get("encoder"))
+    factory: Callable[..., Any] = functools.partial(Seq2SeqModel.from_protos, encoder=enc_model)
     return TorchConversionResult(
         proto=dec_proto,
         reference=reference,
@@ -432,6 +501,9 @@ def _convert(model: Any, sample: Any, options: ConvertOptions, task_given: bool)
         verify_samples=checks,
         model_class=factory,
         more_checks=encoder_checks,
+        tolerances=tolerances,
+        data_dir=folders["decoder"].name if folders else None,
+        data_owner=folders.get("decoder"),
     )
 
 

@@ -65,7 +65,8 @@ def convert(model: Any, sample: Any, options: ConvertOptions) -> ConversionResul
         else:
             from onnxbridge.plugins._torch_seq2seq import convert_seq2seq
 
-            result = convert_seq2seq(source, inputs, trial, task_given=task is not None)
+            result = convert_seq2seq(source, inputs, trial, task_given=task is not None,
+                                     external=external)
     except ConversionError as exc:
         if task is not None:
             raise
