@@ -254,3 +254,15 @@ def test_fuse_false_keeps_the_exported_graph() -> None:
     assert "max_positions" not in m.generation_info
     assert np.array_equal(m.generate(ids, max_new_tokens=12, eos_token_id=None),
                           reference(model, ids, None, 12))
+
+
+def test_weights_only_dtype_is_refused_for_generation_naming_compute_dtype() -> None:
+    # dtype= keeps float32 edges, but a generation export's edges include the cache: before,
+    # the option was dropped without a word and the export ran in the source's dtype.
+    model = tiny_llama().to(torch.bfloat16)
+    with pytest.raises(ConversionError, match="compute_dtype='float32' instead"):
+        onnxbridge.to_onnx(model, torch.randint(3, 128, (1, 4)), task="text-generation",
+                           dtype="float32")
+    with pytest.raises(ConversionError, match="compute_dtype='float16' instead"):
+        onnxbridge.to_onnx(model, torch.randint(3, 128, (1, 4)), task="text-generation",
+                           dtype=torch.float16)

@@ -1421,9 +1421,15 @@ def generation_model(model: Any, sample: Any, options: ConvertOptions) -> tuple[
         raise ConversionError(
             "pass dtype= (the weights' dtype, float32 inputs and outputs) or compute_dtype= (the"
             " whole model cast, inputs and outputs too), not both", converter="torch")
-    if cast is None:
-        return with_compute_dtype(model, sample, compute_dtype)
-    return model, sample
+    if cast is not None:
+        # dtype= keeps float32 at the model's edges; a generation export's edges are the
+        # cache itself, which takes the compute dtype, so only compute_dtype= means something.
+        raise ConversionError(
+            f"dtype={cast!r} (a weights-only cast with float32 inputs and outputs) does not"
+            " apply to a text-generation export, whose past/present cache takes the model's"
+            f" compute dtype: pass compute_dtype={str(cast).replace('torch.', '')!r} instead",
+            converter="torch")
+    return with_compute_dtype(model, sample, compute_dtype)
 
 
 def convert_module(model: Any, sample: Any, options: ConvertOptions) -> ConversionResult:
