@@ -1626,6 +1626,14 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
         compare = compare_detections(score_threshold(model), detection_cap(model), per_image)
+        detection_images = len(plan.names)
+        notes.append(
+            "m.run takes a list of any number of images (the one-image graph run once per image"
+            " on one session: each image's detections are the torch model's for it alone)"
+            if detection_images == 1 else
+            f"this export takes exactly {detection_images} images (torchvision pads the images"
+            " of one call to a common size, so they are not independent); convert with one"
+            " image for any number")
         if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
             threshold = score_threshold(model)
             empty = (
@@ -1674,6 +1682,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         "onnxbridge.torch.input_style": plan.style,
         "onnxbridge.torch.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
     }
+    if detection:
+        from onnxbridge._per_image import IMAGES_KEY
+
+        metadata[IMAGES_KEY] = str(len(plan.names))
     from onnxbridge.plugins._torch_custom_ops import CUSTOM_OP_LIBRARY_KEY, custom_domains
 
     domains = custom_domains(proto) if job.custom_ops else []
