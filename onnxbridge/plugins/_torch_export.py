@@ -43,10 +43,11 @@ __all__ = ["convert_module", "flatten_outputs"]
 EXPORTERS = ("auto", "dynamo", "torchscript")
 _WRAPPED = "model"  # attribute under which the wrapper holds the user's module
 _TRANSFORMERS_BASE = "transformers.modeling_utils.PreTrainedModel"
-# Inputs of a transformers model whose axis 1 is the token sequence.
+# Inputs of a transformers model whose axis 1 is the token sequence (for input_values, the
+# raw audio of Wav2Vec2, HuBERT, WavLM ...: the samples, which its attention_mask shares).
 _SEQUENCE_INPUTS = frozenset({
     "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
-    "decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds",
+    "decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds", "input_values",
 })
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _DYNAMO_MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'")

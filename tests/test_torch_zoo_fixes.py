@@ -1,0 +1,35 @@
+"""Failures found by benchmarks/sweep_torch_zoo.py, each checked against the torch model itself.
+
+Tiny random-weight transformers configs; each ONNX model runs at a size other than the
+sample's and is compared with the torch model's own output there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import onnxbridge  # noqa: E402
+
+
+@pytest.mark.slow
+def test_raw_audio_models_take_clips_of_any_length() -> None:
+    # Wav2Vec2 / HuBERT read raw audio (input_values [batch, samples]): the samples axis is
+    # the sequence; it was fixed at the sample's length.
+    torch.manual_seed(0)
+    config = transformers.Wav2Vec2Config(
+        vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=24, conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8),
+        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    model = transformers.Wav2Vec2ForCTC(config).eval()
+    m = onnxbridge.to_onnx(model, {"input_values": torch.randn(2, 600)})
+    assert m.inputs[0].shape == ("batch", "sequence")
+    clip = torch.randn(3, 680)
+    with torch.no_grad():
+        want = model(input_values=clip).logits.numpy()
+    got = m.run(input_values=clip.numpy())
+    assert got.shape == want.shape == (3, 32, 20)  # 680 samples: 32 frames
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
