@@ -33,3 +33,26 @@ def test_raw_audio_models_take_clips_of_any_length() -> None:
     got = m.run(input_values=clip.numpy())
     assert got.shape == want.shape == (3, 32, 20)  # 680 samples: 32 frames
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+class ScalesItsInput(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(2)  # written into the caller's tensor
+        return x + 1
+
+
+@pytest.mark.parametrize("build", [ScalesItsInput, lambda: torch.nn.Sequential(
+    torch.nn.ReLU(inplace=True), torch.nn.Linear(6, 3))], ids=["mul_", "relu-inplace"])
+def test_a_forward_that_writes_into_its_input_converts_and_leaves_the_sample_alone(
+        build: type[torch.nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = build().eval()
+    sample = torch.randn(2, 6)
+    given = sample.clone()
+    m = onnxbridge.to_onnx(model, sample)
+    assert torch.equal(sample, given)  # onnxbridge's own runs did not change the user's data
+    assert m.parity is not None and m.parity.passed
+    other = torch.randn(3, 6)
+    with torch.no_grad():
+        want = model(other.clone()).numpy()
+    np.testing.assert_allclose(m.run(other.numpy()), want, atol=1e-5, rtol=1e-4)

@@ -270,6 +270,13 @@ def _call(model: torch.nn.Module, plan: InputPlan, tensors: Sequence[torch.Tenso
     return model(*values, **plan.fixed_kwargs)
 
 
+def _copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies to call the model with: a forward that writes into its inputs in place
+    (``x.mul_(2)``, ``ReLU(inplace=True)`` first) must change neither the user's sample nor the
+    arrays verification feeds to onnxruntime, nor the next run's inputs."""
+    return [t.clone() if isinstance(t, torch.Tensor) else t for t in tensors]
+
+
 def _is_transformers(model: object) -> bool:
     return _TRANSFORMERS_BASE in mro_paths(model)
 
@@ -1469,7 +1476,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     snapshot = BufferSnapshot(model)
     with eval_mode(model, snapshot), watch_rnns(model) as rnns:
         try:
-            outputs = _call(model, plan, first_inputs)
+            outputs = _call(model, plan, _copies(first_inputs))
         except Exception as exc:
             if plan.style != "list":
                 raise
@@ -1511,7 +1518,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
 
     def probe(trial: Sequence[torch.Tensor]) -> None:
         with eval_mode(model, snapshot), quiet():
-            got, _ = flatten_outputs(_call(model, plan, trial))
+            got, _ = flatten_outputs(_call(model, plan, _copies(trial)))
         if len(got) != len(flat):
             raise RuntimeError(f"{len(got)} output tensors instead of {len(flat)}")
 
@@ -1522,7 +1529,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     job = ExportJob(
         wrapper=_FlatModule(model if cast_to is None else cast_module(model, cast_to), plan,
                             len(flat)),
-        args=tuple(export_tensors(tensors, axes)),
+        args=tuple(_copies(export_tensors(tensors, axes))),  # tracing runs the model
         input_names=list(plan.names),
         output_names=names,
         output_shapes=[tuple(t.shape) for _, t in flat],
@@ -1668,7 +1675,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         result = known.outputs_for(given)
         if result is None:
             with eval_mode(model, snapshot):
-                result, _ = flatten_outputs(_call(model, plan, given))
+                result, _ = flatten_outputs(_call(model, plan, _copies(given)))
         if len(result) != len(names):
             raise ConversionError(
                 f"the model returned {len(result)} output tensors on a resized sample but"
