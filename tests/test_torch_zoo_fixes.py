@@ -58,3 +58,25 @@ def test_a_forward_that_writes_into_its_input_converts_and_leaves_the_sample_alo
     with torch.no_grad():
         want = model(other.clone()).numpy()
     np.testing.assert_allclose(m.run(other.numpy()), want, atol=1e-5, rtol=1e-4)
+
+
+class LoopsOverTheBatch(torch.nn.Module):  # type: ignore[name-defined]
+    def forward(self, x: Any) -> Any:
+        return torch.stack([x[i] * (i + 1) for i in range(x.shape[0])])
+
+
+@pytest.mark.slow
+def test_a_batch_the_code_fixes_is_kept_at_the_sample_size_and_said() -> None:
+    # torch.export reports the loop fixes the batch; the TorchScript fallback baked the loop
+    # into a graph that failed at any other batch (a ParityError naming a size onnxbridge chose).
+    model = LoopsOverTheBatch().eval()
+    sample = torch.randn(2, 6)
+    with pytest.warns(onnxbridge.OnnxBridgeWarning, match="sample's sizes only"):
+        m = onnxbridge.to_onnx(model, sample)
+    assert m.inputs[0].shape == (2, 6)
+    assert m.parity is not None and m.parity.passed
+    assert any("x[0] (batch) = 2" in note and "Python loop" in note for note in m.parity.notes)
+    other = torch.randn(2, 6)
+    np.testing.assert_allclose(m.run(other.numpy()), model(other).numpy(), rtol=1e-6)
+    with pytest.raises(onnxbridge.InputError, match=r"axis 0 must be 2"):
+        m.run(torch.randn(3, 6).numpy())

@@ -816,6 +816,31 @@ def _check_not_specialised(program: Any, job: ExportJob) -> None:
         )
 
 
+_SPECIALISED = re.compile(r"inferred a static shape of (\d+) for dimension inputs\[(\d+)\]"
+                          r"\.shape\[(\d+)\]")
+
+
+def specialised_axes(exc: BaseException, job: ExportJob) -> list[tuple[int, int, str]]:
+    """The dynamic axes torch.export reports the model fixed (it inferred a static shape for
+    them), removed from ``job.axes`` with every axis of the same name; what was removed."""
+    text, seen = "", exc
+    for _ in range(5):  # the message may sit on a cause
+        text += f" {seen}"
+        if seen.__cause__ is None:
+            break
+        seen = seen.__cause__
+    labels = {job.axes[int(i)].get(int(a)) for _, i, a in _SPECIALISED.findall(text)
+              if int(i) < len(job.axes)}
+    labels.discard(None)
+    removed = []
+    for i, spec in enumerate(job.axes):
+        for axis, label in list(spec.items()):
+            if label in labels:
+                del spec[axis]
+                removed.append((i, axis, label))
+    return removed
+
+
 def export_torchscript(job: ExportJob) -> onnx.ModelProto:
     if job.custom_ops:
         raise ConversionError(
@@ -1564,13 +1589,27 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     failures: dict[str, BaseException] = {}
     proto = None
     used = ""
+    specialised: list[str] = []
     with eval_mode(model, snapshot):
         for attempt in order:
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
             except Exception as exc:
-                failures[attempt] = exc
-                continue
+                fixed = specialised_axes(exc, job) if attempt == "dynamo" else []
+                if not fixed:
+                    failures[attempt] = exc
+                    continue
+                # The model's code fixes an axis asked to be dynamic (a Python loop over
+                # x.shape[0]): export that axis at the sample's size rather than let the
+                # TorchScript tracer bake the loop into a graph that fails at other sizes.
+                job.args = tuple(_copies(export_tensors(tensors, job.axes)))  # not grown
+                specialised = [f"{job.input_names[i]}[{a}] ({label}) ="
+                               f" {int(job.args[i].shape[a])}" for i, a, label in fixed]
+                try:
+                    proto = _EXPORT_FUNCTIONS[attempt](job)
+                except Exception as again:
+                    failures[attempt] = again
+                    continue
             written = _default_opset(proto)
             if options.opset is not None and written != options.opset:
                 # torch.export's exporter keeps its own opset when converting down fails.
@@ -1605,6 +1644,12 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
+    if specialised:
+        notes.append(
+            f"kept at the sample's size: {', '.join(specialised)}. torch.export found that the"
+            " model's code fixes it (a Python loop or a branch on that size), so the ONNX model"
+            " takes that size only; write the code with tensor operations (no int() or range()"
+            " of the size) for a dynamic axis")
     baked = baked_branches(job.warnings) if used == "torchscript" else []
     compare = None
     detection_problems: list[str] = []
