@@ -1595,7 +1595,8 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
             except Exception as exc:
-                fixed = specialised_axes(exc, job) if attempt == "dynamo" else []
+                # (A recurrent layer's time axis is left to TorchScript's ONNX LSTM/GRU.)
+                fixed = specialised_axes(exc, job) if attempt == "dynamo" and not rnns else []
                 if not fixed:
                     failures[attempt] = exc
                     continue
