@@ -78,6 +78,7 @@ class OnnxModel:
         self._output_names: list[str] = []
         self._columns: tuple[list[str] | None] | None = None  # None: not read from metadata yet
         self._optional: list[TensorSpec] | None = None
+        self._images: int | None = None  # a detection export's image count (0: not one)
 
     # -- signature and metadata ------------------------------------------------------------------
     def _signature_now(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -137,6 +138,7 @@ class OnnxModel:
 
     def set_metadata(self, key: str, value: str) -> None:
         self._columns = None  # the recorded DataFrame columns are read again
+        self._images = None
         for p in self.proto.metadata_props:
             if p.key == key:
                 p.value = value
@@ -309,9 +311,19 @@ class OnnxModel:
         (int64 values that fit int32, float64 values within float32's range, integers exact as
         floats); otherwise InputError, unless ``cast="unsafe"`` asks for numpy's cast. A numpy
         masked array with masked values is an InputError (fill it: ``x.filled(np.nan)``).
+        A torchvision detection model converted from one image takes a list of any number of
+        images (run one by one; outputs ``boxes_0, scores_0, labels_0, boxes_1, ...``).
         """
         if cast != "safe" and cast not in CAST_MODES:
             raise InputError(f"cast must be one of {CAST_MODES}, got {cast!r}")
+        count = self._images if self._images is not None else self._image_count()
+        if count and not inputs:  # a detection export: any number of images (_per_image)
+            from onnxbridge._per_image import images_call, run_images
+
+            images = images_call(count, args)
+            if images is not None:
+                return run_images(self, count, images, as_dict=as_dict, providers=providers,
+                                  io_binding=io_binding, strict=strict, cast=cast)
         default = self._sessions.default
         run: Any = None
         if (providers is None and default is not None and default[0] == plan._GENERATION
@@ -366,6 +378,12 @@ class OnnxModel:
             return self._pack(session.run(None, feeds), as_dict)
         except Exception as exc:
             raise _run_failed(self, exc) from exc
+
+    def _image_count(self) -> int:
+        from onnxbridge._per_image import image_count
+
+        self._images = image_count(self.metadata)
+        return self._images
 
     def _default_session(self) -> tuple[int, onnxruntime.InferenceSession, Any]:
         # The hot path of run(): one compare instead of resolving providers on every call.

@@ -166,6 +166,25 @@ def test_t5_greedy_matches_transformers_with_padding() -> None:
     assert len(set(want.ravel().tolist())) > 4  # not one token repeated
 
 
+@pytest.mark.slow
+def test_a_config_without_decoder_start_starts_from_bos_as_transformers_does() -> None:
+    # MBart leaves decoder_start_token_id unset: transformers starts from bos_token_id (0),
+    # not from the pad id (1).
+    torch.manual_seed(0)
+    config = transformers.MBartConfig(
+        vocab_size=96, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
+        max_position_embeddings=64)
+    assert config.decoder_start_token_id is None and config.bos_token_id != config.pad_token_id
+    model = transformers.MBartForConditionalGeneration(config).eval()
+    ids, mask = ids_and_mask()
+    m = onnxbridge.to_onnx(model, {"input_ids": ids, "attention_mask": mask})
+    assert isinstance(m, Seq2SeqModel)
+    want = reference(model, ids, mask, 6)
+    assert want[0, 0] == config.bos_token_id
+    np.testing.assert_array_equal(m.generate(ids, mask, max_new_tokens=6), want)
+
+
 def test_text2text_task_errors_are_clear() -> None:
     config = transformers.LlamaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
                                       num_attention_heads=2, intermediate_size=32)

@@ -55,15 +55,20 @@ def eager(model: Any, images: list[Any]) -> list[dict[str, Any]]:
 
 def assert_same_detections(m: Any, images: list[Any], expected: list[dict[str, Any]]) -> None:
     """The ONNX model's detections are the torch model's, image by image, by score order."""
-    got = dict(zip(m.output_names, m.run(*[im.numpy() for im in images]), strict=True))
+    got = m.run(*[im.numpy() for im in images], as_dict=True)
     for i, want in enumerate(expected):
-        scores = want["scores"].numpy()
-        assert len(scores) > 0 and len(np.unique(scores)) == len(scores)  # no ties to excuse
-        assert got[f"scores_{i}"].shape == scores.shape
-        mine, theirs = np.argsort(-got[f"scores_{i}"]), np.argsort(-scores)
-        for key, value in want.items():
-            np.testing.assert_allclose(got[f"{key}_{i}"][mine], value.numpy()[theirs],
-                                       atol=1e-3, rtol=1e-3, err_msg=f"{key}_{i}")
+        assert_image_matches(got, i, want)
+
+
+def assert_image_matches(got: dict[str, Any], i: int, want: dict[str, Any]) -> None:
+    """Image ``i``'s outputs (``boxes_i`` ...) are the torch model's ``want``, by score order."""
+    scores = want["scores"].numpy()
+    assert len(scores) > 0 and len(np.unique(scores)) == len(scores)  # no ties to excuse
+    assert got[f"scores_{i}"].shape == scores.shape
+    mine, theirs = np.argsort(-got[f"scores_{i}"]), np.argsort(-scores)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[f"{key}_{i}"][mine], value.numpy()[theirs],
+                                   atol=1e-3, rtol=1e-3, err_msg=f"{key}_{i}")
 
 
 @pytest.mark.slow
@@ -97,6 +102,60 @@ def test_ssd_one_image_matches_torch_on_another_size() -> None:
     assert_same_detections(m, images, eager(model, images))
     other = [torch.rand(3, 120, 200)]
     assert_same_detections(m, other, eager(model, other))
+
+
+def tiny_ssd(**extra: Any) -> Any:
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+
+    torch.manual_seed(0)
+    return SSD(tiny_backbone([16]), DefaultBoxGenerator([[2]]), (160, 160), num_classes=3,
+               detections_per_img=15, **extra).eval()
+
+
+def test_one_image_export_runs_any_number_of_images(tmp_path: Any) -> None:
+    model = tiny_ssd()
+    m = onnxbridge.to_onnx(model, [torch.rand(3, 160, 160)])
+    assert m.input_names == ["images_0"]
+    images = [torch.rand(3, 160, 160), torch.rand(3, 120, 200), torch.rand(3, 96, 96)]
+    # SSD resizes every image to one size, so torch's own batched call is the reference.
+    expected = eager(model, images)
+    assert_same_detections(m, images, expected)  # m.run(*images): three image arguments
+    arrays = [im.numpy() for im in images]
+    as_list = m.run(arrays, as_dict=True)
+    assert list(as_list) == [f"{k}_{i}" for i in range(3) for k in ("boxes", "scores",
+                                                                       "labels")]
+    loaded = onnxbridge.load(m.save(tmp_path / "ssd.onnx"))
+    stacked = loaded.run(np.stack([arrays[0], np.random.rand(3, 160, 160).astype(np.float32)]))
+    assert len(stacked) == 6
+    np.testing.assert_array_equal(stacked[0], as_list["boxes_0"])
+    assert m.parity is not None
+    assert any("any number of images" in note for note in m.parity.notes)
+
+
+@pytest.mark.slow
+def test_an_export_of_several_images_names_its_count_and_the_fix() -> None:
+    model = tiny_ssd()
+    images = [torch.rand(3, 160, 160), torch.rand(3, 128, 192)]
+    m = onnxbridge.to_onnx(model, images)
+    assert_same_detections(m, images, eager(model, images))
+    got = m.run([im.numpy() for im in images])  # a list of exactly its count works too
+    assert len(got) == 6
+    with pytest.raises(onnxbridge.InputError, match=r"converted with 2 images .* given 3.*"
+                       r"to_onnx\(model, \[image\]\)"):
+        m.run([im.numpy() for im in [*images, images[0]]])
+
+
+@pytest.mark.slow
+def test_faster_rcnn_one_image_export_gives_each_image_its_own_detections() -> None:
+    model = faster_rcnn()
+    m = onnxbridge.to_onnx(model, [torch.rand(3, 160, 160)])
+    images = [torch.rand(3, 160, 160), torch.rand(3, 128, 192), torch.rand(3, 100, 140)]
+    # Each image's detections are the torch model's on that image alone (a batched torch
+    # call pads the smaller images, which moves R-CNN boxes near their borders).
+    got = m.run([im.numpy() for im in images], as_dict=True)
+    for i, image in enumerate(images):
+        assert_image_matches(got, i, eager(model, [image])[0])
 
 
 @pytest.mark.slow

@@ -107,8 +107,11 @@ def test_a_model_that_changes_its_input_gets_no_stale_answer() -> None:
     model = InPlaceInput()
     result = T.convert_module(model, given, ConvertOptions())
     assert result.reference is not None
-    # given is x + 1 now; the reference must be computed on that, not on the copy of x
-    np.testing.assert_allclose(result.reference(given)[0], ((x + 1) * 3).numpy(), rtol=1e-6)
+    # The model's calls get copies: the sample is unchanged, and its answer is the sample's
+    torch.testing.assert_close(given, x)
+    np.testing.assert_allclose(result.reference(given)[0], (x * 3).numpy(), rtol=1e-6)
+    # another input (x + 1) must be computed on, not answered from the sample's call
+    np.testing.assert_allclose(result.reference(x + 1)[0], ((x + 1) * 3).numpy(), rtol=1e-6)
 
 
 class Steps(torch.nn.Module):

@@ -43,10 +43,11 @@ __all__ = ["convert_module", "flatten_outputs"]
 EXPORTERS = ("auto", "dynamo", "torchscript")
 _WRAPPED = "model"  # attribute under which the wrapper holds the user's module
 _TRANSFORMERS_BASE = "transformers.modeling_utils.PreTrainedModel"
-# Inputs of a transformers model whose axis 1 is the token sequence.
+# Inputs of a transformers model whose axis 1 is the token sequence (for input_values, the
+# raw audio of Wav2Vec2, HuBERT, WavLM ...: the samples, which its attention_mask shares).
 _SEQUENCE_INPUTS = frozenset({
     "input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
-    "decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds",
+    "decoder_input_ids", "decoder_attention_mask", "decoder_inputs_embeds", "input_values",
 })
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _DYNAMO_MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'")
@@ -267,6 +268,13 @@ def _call(model: torch.nn.Module, plan: InputPlan, tensors: Sequence[torch.Tenso
     if plan.style == "dict":
         return model(**dict(zip(plan.args, values, strict=True)), **plan.fixed_kwargs)
     return model(*values, **plan.fixed_kwargs)
+
+
+def _copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies to call the model with: a forward that writes into its inputs in place
+    (``x.mul_(2)``, ``ReLU(inplace=True)`` first) must change neither the user's sample nor the
+    arrays verification feeds to onnxruntime, nor the next run's inputs."""
+    return [t.clone() if isinstance(t, torch.Tensor) else t for t in tensors]
 
 
 def _is_transformers(model: object) -> bool:
@@ -806,6 +814,31 @@ def _check_not_specialised(program: Any, job: ExportJob) -> None:
             "torch.export fixed the size of axes that must stay dynamic: " + ", ".join(fixed),
             converter="torch",
         )
+
+
+_SPECIALISED = re.compile(r"inferred a static shape of (\d+) for dimension inputs\[(\d+)\]"
+                          r"\.shape\[(\d+)\]")
+
+
+def specialised_axes(exc: BaseException, job: ExportJob) -> list[tuple[int, int, str]]:
+    """The dynamic axes torch.export reports the model fixed (it inferred a static shape for
+    them), removed from ``job.axes`` with every axis of the same name; what was removed."""
+    text, seen = "", exc
+    for _ in range(5):  # the message may sit on a cause
+        text += f" {seen}"
+        if seen.__cause__ is None:
+            break
+        seen = seen.__cause__
+    labels = {job.axes[int(i)].get(int(a)) for _, i, a in _SPECIALISED.findall(text)
+              if int(i) < len(job.axes)}
+    labels.discard(None)
+    removed = []
+    for i, spec in enumerate(job.axes):
+        for axis, label in list(spec.items()):
+            if label in labels:
+                del spec[axis]
+                removed.append((i, axis, label))
+    return removed
 
 
 def export_torchscript(job: ExportJob) -> onnx.ModelProto:
@@ -1474,7 +1507,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     snapshot = BufferSnapshot(model)
     with eval_mode(model, snapshot), watch_rnns(model) as rnns:
         try:
-            outputs = _call(model, plan, first_inputs)
+            outputs = _call(model, plan, _copies(first_inputs))
         except Exception as exc:
             if plan.style != "list":
                 raise
@@ -1516,7 +1549,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
 
     def probe(trial: Sequence[torch.Tensor]) -> None:
         with eval_mode(model, snapshot), quiet():
-            got, _ = flatten_outputs(_call(model, plan, trial))
+            got, _ = flatten_outputs(_call(model, plan, _copies(trial)))
         if len(got) != len(flat):
             raise RuntimeError(f"{len(got)} output tensors instead of {len(flat)}")
 
@@ -1527,7 +1560,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     job = ExportJob(
         wrapper=_FlatModule(model if cast_to is None else cast_module(model, cast_to), plan,
                             len(flat)),
-        args=tuple(export_tensors(tensors, axes)),
+        args=tuple(_copies(export_tensors(tensors, axes))),  # tracing runs the model
         input_names=list(plan.names),
         output_names=names,
         output_shapes=[tuple(t.shape) for _, t in flat],
@@ -1562,13 +1595,28 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     failures: dict[str, BaseException] = {}
     proto = None
     used = ""
+    specialised: list[str] = []
     with eval_mode(model, snapshot):
         for attempt in order:
             try:
                 proto = _EXPORT_FUNCTIONS[attempt](job)
             except Exception as exc:
-                failures[attempt] = exc
-                continue
+                # (A recurrent layer's time axis is left to TorchScript's ONNX LSTM/GRU.)
+                fixed = specialised_axes(exc, job) if attempt == "dynamo" and not rnns else []
+                if not fixed:
+                    failures[attempt] = exc
+                    continue
+                # The model's code fixes an axis asked to be dynamic (a Python loop over
+                # x.shape[0]): export that axis at the sample's size rather than let the
+                # TorchScript tracer bake the loop into a graph that fails at other sizes.
+                job.args = tuple(_copies(export_tensors(tensors, job.axes)))  # not grown
+                specialised = [f"{job.input_names[i]}[{a}] ({label}) ="
+                               f" {int(job.args[i].shape[a])}" for i, a, label in fixed]
+                try:
+                    proto = _EXPORT_FUNCTIONS[attempt](job)
+                except Exception as again:
+                    failures[attempt] = again
+                    continue
             written = _default_opset(proto)
             if options.opset is not None and written != options.opset:
                 # torch.export's exporter keeps its own opset when converting down fails.
@@ -1603,6 +1651,12 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
     notes += [f"the {name} exporter failed first: {describe_failure(exc, 300)}"
               for name, exc in failures.items()]
     notes += axis_notes
+    if specialised:
+        notes.append(
+            f"kept at the sample's size: {', '.join(specialised)}. torch.export found that the"
+            " model's code fixes it (a Python loop or a branch on that size), so the ONNX model"
+            " takes that size only; write the code with tensor operations (no int() or range()"
+            " of the size) for a dynamic axis")
     baked = baked_branches(job.warnings) if used == "torchscript" else []
     compare = None
     detection_problems: list[str] = []
@@ -1632,6 +1686,14 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
             notes.append("the resize's output size is computed in float64 as torchvision does"
                          " (float32 gave 159 px where PyTorch gives 160)")
         compare = compare_detections(score_threshold(model), detection_cap(model), per_image)
+        detection_images = len(plan.names)
+        notes.append(
+            "m.run takes a list of any number of images (the one-image graph run once per image"
+            " on one session: each image's detections are the torch model's for it alone)"
+            if detection_images == 1 else
+            f"this export takes exactly {detection_images} images (torchvision pads the images"
+            " of one call to a common size, so they are not independent); convert with one"
+            " image for any number")
         if per_image is not None and all(int(d["scores"].numel()) == 0 for d in outputs):
             threshold = score_threshold(model)
             empty = (
@@ -1665,7 +1727,7 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         result = known.outputs_for(given)
         if result is None:
             with eval_mode(model, snapshot):
-                result, _ = flatten_outputs(_call(model, plan, given))
+                result, _ = flatten_outputs(_call(model, plan, _copies(given)))
         if len(result) != len(names):
             raise ConversionError(
                 f"the model returned {len(result)} output tensors on a resized sample but"
@@ -1680,6 +1742,10 @@ def convert_module(model: Any, sample: Any, options: ConvertOptions) -> Conversi
         "onnxbridge.torch.input_style": plan.style,
         "onnxbridge.torch.model_class": f"{type(model).__module__}.{type(model).__qualname__}",
     }
+    if detection:
+        from onnxbridge._per_image import IMAGES_KEY
+
+        metadata[IMAGES_KEY] = str(len(plan.names))
     from onnxbridge.plugins._torch_custom_ops import CUSTOM_OP_LIBRARY_KEY, custom_domains
 
     domains = custom_domains(proto) if job.custom_ops else []

@@ -209,7 +209,11 @@ def generation_info(model: Any, layers: int, feature_name: str, masked: bool) ->
         "layers": layers,
         "encoder_input": feature_name,
         "encoder_attention_mask": masked,
-        "decoder_start_token_id": _token_ids(pick("decoder_start_token_id")),
+        # transformers' generate starts from bos_token_id when decoder_start_token_id is unset
+        # (MBart, and any config that leaves it None).
+        "decoder_start_token_id": _token_ids(pick("decoder_start_token_id")
+                                             if pick("decoder_start_token_id") is not None
+                                             else pick("bos_token_id")),
         "eos_token_id": _token_ids(pick("eos_token_id")),
         "pad_token_id": _token_ids(pick("pad_token_id")),
         "forced_bos_token_id": _token_ids(pick("forced_bos_token_id")),
