@@ -447,3 +447,41 @@ def test_the_total_counts_each_range_and_the_cap_is_inclusive(tmp_path: Path) ->
     assert refused(path, max_bytes=SIZE - 1).endswith(
         f"its external data adds up to more than the {SIZE - 1}-byte cap (tensors that share"
         " bytes count each time); pass max_bytes= to load() to raise it")
+
+
+def test_a_self_contained_save_counts_the_external_bytes_against_the_limit(tmp_path: Path) -> None:
+    from onnxbridge._files import model_size
+
+    model = scale_model(W, extra=[numpy_helper.from_array(W[:512].copy(), "half")])
+    proto = externalized(tmp_path / "tmp", model)
+    outside = W.nbytes + W[:512].nbytes  # what the data file holds, counted by hand
+    fits = model_size(proto) + outside
+    save_proto(proto, tmp_path / "ok.onnx", data_dir=tmp_path / "tmp", external_data=False, limit=fits)
+    assert normalized(onnx.load(str(tmp_path / "ok.onnx"))) == normalized(model)
+    with pytest.raises(ValueError, match="over protobuf's 2 GB limit"):
+        save_proto(proto, tmp_path / "no.onnx", data_dir=tmp_path / "tmp", external_data=False,
+                   limit=fits - 1)
+    assert not (tmp_path / "no.onnx").exists()
+
+
+def test_reading_external_bytes_never_follows_a_symlink(tmp_path: Path) -> None:
+    from onnxbridge import LoadError
+    from onnxbridge._files import _read_external_into
+
+    proto = externalized(tmp_path / "real", scale_model(W))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "weights.bin").symlink_to(tmp_path / "real" / "weights.bin")
+    tensor = TensorProto()
+    tensor.CopyFrom(proto.graph.initializer[0])
+    with pytest.raises(LoadError, match="cannot read the external data of m"):
+        _read_external_into(tensor, tmp_path / "tmp", "m")  # a link swapped in after the checks
+    _read_external_into(tensor, tmp_path / "real", "m")
+    np.testing.assert_array_equal(numpy_helper.to_array(tensor), W)
+    assert tensor.data_location == TensorProto.DEFAULT and not tensor.external_data
+    short = TensorProto()
+    short.CopyFrom(proto.graph.initializer[0])
+    for e in short.external_data:
+        if e.key == "length":
+            e.value = str(W.nbytes + 4)
+    with pytest.raises(LoadError, match="m: the external data of 'w' is shorter than stated"):
+        _read_external_into(short, tmp_path / "real", "m")
