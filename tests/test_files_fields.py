@@ -485,3 +485,49 @@ def test_reading_external_bytes_never_follows_a_symlink(tmp_path: Path) -> None:
             e.value = str(W.nbytes + 4)
     with pytest.raises(LoadError, match="m: the external data of 'w' is shorter than stated"):
         _read_external_into(short, tmp_path / "real", "m")
+
+
+def _external_sparse(folder: Path, name: str, seed: int) -> onnx.SparseTensorProto:
+    """A sparse tensor whose values are in ``folder``/sparse.bin (appended)."""
+    sp = _sparse(name, seed)
+    with open(folder / "sparse.bin", "ab") as f:
+        offset = f.tell()
+        f.write(sp.values.raw_data)
+    sp.values.ClearField("raw_data")
+    sp.values.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "sparse.bin"), ("offset", str(offset)), ("length", str(300 * 4))):
+        entry = sp.values.external_data.add()
+        entry.key, entry.value = key, value
+    return sp
+
+
+def test_external_sparse_tensors_in_subgraphs_and_functions_are_read_in(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    inline_model = every_place_model()
+    proto = every_place_model()
+    # A sparse attribute in a subgraph's node and in a function's node, values in src/sparse.bin.
+    for model, external in ((inline_model, False), (proto, True)):
+        make = (lambda n, s: _external_sparse(src, n, s)) if external else _sparse
+        then_branch = model.graph.node[0].attribute[0].g
+        then_branch.node.append(helper.make_node("Constant", [], ["sp_then"],
+                                                 sparse_value=make("sub_sp", 20)))
+        model.functions[0].node.append(helper.make_node("Constant", [], ["sp_fn"],
+                                                        sparse_value=make("fn_sp", 21)))
+    (tmp_path / "out").mkdir()
+    written = save_proto(proto, tmp_path / "out" / "m.onnx", data_dir=src)
+    stored = onnx.load(str(written[0]), load_external_data=False)
+    sparse_parts = [t for t in _tensors(stored) if t.name in ("sub_sp", "fn_sp")]
+    assert len(sparse_parts) == 2  # both read in: sparse tensors stay inline in the new model
+    assert all(t.data_location != TensorProto.EXTERNAL for t in sparse_parts)
+    assert normalized(onnx.load(str(written[0]))) == normalized(inline_model)
+
+
+def test_a_tensor_of_exactly_the_threshold_goes_to_the_data_file(tmp_path: Path) -> None:
+    model = scale_model(W)
+    size = model.graph.initializer[0].ByteSize()
+    for threshold, where in ((size, TensorProto.EXTERNAL), (size + 1, TensorProto.DEFAULT)):
+        save_proto(model, tmp_path / f"{threshold}.onnx", external_data=True, size_threshold=threshold)
+        stored = onnx.load(str(tmp_path / f"{threshold}.onnx"), load_external_data=False)
+        assert stored.graph.initializer[0].data_location == where
+        assert normalized(onnx.load(str(tmp_path / f"{threshold}.onnx"))) == normalized(model)
