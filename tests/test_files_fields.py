@@ -531,3 +531,33 @@ def test_a_tensor_of_exactly_the_threshold_goes_to_the_data_file(tmp_path: Path)
         stored = onnx.load(str(tmp_path / f"{threshold}.onnx"), load_external_data=False)
         assert stored.graph.initializer[0].data_location == where
         assert normalized(onnx.load(str(tmp_path / f"{threshold}.onnx"))) == normalized(model)
+
+
+def test_a_resave_copies_a_range_without_length_and_refuses_a_short_file(tmp_path: Path) -> None:
+    from onnxbridge import LoadError
+
+    model = scale_model(W)
+    proto = externalized(tmp_path / "src", model)
+    entries = proto.graph.initializer[0].external_data
+    (length,) = [e for e in entries if e.key == "length"]
+    entries.remove(length)  # no length: the range runs to the end of the file (ONNX allows it)
+    save_proto(proto, tmp_path / "a.onnx", data_dir=tmp_path / "src")
+    assert normalized(onnx.load(str(tmp_path / "a.onnx"))) == normalized(model)
+    entry = entries.add()
+    entry.key, entry.value = "length", str(W.nbytes + 4)  # 4 bytes more than the file holds
+    (tmp_path / "b").mkdir()
+    with pytest.raises(LoadError, match="external data file 'weights.bin' is shorter than its"
+                                        " model states"):
+        save_proto(proto, tmp_path / "b" / "m.onnx", data_dir=tmp_path / "src")
+    assert list((tmp_path / "b").iterdir()) == []  # neither the model nor a partial data file
+
+
+def test_saving_over_a_model_keeps_data_files_another_tool_named(tmp_path: Path) -> None:
+    model = scale_model(W)
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True,
+                    location="weights.bin", size_threshold=1024)  # written by onnx, not by us
+    save_proto(scale_model(W * 2), tmp_path / "m.onnx", external_data=True)
+    assert (tmp_path / "weights.bin").read_bytes() == W.tobytes()  # not ours: left alone
+    assert normalized(onnx.load(str(tmp_path / "m.onnx"))) == normalized(scale_model(W * 2))
+    save_proto(scale_model(W * 3), tmp_path / "m.onnx")  # ours (the previous save's) is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "weights.bin"]
