@@ -21,21 +21,23 @@ SPECS = [
     TensorSpec("maybe", np.dtype(np.float32), ("batch",), "optional(tensor(float))"),
     TensorSpec("scalar", np.dtype(np.float64), (), "tensor(double)"),
     TensorSpec("unknown_rank", np.dtype(np.float16), None, "tensor(float16)"),
+    TensorSpec("one", np.dtype(np.float32), ("batch", 1), "tensor(float)"),
 ]
 
 
 def test_shapes_dtypes_and_ranges_follow_the_rule() -> None:
     feeds = random_inputs(SPECS, batch=8, dims={"seq": 5})
-    assert list(feeds) == ["x", "ids", "mask", "u", "words", "scalar", "unknown_rank"]
+    assert list(feeds) == ["x", "ids", "mask", "u", "words", "scalar", "unknown_rank", "one"]
     expected = {"x": ((8, 3), np.float32), "ids": ((8, 5), np.int64), "mask": ((8, 4), np.bool_),
                 "u": ((2, 16), np.uint8), "words": ((8,), np.object_),
-                "scalar": ((), np.float64), "unknown_rank": ((), np.float16)}
+                "scalar": ((), np.float64), "unknown_rank": ((), np.float16),
+                "one": ((8, 1), np.float32)}  # a fixed 1 stays 1
     assert {k: (v.shape, v.dtype.type) for k, v in feeds.items()} == expected
     x = feeds["x"]
     assert (x < 0).any() and (x > 0).any() and np.abs(x).max() < 6  # standard normal values
     assert len(np.unique(x)) == x.size
     ids = feeds["ids"]
-    assert ids.min() >= 0 and ids.max() <= 9 and len(np.unique(ids)) > 3  # valid small ids
+    assert ids.min() == 0 and ids.max() <= 9 and len(np.unique(ids)) > 3  # valid small ids, 0 too
     assert set(np.unique(feeds["u"]).tolist()) <= set(range(10))
     assert set(np.unique(feeds["mask"]).tolist()) == {False, True}
     assert feeds["words"].tolist() == ["a"] * 8
