@@ -231,3 +231,33 @@ def test_a_dist_info_folder_without_a_version_says_so(tmp_path: Path) -> None:
     info = _dist_info(tmp_path, "onnxruntime.dist-info", "onnxruntime", "", b"onnxruntime\n", None)
     got = install._dist_info_package(info)
     assert got is not None and (got.name, got.version) == ("onnxruntime", "?")
+
+
+# -- thread counts ----------------------------------------------------------------------------
+def test_thread_counts_from_the_argument_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge.errors import InputError, ProviderError
+
+    monkeypatch.delenv("ONNXBRIDGE_THREADS", raising=False)
+    default = onnxruntime.SessionOptions().intra_op_num_threads  # onnxruntime's own default
+    assert session.session_options().intra_op_num_threads == default
+    assert session.session_options(0).intra_op_num_threads == 0  # 0: onnxruntime's choice
+    assert session.session_options(3).intra_op_num_threads == 3
+    limit = session.max_threads()
+    assert session.session_options(limit).intra_op_num_threads == limit
+    with pytest.raises(InputError, match=f"threads={limit + 1} is over the limit of {limit} threads"):
+        session.session_options(limit + 1)
+    with pytest.raises(InputError, match="threads must be 0 .onnxruntime's choice. or more, got -1"):
+        session.session_options(-1)
+    with pytest.raises(InputError, match="threads must be a whole number, got True"):
+        session.session_options(True)
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", " 0 ")
+    assert session.session_options().intra_op_num_threads == 0
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "2")
+    assert session.session_options().intra_op_num_threads == 2
+    assert session.session_options(5).intra_op_num_threads == 5  # the argument wins
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "-2")
+    with pytest.raises(InputError, match="ONNXBRIDGE_THREADS must be 0"):
+        session.session_options()
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "two")
+    with pytest.raises(ProviderError, match="ONNXBRIDGE_THREADS='two' is not a whole number"):
+        session.session_options()
