@@ -137,6 +137,9 @@ def _env() -> dict[str, str]:
     import os
 
     env = dict(os.environ)
+    # Not measured by coverage (patch = ["subprocess"]): the guides' code costs a quarter more
+    # CPU under it, and what it runs is measured where the tests call it.
+    env.pop("COVERAGE_PROCESS_CONFIG", None)
     env["MPLBACKEND"] = "Agg"
     env.setdefault("ONNXBRIDGE_PROVIDERS", "cpu")
     return env
