@@ -10,6 +10,7 @@ inputs through IO binding, never copied into numpy. No framework is imported her
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from onnxbridge.errors import InputError
 from onnxbridge.model import OnnxModel
 
 __all__ = ["GenerativeModel", "Seq2SeqModel"]
+
+#: Decoders with fewer parameters than this generate on one onnxruntime thread by default: a
+#: step is too short to share between threads (tiny Llama: 1 thread as fast as 2; 20M
+#: parameters: 6.4 ms a token on 1 thread, 12.0 on 2, 1.8x the CPU time; see
+#: benchmarks/RESULTS.md, "Round 4 generation"). Larger ones get onnxruntime's own choice
+#: (one thread per physical core).
+SMALL_DECODER = 50_000_000
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -131,7 +139,9 @@ class GenerativeModel(OnnxModel):
         after ``temperature``, ``top_k`` and ``top_p``. ``attention_mask`` marks padding (pad on
         the left for a batch of prompts of different lengths). A row stops at ``eos_token_id``
         (the model's own by default) and is filled with ``pad_token_id`` afterwards; the loop
-        stops when every row has stopped or after ``max_new_tokens``.
+        stops when every row has stopped or after ``max_new_tokens``. ``threads``: onnxruntime's
+        intra-op threads; by default ONNXBRIDGE_THREADS, else 1 for a decoder under
+        ``SMALL_DECODER`` (50M) parameters, else onnxruntime's choice.
         """
         info = self.generation_info
         ids = _host_array(input_ids)
@@ -161,10 +171,21 @@ class GenerativeModel(OnnxModel):
                 f"a prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} goes past"
                 f" the {limit} positions the fused rotary cache holds (the model's"
                 " max_position_embeddings); generate fewer tokens, or export with fuse=False")
-        session = self.session(providers, threads=threads)
+        session = self.session(providers, threads=_generation_threads(info, threads))
         return _greedy_or_sampled(session, ids, mask, max_new_tokens, bool(info.get(
             "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng,
             shared=_shared_cache_possible(session, bool(info.get("fused"))))
+
+
+def _generation_threads(info: dict[str, Any], threads: int | None) -> int | None:
+    """The intra-op thread count for generate: the caller's, else ONNXBRIDGE_THREADS, else 1
+    for a decoder under SMALL_DECODER parameters, else onnxruntime's choice (None)."""
+    from onnxbridge.runtime.names import ENV_THREADS
+
+    if threads is not None or os.environ.get(ENV_THREADS, "").strip():
+        return threads
+    size = info.get("parameters")
+    return 1 if isinstance(size, int) and size < SMALL_DECODER else None
 
 
 def _eos_and_pad(info: dict[str, Any], eos_token_id: Any, pad_token_id: int | None

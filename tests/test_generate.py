@@ -301,3 +301,23 @@ def test_fused_bias_subgraph_is_small_and_keeps_left_padding(
     mask[0, :5] = 0  # most of row 0 is padding
     assert np.array_equal(m.generate(ids, mask, max_new_tokens=20, eos_token_id=None),
                           reference(model, ids, mask, 20))
+
+
+@pytest.mark.slow
+def test_small_decoders_generate_on_one_thread_by_default(
+        llama: tuple[torch.nn.Module, GenerativeModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge.generate import SMALL_DECODER, _generation_threads
+
+    model, m = llama
+    info = m.generation_info
+    assert info["parameters"] == sum(p.numel() for p in model.parameters()) < SMALL_DECODER
+    monkeypatch.delenv("ONNXBRIDGE_THREADS", raising=False)
+    assert _generation_threads(info, None) == 1
+    assert _generation_threads(info, 2) == 2  # the caller's choice wins
+    assert _generation_threads({**info, "parameters": SMALL_DECODER}, None) is None
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "2")
+    assert _generation_threads(info, None) is None  # the session reads the variable
+    monkeypatch.delenv("ONNXBRIDGE_THREADS")
+    ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(10))
+    assert np.array_equal(m.generate(ids, max_new_tokens=6, eos_token_id=None),
+                          reference(model, ids, None, 6))

@@ -307,6 +307,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         "pad_token_id": getattr(generation, "pad_token_id", None) if generation is not None
         else getattr(config, "pad_token_id", None),
         "vocab_size": vocab,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
     }
     notes = ["exported for text generation: one decoder with a key/value cache"
              f" ({n} layers, past_key_values.* in, present.* out), verified on the prompt,"
