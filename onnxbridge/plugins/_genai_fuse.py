@@ -10,8 +10,9 @@ those nodes than computing them. :func:`fuse_decoder` rewrites each layer into
 
 (``com.microsoft`` contrib operators; the past and present caches keep their
 ``[batch, kv_heads, length, head_dim]`` layout and names; the q/k/v projections are packed
-into one MatMul when their weights are held in memory), builds the attention bias (causal,
-padding, sliding window) once for all layers from ``attention_mask``, and fuses RMS norms into
+into one MatMul when their weights are held in memory), builds the attention bias once for
+all layers from ``attention_mask`` (padding only: GroupQueryAttention masks the future itself;
+causal and window for a sliding-window model), and fuses RMS norms into
 ``SkipSimplifiedLayerNormalization`` (onnxscript's rules; the first norm, without a residual,
 as a Skip norm of x with itself).
 
