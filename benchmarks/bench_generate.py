@@ -2,8 +2,9 @@
 
     python benchmarks/bench_generate.py            # tiny Llama and Qwen2, 16-token prompt, 32 new
     python benchmarks/bench_generate.py --quick    # fewer repeats
-    python benchmarks/bench_generate.py --large    # a ~0.85B-parameter random Llama only (minutes;
-                                                   # run it under flock /work/signals/bigmem.lock)
+    python benchmarks/bench_generate.py --large    # ~0.85B-parameter random Llama and Qwen2 (minutes
+                                                   # each; run under flock /work/signals/bigmem.lock)
+    python benchmarks/bench_generate.py --large --kind qwen2 --repeats 3   # one config
     python benchmarks/bench_generate.py --out results.md
     python benchmarks/bench_generate.py --threads 1 --cpu-time   # CPU time, not wall time
 
@@ -134,6 +135,8 @@ def measure(kind: str, repeats: int, large: bool) -> list[str]:
 
     torch.set_num_threads(THREADS)
     model = build(kind, large)
+    print(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters",
+          file=sys.stderr, flush=True)
     ids = torch.randint(3, int(model.config.vocab_size), (1, PROMPT),
                         generator=torch.Generator().manual_seed(1))
 
@@ -206,6 +209,9 @@ def main() -> None:
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--kind", choices=("llama", "qwen2", "both"), default="both",
+                        help="which random config (default: both)")
+    parser.add_argument("--repeats", type=int, help="timed turns (default 15; 5 with --large)")
     parser.add_argument("--no-genai", action="store_true", help="leave onnxruntime-genai out")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with this process's CPU time instead of wall time")
@@ -215,16 +221,18 @@ def main() -> None:
     if args.cpu_time:
         CLOCK = time.process_time
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-    repeats = 3 if args.quick else 15
+    repeats = args.repeats or (3 if args.quick else 15)
+    kinds = ("llama", "qwen2") if args.kind == "both" else (args.kind,)
     head = (f"### Text generation (greedy, {PROMPT}-token prompt, {NEW} new tokens, {THREADS}"
             f" threads, {'CPU time' if args.cpu_time else 'wall time'},"
             f" {platform.processor() or platform.machine()})\n\n"
             "| model | runner | prompt ms | ms / new token | speed-up vs eager | tokens match |"
             " notes |\n|---|---|---|---|---|---|---|")
     if args.large:
-        rows = measure("llama", max(1, repeats // 3), True)
+        rows = [row for kind in kinds for row in measure(
+            kind, args.repeats or max(1, repeats // 3), True)]
     else:
-        rows = [row for kind in ("llama", "qwen2") for row in measure(kind, repeats, False)]
+        rows = [row for kind in kinds for row in measure(kind, repeats, False)]
     report("\n".join([head, *rows]), args.out)
 
 

@@ -10,6 +10,7 @@ inputs through IO binding, never copied into numpy. No framework is imported her
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from onnxbridge.errors import InputError
 from onnxbridge.model import OnnxModel
 
 __all__ = ["GenerativeModel", "Seq2SeqModel"]
+
+#: Decoders with fewer parameters than this generate on one onnxruntime thread by default: a
+#: step is too short to share between threads (tiny Llama: 1 thread as fast as 2; 20M
+#: parameters: 6.4 ms a token on 1 thread, 12.0 on 2, 1.8x the CPU time; see
+#: benchmarks/RESULTS.md, "Round 4 generation"). Larger ones get onnxruntime's own choice
+#: (one thread per physical core).
+SMALL_DECODER = 50_000_000
 
 
 class _ModelOwn:
@@ -147,7 +155,9 @@ class GenerativeModel(OnnxModel):
         filled with ``pad_token_id`` afterwards; the loop stops when every row has stopped or
         after ``max_new_tokens``. ``num_beams > 1``: beam search (``length_penalty``,
         ``early_stopping`` as transformers defines them; the model's own generation config
-        gives the defaults), the best beam of each row returned.
+        gives the defaults), the best beam of each row returned. ``threads``: onnxruntime's
+        intra-op threads; by default ONNXBRIDGE_THREADS, else 1 for a decoder under
+        ``SMALL_DECODER`` (50M) parameters, else onnxruntime's choice.
         """
         info = self.generation_info
         ids = _host_array(input_ids)
@@ -177,7 +187,7 @@ class GenerativeModel(OnnxModel):
                 f"a prompt of {ids.shape[1]} tokens plus max_new_tokens={max_new_tokens} goes past"
                 f" the {limit} positions the fused rotary cache holds (the model's"
                 " max_position_embeddings); generate fewer tokens, or export with fuse=False")
-        session = self.session(providers, threads=threads)
+        session = self.session(providers, threads=_generation_threads(info, threads))
         beams = _beam_settings(info, num_beams, do_sample, length_penalty, early_stopping)
         if beams is not None:
             from onnxbridge._beam import decoder_beams
@@ -186,7 +196,19 @@ class GenerativeModel(OnnxModel):
                 "position_ids")), _eos_list(info, eos_token_id), int(pad), *beams,
                 *_cache_device(session))
         return _greedy_or_sampled(session, ids, mask, max_new_tokens, bool(info.get(
-            "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng)
+            "position_ids")), eos_set, int(pad), do_sample, temperature, top_k, top_p, rng,
+            shared=_shared_cache_possible(session, bool(info.get("fused"))))
+
+
+def _generation_threads(info: dict[str, Any], threads: int | None) -> int | None:
+    """The intra-op thread count for generate: the caller's, else ONNXBRIDGE_THREADS, else 1
+    for a decoder under SMALL_DECODER parameters, else onnxruntime's choice (None)."""
+    from onnxbridge.runtime.names import ENV_THREADS
+
+    if threads is not None or os.environ.get(ENV_THREADS, "").strip():
+        return threads
+    size = info.get("parameters")
+    return 1 if isinstance(size, int) and size < SMALL_DECODER else None
 
 
 def _eos_and_pad(info: dict[str, Any], eos_token_id: Any, pad_token_id: int | None
@@ -314,16 +336,29 @@ class _StepBinding:
         return self.raw.get_outputs() if self.raw is not None else self.binding.get_outputs()
 
 
+def _shared_cache_possible(session: Any, fused: bool) -> bool:
+    """Whether past and present can be one preallocated buffer: a fused graph (every cache
+    goes through GroupQueryAttention, which writes the new entries into a shared buffer) on
+    the CPU provider. Elsewhere (the exported graph's Concat, CUDA: not checked on a GPU yet)
+    the cache grows by one position a step."""
+    return fused and _cache_device(session) == ("cpu", 0) and \
+        session.get_providers()[0] == "CPUExecutionProvider"
+
+
 def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                        uses_positions: bool, eos_set: set[int], pad: int, do_sample: bool,
                        temperature: float, top_k: int | None, top_p: float | None,
-                       rng: np.random.Generator, native: bool = True) -> np.ndarray:
+                       rng: np.random.Generator, native: bool = True,
+                       shared: bool = False) -> np.ndarray:
     """The token loop: IO binding, the cache kept as OrtValues, buffers allocated once.
 
-    Each step binds the previous step's ``present.*`` OrtValues as ``past_key_values.*`` (no
-    copy), writes the next token's logits into one preallocated buffer, and takes its input ids,
-    mask and positions from buffers filled in place. ``native=False`` keeps to onnxruntime's
-    public IOBinding methods.
+    With ``shared=True`` (a fused graph on CPU, see :func:`_shared_cache_possible`) each
+    layer's cache is one buffer of the final length, bound once as both ``past_key_values.*``
+    and ``present.*``: GroupQueryAttention writes each step's keys and values into it in place,
+    nothing is allocated or rebound per step. Otherwise each step binds the previous step's
+    ``present.*`` OrtValues as ``past_key_values.*`` (no copy). Either way the next token's
+    logits go into one preallocated buffer, and input ids, mask and positions come from buffers
+    filled in place. ``native=False`` keeps to onnxruntime's public IOBinding methods.
     """
     import onnxruntime
 
@@ -339,28 +374,35 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
     masks[:, :prompt] = mask
     device, device_id = _cache_device(session)
     binding = session.io_binding()
+    binding.bind_output("logits", "cpu")
+    # the cache: empty (it grows), or the final length (shared by past and present); the
+    # arrays stay referenced here while the session writes into them
+    length = prompt + max_new_tokens - 1 if shared else 0
+    buffers: list[np.ndarray] = []
     for name in past_names:
         shape, elem = inputs[name].shape, inputs[name].type
         if "bfloat16" in elem:
             raise InputError("a bfloat16 cache cannot be made on this provider; export the"
                              " compute in float32")
         dtype = np.float16 if "float16" in elem else np.float32
-        empty = np.zeros((batch, int(shape[1]), 0, int(shape[3])), dtype=dtype)
-        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(
-            empty, device, device_id))
+        buffers.append(np.zeros((batch, int(shape[1]), length, int(shape[3])), dtype=dtype))
+        value = onnxruntime.OrtValue.ortvalue_from_numpy(buffers[-1], device, device_id)
+        binding.bind_ortvalue_input(name, value)
+        if shared:
+            binding.bind_ortvalue_output(name.replace("past_key_values.", "present.", 1), value)
     binding.bind_cpu_input("input_ids", ids)
     binding.bind_cpu_input("attention_mask", np.ascontiguousarray(masks[:, :prompt]))
     if uses_positions:
         binding.bind_cpu_input("position_ids",
                                np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1))
-    binding.bind_output("logits", "cpu")
-    for name in present_names:
-        binding.bind_output(name, device, device_id)
+    if not shared:
+        for name in present_names:
+            binding.bind_output(name, device, device_id)
     session.run_with_iobinding(binding)
     first = binding.get_outputs()[0].numpy()
     logits = first[:, -1, :]
     step = _StepBinding(session, binding, device, device_id, native)
-    results = step.outputs()
+    results = None if shared else step.outputs()
     # From now on one token per row: fixed-size buffers, bound once, filled in place.
     step_ids = np.empty((batch, 1), dtype=np.int64)
     position = mask.sum(axis=-1, keepdims=True).astype(np.int64)  # cumsum(mask) - 1, next token
@@ -396,12 +438,14 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
             step.host_input("position_ids", position)
         step_mask = masks[:, :total] if batch == 1 else np.ascontiguousarray(masks[:, :total])
         step.host_input("attention_mask", step_mask)
-        for i, name in pasts:
-            step.value_input(name, results[i])
-        for name in present_names:
-            step.device_output(name)
+        if results is not None:
+            for i, name in pasts:
+                step.value_input(name, results[i])
+            for name in present_names:
+                step.device_output(name)
         step.run()
-        results = step.outputs()
+        if results is not None:
+            results = step.outputs()
         logits = step_logits[:, -1, :]
         if uses_positions:
             position += 1

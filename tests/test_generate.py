@@ -266,3 +266,70 @@ def test_weights_only_dtype_is_refused_for_generation_naming_compute_dtype() -> 
     with pytest.raises(ConversionError, match="compute_dtype='float16' instead"):
         onnxbridge.to_onnx(model, torch.randint(3, 128, (1, 4)), task="text-generation",
                            dtype=torch.float16)
+
+
+# Round 4: one preallocated cache shared by past and present (fused graphs on CPU), and the
+# smaller attention-bias subgraph (GroupQueryAttention masks the future itself; the bias hides
+# padding only). Both are checked against transformers' tokens, left padding included.
+
+
+@pytest.mark.slow
+def test_shared_cache_and_growing_cache_match_transformers(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    from onnxbridge.generate import _shared_cache_possible
+
+    model, m = llama
+    session = m.session("cpu")
+    assert m.generation_info.get("fused") and _shared_cache_possible(session, True)
+    assert not _shared_cache_possible(session, False)  # the exported graph's cache grows
+    ids = torch.randint(3, 128, (3, 6), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    mask[2, :4] = 0
+    want = reference(model, ids, mask, 24)
+    for shared in (True, False):
+        got = _greedy_or_sampled(session, ids.numpy(), mask.numpy(), 24, True, set(), 0,
+                                 False, 1.0, None, None, np.random.default_rng(0),
+                                 shared=shared)
+        assert np.array_equal(got, want), shared
+    # sampling goes through the same cache: one seed, the same draws either way
+    sampled = [_greedy_or_sampled(session, ids.numpy(), mask.numpy(), 12, True, set(), 0, True,
+                                  0.8, 20, 0.9, np.random.default_rng(5), shared=shared)
+               for shared in (True, False)]
+    assert np.array_equal(sampled[0], sampled[1])
+
+
+@pytest.mark.slow
+def test_fused_bias_subgraph_is_small_and_keeps_left_padding(
+        llama: tuple[torch.nn.Module, GenerativeModel]) -> None:
+    model, m = llama
+    ops = _ops(m)
+    # the padding bias: Mul, ArgMax, Cast (seqlens_k), Shape, Cast (total length), Unsqueeze,
+    # Gather, Unsqueeze, Shape, Expand; no causal mask of our own (no Range, no LessOrEqual)
+    assert "Range" not in ops and "LessOrEqual" not in ops and "Where" not in ops, ops
+    assert len(m.proto.graph.node) <= 41, ops
+    ids = torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(9))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # most of row 0 is padding
+    assert np.array_equal(m.generate(ids, mask, max_new_tokens=20, eos_token_id=None),
+                          reference(model, ids, mask, 20))
+
+
+@pytest.mark.slow
+def test_small_decoders_generate_on_one_thread_by_default(
+        llama: tuple[torch.nn.Module, GenerativeModel], monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge.generate import SMALL_DECODER, _generation_threads
+
+    model, m = llama
+    info = m.generation_info
+    assert info["parameters"] == sum(p.numel() for p in model.parameters()) < SMALL_DECODER
+    monkeypatch.delenv("ONNXBRIDGE_THREADS", raising=False)
+    assert _generation_threads(info, None) == 1
+    assert _generation_threads(info, 2) == 2  # the caller's choice wins
+    assert _generation_threads({**info, "parameters": SMALL_DECODER}, None) is None
+    monkeypatch.setenv("ONNXBRIDGE_THREADS", "2")
+    assert _generation_threads(info, None) is None  # the session reads the variable
+    monkeypatch.delenv("ONNXBRIDGE_THREADS")
+    ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(10))
+    assert np.array_equal(m.generate(ids, max_new_tokens=6, eos_token_id=None),
+                          reference(model, ids, None, 6))

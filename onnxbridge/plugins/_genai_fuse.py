@@ -10,8 +10,9 @@ those nodes than computing them. :func:`fuse_decoder` rewrites each layer into
 
 (``com.microsoft`` contrib operators; the past and present caches keep their
 ``[batch, kv_heads, length, head_dim]`` layout and names; the q/k/v projections are packed
-into one MatMul when their weights are held in memory), builds the attention bias (causal,
-padding, sliding window) once for all layers from ``attention_mask``, and fuses RMS norms into
+into one MatMul when their weights are held in memory), builds the attention bias once for
+all layers from ``attention_mask`` (padding only: GroupQueryAttention masks the future itself;
+causal and window for a sliding-window model), and fuses RMS norms into
 ``SkipSimplifiedLayerNormalization`` (onnxscript's rules; the first norm, without a residual,
 as a Skip norm of x with itself).
 
@@ -281,36 +282,48 @@ def fuse_decoder(proto: onnx.ModelProto, plan: FusePlan) -> tuple[onnx.ModelProt
     mask, ids, positions = inputs["attention_mask"], inputs["input_ids"], inputs["position_ids"]
 
     # Shared by every layer: lengths for GroupQueryAttention and the additive attention bias.
-    one = const("onnxbridge_fused.one", np.array([1], np.int64))
-    zero_s = const("onnxbridge_fused.zero_scalar", np.array(0, np.int64))
-    one_s = const("onnxbridge_fused.one_scalar", np.array(1, np.int64))
-    mask_shape = add("Shape", [mask])
-    total = add("Squeeze", [add("Slice", [mask_shape, one, const(
-        "onnxbridge_fused.two", np.array([2], np.int64))])])
-    batch = add("Slice", [mask_shape, const("onnxbridge_fused.zero", np.array([0], np.int64)),
-                          one])
-    seq = add("Squeeze", [add("Shape", [ids], start=1, end=2)])
-    past = add("Sub", [total, seq])
-    total32 = add("Cast", [total], to=ir.DataType.INT32)
-    seqlens = add("Expand", [add("Cast", [add("Sub", [total, one_s])], to=ir.DataType.INT32),
-                             batch])
-    keys = add("Range", [zero_s, total, one_s])  # [T]
-    queries = add("Unsqueeze", [add("Range", [past, total, one_s]), one])  # [S, 1]
-    causal = add("LessOrEqual", [keys, queries])  # [S, T]
-    padding = add("Unsqueeze", [add("Cast", [mask], to=ir.DataType.BOOL),
-                                const("onnxbridge_fused.axes12", np.array([1, 2], np.int64))])
-    zero_f = const("onnxbridge_fused.zero_float", np.array(0, np_dtype))
-    lowest = const("onnxbridge_fused.lowest", np.array(np.finfo(np_dtype).min, np_dtype))
-    biases: dict[int | None, Any] = {}
+    # GroupQueryAttention masks the future itself (causal), so the bias only has to hide
+    # padding: each row's [T] pattern, repeated for its S queries, [B, 1, S, T].
+    # seqlens_k: total - 1 for every row, as ArgMax's last index of a row of zeros.
+    zeros = add("Mul", [mask, const("onnxbridge_fused.zero_scalar", np.array(0, np.int64))])
+    seqlens = add("Cast", [add("ArgMax", [zeros], axis=1, keepdims=0, select_last_index=1)],
+                  to=ir.DataType.INT32)
+    total32 = add("Cast", [add("Shape", [mask], start=1, end=2)], to=ir.DataType.INT32)
+    table = const("onnxbridge_fused.padding_bias",  # finite: a row of padding only is no NaN
+                  np.array([np.finfo(np_dtype).min, 0], np_dtype))
+    axes = const("onnxbridge_fused.axes12", np.array([1, 2], np.int64))
+    per_key = add("Gather", [table, add("Unsqueeze", [mask, axes])])  # [B, 1, 1, T]
+    queries_shape = add("Shape", [add("Unsqueeze", [positions, const(
+        "onnxbridge_fused.axes13", np.array([1, 3], np.int64))])])  # [B, 1, S, 1]
+    padding_bias = add("Expand", [per_key, queries_shape])
+    biases: dict[int | None, Any] = {None: padding_bias}
+
+    window_parts: list[Any] = []
 
     def bias_for(window: int | None) -> Any:
-        if window not in biases:
-            allowed = causal
-            if window is not None:
-                start = add("Sub", [queries, const(f"onnxbridge_fused.window{window}",
-                                                   np.array(window, np.int64))])
-                allowed = add("And", [allowed, add("Greater", [keys, start])])
-            allowed = add("And", [padding, allowed])  # [B, 1, S, T]
+        if window not in biases:  # a sliding window: causal, window and padding, [B, 1, S, T]
+            if not window_parts:  # what every window shares, made once
+                one_s = const("onnxbridge_fused.one_scalar", np.array(1, np.int64))
+                total = add("Squeeze", [add("Shape", [mask], start=1, end=2)])
+                seq = add("Squeeze", [add("Shape", [ids], start=1, end=2)])
+                keys = add("Range", [const("onnxbridge_fused.zero_s", np.array(0, np.int64)),
+                                     total, one_s])  # [T]
+                queries = add("Unsqueeze", [add("Range", [add("Sub", [total, seq]), total,
+                                                          one_s]),
+                                            const("onnxbridge_fused.one", np.array([1], np.int64))])
+                padding = add("Unsqueeze", [add("Cast", [mask], to=ir.DataType.BOOL),
+                                            const("onnxbridge_fused.axes12b",
+                                                  np.array([1, 2], np.int64))])
+                causal = add("And", [padding, add("LessOrEqual", [keys, queries])])
+                window_parts.extend([keys, queries, causal])
+                window_parts.append(const("onnxbridge_fused.zero_float", np.array(0, np_dtype)))
+                window_parts.append(const("onnxbridge_fused.lowest",
+                                          np.array(np.finfo(np_dtype).min, np_dtype)))
+            keys, queries, causal, zero_f, lowest = window_parts
+            start = add("Sub", [queries, const(f"onnxbridge_fused.window{window}",
+                                               np.array(window, np.int64))])
+            allowed = add("And", [causal, add("Greater", [keys, start])])  # [B, 1, S, T]
+            # finite everywhere: a row of padding only gets a uniform softmax, not NaN
             biases[window] = add("Where", [allowed, zero_f, lowest])
         return biases[window]
 

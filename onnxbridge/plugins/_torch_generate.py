@@ -319,6 +319,7 @@ def convert_causal_lm(model: Any, sample: Any, options: ConvertOptions, task_giv
         "pad_token_id": getattr(generation, "pad_token_id", None) if generation is not None
         else getattr(config, "pad_token_id", None),
         "vocab_size": vocab,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
     }
     info.update(beam_defaults(generation))
     notes = ["exported for text generation: one decoder with a key/value cache"
