@@ -13,6 +13,7 @@ import pytest
 
 from onnxbridge import OnnxModel
 from onnxbridge.cli import main
+from onnxbridge.errors import InputError
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
@@ -249,9 +250,19 @@ def test_convert_torch_files(torch_files: Path, source: str, extra: list[str],
 
 def test_torch_files_that_cannot_convert_say_why(torch_files: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxbridge
+
     base = ["-s", str(torch_files / "x.npy"), "-o", str(torch_files / "no.onnx")]
-    assert main(["convert", str(torch_files / "static.pt2"), *base]) == 1
-    assert "pass --fixed-batch" in capsys.readouterr().err
+    # A program exported with a fixed batch is converted at that batch (as --fixed-batch does),
+    # saying so, and another batch is refused by the ONNX model's own input check.
+    with pytest.warns(UserWarning, match="sample's sizes only"):
+        assert main(["convert", str(torch_files / "static.pt2"), *base]) == 0
+    m = onnxbridge.load(torch_files / "no.onnx")
+    assert m.parity is not None and m.parity.batch_sizes == [3]
+    assert any("kept at the sample's size" in n for n in m.parity.notes)
+    with pytest.raises(InputError, match="axis 0 must be 3"):
+        m.run(np.zeros((1, 4), np.float32))
+    (torch_files / "no.onnx").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         assert main(["convert", str(torch_files / "weights.pth"), *base, "--trust"]) == 1
