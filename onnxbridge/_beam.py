@@ -174,6 +174,11 @@ def _empty_cache(spec: Any, rows: int, device: str, device_id: int) -> Any:
     return onnxruntime.OrtValue.ortvalue_from_numpy(empty, device, device_id)
 
 
+def _cache_length(value: Any) -> int:
+    """The positions a cache OrtValue holds (axis 2 of [batch, heads, length, dim])."""
+    return int(value.shape()[2])
+
+
 def decoder_beams(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                   uses_positions: bool, eos: Sequence[int], pad: int, num_beams: int,
                   length_penalty: float, early_stopping: bool | str, device: str,
@@ -196,7 +201,10 @@ def decoder_beams(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_token
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
         binding.bind_cpu_input("input_ids", tokens)
-        binding.bind_cpu_input("attention_mask", masks)
+        # the mask covers the keys this step sees (a sliding-window cache keeps the last ones)
+        keys = min(masks.shape[1], tokens.shape[1] + min(
+            (_cache_length(v) for v in past.values()), default=masks.shape[1]))
+        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(masks[:, -keys:]))
         if uses_positions:
             binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
         for name, value in past.items():

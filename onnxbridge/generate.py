@@ -436,8 +436,12 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
         step.host_input("input_ids", step_ids)
         if uses_positions:
             step.host_input("position_ids", position)
-        step_mask = masks[:, :total] if batch == 1 else np.ascontiguousarray(masks[:, :total])
-        step.host_input("attention_mask", step_mask)
+        # the mask covers the keys this step sees: a sliding-window model's cache keeps only
+        # the window, and its mask columns must be those of the kept positions (the last ones)
+        keys = total if results is None else min(total, _cache_length(results[1]) + 1)
+        step_mask = masks[:, total - keys:total]
+        step.host_input("attention_mask", step_mask if batch == 1 else
+                        np.ascontiguousarray(step_mask))
         if results is not None:
             for i, name in pasts:
                 step.value_input(name, results[i])
@@ -450,6 +454,11 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
         if uses_positions:
             position += 1
     return out
+
+
+def _cache_length(value: Any) -> int:
+    """The positions a ``present.*`` OrtValue holds (axis 2 of [batch, heads, length, dim])."""
+    return int(value.shape()[2])
 
 
 def _host_array(value: Any) -> np.ndarray:

@@ -333,3 +333,28 @@ def test_small_decoders_generate_on_one_thread_by_default(
     ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(10))
     assert np.array_equal(m.generate(ids, max_new_tokens=6, eos_token_id=None),
                           reference(model, ids, None, 6))
+
+
+@pytest.mark.slow
+def test_sliding_window_cache_with_left_padding_matches_transformers() -> None:
+    # A sliding-window model's cache keeps only the last window-1 positions, so each step's
+    # mask must be the columns of those positions: with the whole mask, a left-padded row's
+    # logits were off by ~0.1 as soon as the window slid (greedy and beam tokens then parted).
+    torch.manual_seed(0)
+    config = transformers.MistralConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+        sliding_window=8)
+    model = transformers.MistralForCausalLM(config).eval()
+    ids = torch.randint(3, 128, (3, 6), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    mask[2, :4] = 0
+    m = onnxbridge.to_onnx(model, torch.randint(3, 128, (2, 6)))
+    got = m.generate(ids, mask, max_new_tokens=20, eos_token_id=None)
+    np.testing.assert_array_equal(got, reference(model, ids, mask, 20))
+    with torch.no_grad():
+        beams = model.generate(ids, attention_mask=mask, max_new_tokens=12, num_beams=3,
+                               do_sample=False, pad_token_id=0, eos_token_id=None).numpy()
+    np.testing.assert_array_equal(
+        m.generate(ids, mask, max_new_tokens=12, num_beams=3, eos_token_id=None), beams)
