@@ -381,3 +381,24 @@ def test_plain_feeds_reads_one_dict() -> None:
     feeds = plain_feeds(checks, ({"x": x},), {})
     assert feeds is not None and feeds["x"] is x
     assert plain_feeds(checks, ({"x": x},), {"x": x}) is None  # both ways at once: the full path
+
+
+def test_a_parameter_is_a_tensor_too() -> None:
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.tensor([1.5, 2.5]))  # type's module: torch.nn.parameter
+    assert type(param).__module__ != "torch"
+    np.testing.assert_array_equal(as_array(param), [1.5, 2.5])
+    np.testing.assert_array_equal(identity_model(shape=["n"]).run(param), np.float32([1.5, 2.5]))
+
+
+def test_binding_leaves_int64_to_float64_to_the_checked_host_path() -> None:
+    torch = pytest.importorskip("torch")
+    assert np.can_cast(np.int64, np.float64, casting="safe")  # numpy calls it safe, yet
+    assert float(2**53 + 1) == float(2**53)  # 2**53 + 1 has no float64 (by hand)
+    m = identity_model(elem=TensorProto.DOUBLE)
+    s = _session(m)
+    assert bind_torch_inputs(s, m.inputs, (torch.ones(1, 3, dtype=torch.int64),), {},
+                             force=True) is None
+    with pytest.raises(InputError, match="not exact"):
+        m.run(torch.tensor([[2**53 + 1, 0, 0]]), io_binding=True)
+    np.testing.assert_array_equal(m.run(torch.tensor([[2, 0, 1]]), io_binding=True), [[2.0, 0.0, 1.0]])

@@ -1,0 +1,242 @@
+"""Reading a model (_files.py's read path: paths, bytes, streams, the top-level scan, parsing):
+each refusal with its text, boundaries counted by hand, and what loads equal to onnx's own
+parse. Found by mutation testing."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxbridge import LoadError
+from onnxbridge import _files
+from onnxbridge._files import _describe_source, _TopLevelScan, load_proto
+
+
+def small_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.float32([1, 2]), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    proto.ir_version = 8
+    return proto.SerializeToString()
+
+
+class Recording(io.RawIOBase):
+    """A binary stream that gives at most ``step`` bytes a read and records what was asked."""
+
+    def __init__(self, data: bytes, step: int | None = None, endless: bytes | None = None) -> None:
+        self.data, self.step, self.endless = data, step, endless
+        self.asked: list[int] = []
+        self.given = 0
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        self.asked.append(size)
+        if self.endless is not None:
+            out = (self.endless * (size // len(self.endless) + 1))[:size]
+        else:
+            n = size if self.step is None else min(size, self.step)
+            out = self.data[self.given:self.given + n]
+        self.given += len(out)
+        return out
+
+
+def test_a_stream_in_one_byte_pieces_loads_as_onnx_parses_it() -> None:
+    data = small_model()
+    proto, folder = load_proto(Recording(data, step=1))
+    assert folder is None
+    assert proto == onnx.load_model_from_string(data)  # onnx's own parse is the reference
+    stream = Recording(data)
+    load_proto(stream)
+    # first 64 KiB, then up to 16 MiB, never past cap + 1 (DEFAULT_MAX_BYTES = 64 GiB here)
+    assert stream.asked == [65536, 2**24]
+
+
+def test_a_stream_is_read_in_bounded_pieces_up_to_the_cap() -> None:
+    data = small_model()
+    n = len(data)
+    stream = Recording(data)
+    assert load_proto(stream, max_bytes=n)[0] == onnx.load_model_from_string(data)
+    assert stream.asked == [n + 1, 1]  # limit + 1 - len(data) each time (by hand)
+    with pytest.raises(LoadError) as err:
+        load_proto(Recording(data), max_bytes=n - 1)
+    assert str(err.value) == (f"<Recording> gave more than {n - 1:,} bytes; pass max_bytes= to"
+                              " raise the cap")
+    big = 10**6
+    with pytest.raises(LoadError, match="gave more than 1,000,000 bytes"):
+        load_proto(Recording(data + b"\x42\x00" * big), max_bytes=big)  # empty opset_imports
+
+
+def test_the_protobuf_limit_is_named_when_it_is_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = small_model()
+    monkeypatch.setattr(_files, "PROTOBUF_MAX_MESSAGE", 50)  # instead of 2 GiB
+    with pytest.raises(LoadError) as err:
+        load_proto(Recording(data), max_bytes=10**6)
+    assert str(err.value) == (
+        "<Recording> gave more than 50 bytes (protobuf's 2 GiB limit for one model: a larger"
+        " model keeps its weights in external data files, loaded from a path or with base_dir=)")
+
+
+def test_an_endless_stream_of_garbage_stops_after_the_first_read() -> None:
+    for garbage, why in [
+        (b"\x00", "at byte 0, field 0 (wire type 0) is not a ModelProto field (bytes 0000000000000000)"),
+        (b"hello ", "at byte 0, field 13 (wire type 0) is not a ModelProto field (bytes 68656c6c6f206865)"),
+        (b"\x08\x07", "at byte 2, field 1 appears twice"),  # ir_version = 7, again and again
+    ]:
+        stream = Recording(b"", endless=garbage)
+        with pytest.raises(LoadError) as err:
+            load_proto(stream)
+        assert str(err.value) == f"<Recording> is not an ONNX model: {why}"
+        assert stream.asked == [65536]
+
+
+def test_scan_by_hand() -> None:
+    scan = _TopLevelScan()
+    # 0x3a = field 7 (graph), wire 2; a length varint split over two feeds; repeated opset (8).
+    data = bytearray(b"\x08\x08\x3a")
+    assert scan.feed(data) is None and scan.pos == 2
+    data += b"\x83"
+    assert scan.feed(data) is None and scan.pos == 2  # the length is not complete yet
+    data += b"\x01" + b"\x00" * 131  # length 3 + 128 = 131
+    assert scan.feed(data) is None and scan.pos == 2 + 1 + 2 + 131
+    data += b"\x42\x00\x42\x00"  # opset_import twice: repeated field, fine
+    assert scan.feed(data) is None and scan.pos == len(data)
+    assert scan.seen == {1, 7, 8}
+    data += b"\x3a\x00"  # graph again
+    assert scan.feed(data) == f"at byte {len(data) - 2}, field 7 appears twice"
+    wrong_wire = _TopLevelScan()
+    assert wrong_wire.feed(bytearray(b"\x0a\x00")) == (
+        "at byte 0, field 1 (wire type 2) is not a ModelProto field (bytes 0a00)")
+    too_long = _TopLevelScan()
+    assert too_long.feed(bytearray(b"\x08" + b"\xff" * 10 + b"\x01")) == (
+        "at byte 0, a varint longer than 10 bytes")
+    ten = _TopLevelScan()  # 10 bytes is the longest varint: 2**63 fits
+    assert ten.feed(bytearray(b"\x08" + b"\x80" * 9 + b"\x01")) is None and ten.pos == 11
+
+
+def test_stream_failures_in_full() -> None:
+    with pytest.raises(LoadError) as err:
+        load_proto(io.StringIO("text"))
+    assert str(err.value) == ("<StringIO> is a text stream; open the file in binary mode ('rb')")
+
+    class Broken(io.RawIOBase):
+        name = "net.onnx"
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+            raise self.exc
+
+    with pytest.raises(LoadError) as err:
+        load_proto(Broken(OSError("connection reset")))
+    assert str(err.value) == "cannot read the model from <file 'net.onnx'>: connection reset"
+    with pytest.raises(LoadError) as err:
+        load_proto(Broken(RuntimeError()))
+    assert str(err.value) == "cannot read the model from <file 'net.onnx'>: RuntimeError"
+    with pytest.raises(LoadError) as err:
+        load_proto(io.BytesIO(b""))
+    assert str(err.value) == "<BytesIO> is empty (0 bytes): not an ONNX model"
+
+
+def test_sources_described() -> None:
+    assert _describe_source("m.onnx") == "'m.onnx'"
+    assert _describe_source(Path("a") / "m.onnx") == repr(os.path.join("a", "m.onnx"))
+    assert _describe_source(b"abc") == "<3 bytes>"
+    assert _describe_source(bytearray(5)) == "<5 bytes>"
+    assert _describe_source(memoryview(b"ab")) == "<2 bytes>"
+    assert _describe_source(io.BytesIO()) == "<BytesIO>"
+
+    class Named:
+        name = 3  # not a str: the type's name
+
+    assert _describe_source(Named()) == "<Named>"
+    with pytest.raises(LoadError) as err:
+        load_proto(12)
+    assert str(err.value) == ("cannot load a model from a int; pass a path, bytes, a binary file"
+                              " object or an onnx.ModelProto")
+
+
+def test_paths_refused_with_their_reason(tmp_path: Path) -> None:
+    data = small_model()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    assert load_proto(path, max_bytes=len(data))[0] == onnx.load(str(path))  # exactly the cap
+    with pytest.raises(LoadError) as err:
+        load_proto(path, max_bytes=len(data) - 1)
+    assert str(err.value) == (f"{str(path)!r} is {len(data)} bytes, over the {len(data) - 1}-byte"
+                              " cap; pass max_bytes= to load() to raise it")
+    with pytest.raises(LoadError) as err:
+        load_proto(tmp_path / "none.onnx")
+    assert str(err.value) == f"no such model file: {str(tmp_path / 'none.onnx')!r}"
+    with pytest.raises(LoadError) as err:
+        load_proto(tmp_path)
+    assert str(err.value) == (f"{str(tmp_path)!r} is a directory, not an ONNX file; pass the path"
+                              " of the .onnx file in it")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(LoadError) as err:
+        load_proto(fifo)
+    assert str(err.value) == f"{str(fifo)!r} is not a regular file (a device, FIFO or socket)"
+    with pytest.raises(LoadError) as err:
+        load_proto(tmp_path / "m.onnx" / "x")  # a file as a folder: ENOTDIR
+    assert str(err.value).startswith(f"cannot read model file {str(tmp_path / 'm.onnx' / 'x')!r}:"
+                                     " Not a directory")
+
+
+def test_bytes_over_the_cap_and_not_a_model() -> None:
+    data = small_model()
+    assert load_proto(data, max_bytes=len(data))[0] == onnx.load_model_from_string(data)
+    with pytest.raises(LoadError) as err:
+        load_proto(data, max_bytes=len(data) - 1)
+    assert str(err.value) == (f"<{len(data)} bytes> is over the {len(data) - 1}-byte cap; pass"
+                              " max_bytes= to raise it")
+    with pytest.raises(LoadError, match=r"^<3 bytes> is not an ONNX model, or it is truncated or corrupted"):
+        load_proto(b"\x0a\xff\xff")
+    empty_graph = onnx.ModelProto(ir_version=8)
+    empty_graph.opset_import.add().version = 17
+    for proto in (empty_graph, onnx.ModelProto(ir_version=8, graph=onnx.GraphProto(name="g"))):
+        raw = proto.SerializeToString()
+        with pytest.raises(LoadError) as err:
+            load_proto(raw)
+        assert str(err.value) == (f"<{len(raw)} bytes> is not an ONNX model: it has no IR version,"
+                                  " graph or opset")
+
+
+@pytest.mark.parametrize(("name", "where"), [
+    ("g", "a graph name in the main graph"),
+    ("x", "a value name in the main graph"),
+    ("w", "an initializer name in the main graph"),
+    ("add", "a name of a 'Add' node in the main graph"),
+])
+def test_a_name_that_is_not_utf8_is_refused_with_its_place(name: str, where: str) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["xxxxqq", "wwwwqq"], ["yyyyqq"], name="addaqq")], "ggggqq",
+        [helper.make_tensor_value_info("xxxxqq", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("yyyyqq", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.float32([1, 2]), "wwwwqq")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # Each name is 6 bytes and unique; replace only the field meant (graph name: tag 0x12 in
+    # GraphProto; the others by their first occurrence's field in its own message).
+    token = {"g": b"ggggqq", "x": b"xxxxqq", "w": b"wwwwqq", "add": b"addaqq"}[name]
+    raw = proto.SerializeToString()
+    if name == "x":  # replace the value_info's name only (tag 0x0a, length 6), keep node inputs
+        at = raw.rindex(b"\x0a\x06" + token) + 2  # the graph input, after the node's input
+        raw = raw[:at] + b"\xff\xfe" + raw[at + 2:]
+    elif name == "w":  # the initializer's name: TensorProto field 8 (tag 0x42)
+        raw = raw.replace(b"\x42\x06" + token, b"\x42\x06\xff\xfe" + token[2:], 1)
+    else:
+        raw = raw.replace(token, b"\xff\xfe" + token[2:], 1)
+    with pytest.raises(LoadError) as err:
+        load_proto(raw)
+    assert str(err.value) == (f"<{len(raw)} bytes> is not a valid ONNX model: {where} is not UTF-8"
+                              " text (ONNX requires every name to be UTF-8); the file is corrupted"
+                              " or was written by a broken tool")
