@@ -154,3 +154,12 @@ def test_an_unwritable_place_only_loses_the_shortcut(monkeypatch: pytest.MonkeyP
     compat._disk_remember("ir8 ai.onnx:13")  # no error
     assert compat._accepts_versions(8, {"": 13}) is True
     assert blocker.read_text(encoding="utf-8") == "x"
+
+
+def test_a_bare_file_name_is_written_in_the_working_folder(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(compat.ENV_RUNTIME_CACHE, "accepts.json")
+    compat._disk_remember("ir8 ai.onnx:13")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accepts.json"]  # no other folder made
+    assert compat._disk_knows("ir8 ai.onnx:13")
