@@ -13,8 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxbridge import LoadError
-from onnxbridge import _files
+from onnxbridge import LoadError, _files
 from onnxbridge._files import _describe_source, _TopLevelScan, load_proto
 
 
