@@ -173,22 +173,27 @@ def test_paths_refused_with_their_reason(tmp_path: Path) -> None:
         load_proto(path, max_bytes=len(data) - 1)
     assert str(err.value) == (f"{str(path)!r} is {len(data)} bytes, over the {len(data) - 1}-byte"
                               " cap; pass max_bytes= to load() to raise it")
+    assert err.value.source == path  # LoadError names the source it refused
     with pytest.raises(LoadError) as err:
         load_proto(tmp_path / "none.onnx")
     assert str(err.value) == f"no such model file: {str(tmp_path / 'none.onnx')!r}"
+    assert err.value.source == tmp_path / "none.onnx"
     with pytest.raises(LoadError) as err:
         load_proto(tmp_path)
     assert str(err.value) == (f"{str(tmp_path)!r} is a directory, not an ONNX file; pass the path"
                               " of the .onnx file in it")
+    assert err.value.source == tmp_path
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(LoadError) as err:
         load_proto(fifo)
     assert str(err.value) == f"{str(fifo)!r} is not a regular file (a device, FIFO or socket)"
+    assert err.value.source == fifo
     with pytest.raises(LoadError) as err:
         load_proto(tmp_path / "m.onnx" / "x")  # a file as a folder: ENOTDIR
     assert str(err.value).startswith(f"cannot read model file {str(tmp_path / 'm.onnx' / 'x')!r}:"
                                      " Not a directory")
+    assert err.value.source == tmp_path / "m.onnx" / "x"
 
 
 def test_bytes_over_the_cap_and_not_a_model() -> None:
@@ -239,3 +244,73 @@ def test_a_name_that_is_not_utf8_is_refused_with_its_place(name: str, where: str
     assert str(err.value) == (f"<{len(raw)} bytes> is not a valid ONNX model: {where} is not UTF-8"
                               " text (ONNX requires every name to be UTF-8); the file is corrupted"
                               " or was written by a broken tool")
+
+
+class Pieces(io.RawIOBase):
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.asked, self.given = data, step, [], 0
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        self.asked.append(size)
+        out = self.data[self.given:self.given + min(size, self.step)]
+        self.given += len(out)
+        return out
+
+
+def test_bounded_reads_by_hand() -> None:
+    from onnxbridge._files import _read_bounded
+
+    data = bytes(range(20))
+    stream = Pieces(data, 3)
+    assert _read_bounded(stream, 10) == data[:11]  # limit + 1 bytes at most, joined in order
+    assert stream.asked == [11, 8, 5, 2]  # limit + 1 - total, 3 bytes given each time
+    short = Pieces(data[:4], 3)
+    assert _read_bounded(short, 10) == data[:4] and short.asked == [11, 8, 7]
+    huge = Pieces(b"", 1)
+    assert _read_bounded(huge, 2**30) == b"" and huge.asked == [2**24]  # 16 MiB pieces at most
+
+
+def _if_model(then_name: str) -> onnx.ModelProto:
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], [then_name])], "then",
+        [], [helper.make_tensor_value_info(then_name, TensorProto.FLOAT, [2])])
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e_out"])], "else",
+        [], [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto
+
+
+def test_names_that_are_not_utf8_in_subgraphs_functions_and_op_types() -> None:
+    def broken(proto: onnx.ModelProto, token: bytes) -> bytes:
+        raw = proto.SerializeToString()
+        assert raw.count(token) >= 1
+        return raw.replace(token, b"\xff\xfe" + token[2:])
+
+    ok = _if_model("thenqq")
+    assert load_proto(ok.SerializeToString())[0] == ok  # loads when every name is text
+    for where, token in [("a value name in a subgraph", b"thenqq")]:
+        with pytest.raises(LoadError, match=f"not a valid ONNX model: {where} is not UTF-8"):
+            load_proto(broken(ok, token))
+    graph = helper.make_graph(
+        [helper.make_node("Opqqqq", ["x"], ["y"], domain="my.ops")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    custom = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                     helper.make_opsetid("my.ops", 1)])
+    with pytest.raises(LoadError, match="not a valid ONNX model: a node's operator name in the"
+                                        " main graph is not UTF-8"):
+        load_proto(broken(custom, b"Opqqqq"))
+    function = helper.make_function("my.ops", "Fnqqqq", ["a"], ["b"],
+                                    [helper.make_node("Neg", ["a"], ["b"])],
+                                    [helper.make_opsetid("", 17)])
+    custom.functions.append(function)
+    with pytest.raises(LoadError, match="not a valid ONNX model: a name in a model-local function"
+                                        " is not UTF-8"):
+        load_proto(broken(custom, b"Fnqqqq"))
