@@ -207,12 +207,26 @@ def test_bytes_over_the_cap_and_not_a_model() -> None:
         load_proto(b"\x0a\xff\xff")
     empty_graph = onnx.ModelProto(ir_version=8)
     empty_graph.opset_import.add().version = 17
-    for proto in (empty_graph, onnx.ModelProto(ir_version=8, graph=onnx.GraphProto(name="g"))):
+    no_ir = onnx.load_model_from_string(data)
+    no_ir.ir_version = 0
+    for proto in (empty_graph, onnx.ModelProto(ir_version=8, graph=onnx.GraphProto(name="g")), no_ir):
         raw = proto.SerializeToString()
         with pytest.raises(LoadError) as err:
             load_proto(raw)
         assert str(err.value) == (f"<{len(raw)} bytes> is not an ONNX model: it has no IR version,"
                                   " graph or opset")
+        assert err.value.source == raw
+    oldest = onnx.load_model_from_string(data)
+    oldest.ir_version = 1  # IR version 1 is a version: parsed (onnxruntime judges it later)
+    assert load_proto(oldest.SerializeToString())[0] == oldest
+    for raw in (b"", b"\x0a\xff\xff"):
+        with pytest.raises(LoadError) as err:
+            load_proto(raw)
+        assert err.value.source == raw
+    bad_name = data.replace(b"add", b"\xff\xfe\xfd", 1)
+    with pytest.raises(LoadError, match="not UTF-8") as err:
+        load_proto(bad_name)
+    assert err.value.source == bad_name
 
 
 @pytest.mark.parametrize(("name", "where"), [
