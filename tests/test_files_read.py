@@ -328,3 +328,54 @@ def test_names_that_are_not_utf8_in_subgraphs_functions_and_op_types() -> None:
     with pytest.raises(LoadError, match="not a valid ONNX model: a name in a model-local function"
                                         " is not UTF-8"):
         load_proto(broken(custom, b"Fnqqqq"))
+
+
+def _external_model(folder: Path) -> Path:
+    proto = onnx.load_model_from_string(small_model())
+    path = folder / "m.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="w.bin", size_threshold=0)
+    return path
+
+
+def test_sources_named_in_parse_errors_and_proto_sources_kept(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x0a\xff\xff")
+    with pytest.raises(LoadError) as err:
+        load_proto(path)
+    assert str(err.value).startswith(f"{str(path)!r} is not an ONNX model, or it is truncated")
+    assert err.value.source == path
+    stream = io.BytesIO(b"\x3a\x02\xff\xff")  # a graph field (passes the scan) of garbage
+    with pytest.raises(LoadError, match="truncated or corrupted") as err:
+        load_proto(stream)
+    assert err.value.source is stream
+    with pytest.raises(LoadError) as err:
+        load_proto(12)
+    assert err.value.source == 12
+    proto = onnx.load_model_from_string(small_model())
+    got, folder = load_proto(proto)
+    assert got is proto and folder is None  # a ModelProto without external data: as it is
+
+
+def test_base_dir_wins_over_the_paths_folder(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path = _external_model(tmp_path / "a")
+    moved = tmp_path / "b" / "m.onnx"
+    moved.write_bytes(path.read_bytes())  # the model file alone; its data stays in a/
+    with pytest.raises(LoadError):
+        load_proto(moved)
+    proto, _ = load_proto(moved, base_dir=tmp_path / "a")
+    assert proto == onnx.load(str(path))  # onnx reads the same weights in (its own loader)
+
+
+def test_bytes_with_external_data_need_a_folder(tmp_path: Path) -> None:
+    raw = _external_model(tmp_path).read_bytes()
+    with pytest.raises(LoadError) as err:
+        load_proto(raw)
+    assert str(err.value) == (
+        f"<{len(raw)} bytes> refers to external data files, and bytes or streams carry no folder"
+        " to find them in; pass base_dir= (the folder that holds the data files) to load(), or"
+        " load the model's path")
+    assert err.value.source == raw
+    assert load_proto(raw, base_dir=tmp_path)[0] == onnx.load(str(tmp_path / "m.onnx"))
