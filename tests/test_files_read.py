@@ -379,3 +379,46 @@ def test_bytes_with_external_data_need_a_folder(tmp_path: Path) -> None:
         " load the model's path")
     assert err.value.source == raw
     assert load_proto(raw, base_dir=tmp_path)[0] == onnx.load(str(tmp_path / "m.onnx"))
+
+
+def test_external_data_kept_only_above_the_threshold(tmp_path: Path) -> None:
+    from onnx.external_data_helper import uses_external_data
+
+    path = _external_model(tmp_path)  # one tensor w: 2 float32 = 8 bytes of external data
+    reference = onnx.load(str(path))  # onnx reads the data in itself
+    proto, folder = load_proto(path, keep_external_above=8)  # 8 is not above 8: read in
+    assert folder is None and proto == reference
+    assert not uses_external_data(proto.graph.initializer[0])
+    kept, folder = load_proto(path, keep_external_above=7)
+    assert folder == tmp_path and uses_external_data(kept.graph.initializer[0])
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(LoadError) as err:
+        load_proto(path)
+    assert str(err.value) == (f"{str(path)!r}: external data of tensor 'w' refused: 'w.bin' does"
+                              f" not exist in {str(tmp_path)!r}")
+
+
+def test_a_proto_whose_attribute_tensors_are_external_must_come_by_path(tmp_path: Path) -> None:
+    from onnx.external_data_helper import uses_external_data
+
+    value = numpy_helper.from_array(np.float32([5, 6]), "c")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=value),
+         helper.make_node("Add", ["x", "k"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="w.bin", size_threshold=0, convert_attribute=True)
+    refs = onnx.load(str(path), load_external_data=False)
+    assert uses_external_data(refs.graph.node[0].attribute[0].t)
+    with pytest.raises(LoadError) as err:
+        load_proto(refs, base_dir=tmp_path, keep_external_above=0)
+    assert str(err.value) == ("<ModelProto>: its sparse or attribute tensors keep their bytes in"
+                              " external files; load the model's path instead of the ModelProto")
+    assert err.value.source is refs
+    got, folder = load_proto(refs, base_dir=tmp_path)  # small: read into a copy
+    assert got == onnx.load(str(path)) and got is not refs and folder is None
+    assert uses_external_data(refs.graph.node[0].attribute[0].t)  # the caller's proto untouched
