@@ -422,3 +422,112 @@ def test_a_proto_whose_attribute_tensors_are_external_must_come_by_path(tmp_path
     got, folder = load_proto(refs, base_dir=tmp_path)  # small: read into a copy
     assert got == onnx.load(str(path)) and got is not refs and folder is None
     assert uses_external_data(refs.graph.node[0].attribute[0].t)  # the caller's proto untouched
+
+
+# -- helpers of the save path not covered elsewhere ------------------------------------------------
+def test_stale_temps_of_dead_writers_go_and_live_ones_are_left_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from onnxbridge._files import _HOST, _TEMP_SUFFIX, _remove_stale_temps
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        names = {
+            "live": f".m.onnx.{_HOST}.{live.pid}.x{_TEMP_SUFFIX}",
+            "dead": f".m.onnx.{_HOST}.{dead.pid}.x{_TEMP_SUFFIX}",
+            "mine": f".m.onnx.{_HOST}.{os.getpid()}.x{_TEMP_SUFFIX}",
+            "odd": f".m.onnx.{_HOST}.abc.x{_TEMP_SUFFIX}",
+            "other": f".m.onnx.otherhost.{dead.pid}.x{_TEMP_SUFFIX}",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        _remove_stale_temps(tmp_path, "m.onnx")
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {names[k] for k in ("live", "mine", "odd", "other")}
+        assert live.poll() is None  # only asked whether it lives (signal 0), not signalled
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_umask_read_is_the_process_umask() -> None:
+    from onnxbridge._files import _umask
+
+    old = os.umask(0o027)
+    try:
+        assert _umask() == 0o027
+    finally:
+        os.umask(old)
+    assert _umask() == old
+
+
+def test_check_parent_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxbridge._files import _check_parent
+
+    monkeypatch.chdir(tmp_path)
+    assert _check_parent(Path("m.onnx")) == Path(".")
+    assert _check_parent(tmp_path / "m.onnx") == tmp_path
+    with pytest.raises(FileNotFoundError) as err:
+        _check_parent(tmp_path / "no" / "m.onnx")
+    assert str(err.value) == f"folder {str(tmp_path / 'no')!r} does not exist; create it first"
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError) as verr:
+        _check_parent(tmp_path / "d")
+    assert str(verr.value) == (f"{str(tmp_path / 'd')!r} is a directory; give a file name such as"
+                               " model.onnx")
+
+
+def test_model_size_is_never_below_protobufs_own_size() -> None:
+    """model_size decides whether a proto is over 2 GB: it must not undercount any part."""
+    from onnxbridge._files import is_large, model_size
+
+    base = onnx.load_model_from_string(small_model())
+    base.doc_string = "d" * 5000
+    base.graph.doc_string = "g" * 7000
+    base.graph.node[0].doc_string = "n" * 3000
+    base.metadata_props.add(key="k", value="v" * 4000)
+    base.graph.initializer.append(numpy_helper.from_array(np.zeros(4000, np.float32), "big"))
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["t"], doc_string="b" * 6000)],
+                               "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    with_if = onnx.load_model_from_string(small_model())
+    with_if.graph.node.append(helper.make_node("If", ["c"], ["z"], then_branch=branch,
+                                               else_branch=branch, doc_string="i" * 2000))
+    loop = onnx.load_model_from_string(small_model())
+    loop.graph.node.append(helper.make_node("Scan", ["x"], ["z"], body=branch, num_scan_inputs=1))
+    many = helper.make_node("Custom", ["x"], ["z"], domain="my.ops")
+    many.attribute.append(helper.make_attribute("gs", [branch, branch]))
+    graphs = onnx.load_model_from_string(small_model())
+    graphs.graph.node.append(many)
+    for proto in (base, with_if, loop, graphs):
+        true = proto.ByteSize()  # protobuf's own count
+        assert true <= model_size(proto) <= true + 1024
+        assert not is_large(proto)
+        assert is_large(proto, limit=true - 1) and not is_large(proto, limit=model_size(proto))
+
+
+def test_checker_findings_follow_onnx_checker(tmp_path: Path) -> None:
+    from onnxbridge._files import checker_findings
+
+    graph = helper.make_graph(  # declared int64 output of a float Add: only full_check sees it
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],
+        initializer=[numpy_helper.from_array(np.float32([1, 2]), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = onnx.IR_VERSION  # the newest this onnx knows: still checked
+    onnx.checker.check_model(proto)  # the reference: plain check passes ...
+    with pytest.raises(Exception, match="Inferred elem type differs"):
+        onnx.checker.check_model(proto, full_check=True)  # ... the full one does not
+    assert checker_findings(proto) == []
+    assert checker_findings(proto, full_check=True)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="w.bin", size_threshold=0)
+    refs = onnx.load(str(path), load_external_data=False)  # checked through the weightless stub
+    assert checker_findings(refs) == []
+    assert checker_findings(refs, full_check=True)
+    proto.graph.node[0].op_type = "NoSuchOp"
+    assert checker_findings(proto)  # a broken model at the newest IR version is reported
