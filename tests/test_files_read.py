@@ -447,7 +447,8 @@ def test_stale_temps_of_dead_writers_go_and_live_ones_are_left_alone(tmp_path: P
         _remove_stale_temps(tmp_path, "m.onnx")
         left = {p.name for p in tmp_path.iterdir()}
         assert left == {names[k] for k in ("live", "mine", "odd", "other")}
-        assert live.poll() is None  # only asked whether it lives (signal 0), not signalled
+        with pytest.raises(subprocess.TimeoutExpired):  # only asked whether it lives (signal 0)
+            live.wait(timeout=0.5)
     finally:
         live.kill()
         live.wait()
@@ -501,6 +502,12 @@ def test_model_size_is_never_below_protobufs_own_size() -> None:
     many.attribute.append(helper.make_attribute("gs", [branch, branch]))
     graphs = onnx.load_model_from_string(small_model())
     graphs.graph.node.append(many)
+    for proto in (with_if, loop, graphs):  # every other part of a node holding subgraphs, big
+        node = proto.graph.node[-1]
+        node.doc_string = "m" * 3000
+        node.input.append("long" * 750)
+        node.attribute.append(helper.make_attribute("text", "s" * 3000))
+        node.metadata_props.add(key="k", value="v" * 3000)
     for proto in (base, with_if, loop, graphs):
         true = proto.ByteSize()  # protobuf's own count
         assert true <= model_size(proto) <= true + 1024
