@@ -316,7 +316,13 @@ def _node_size(node: onnx.NodeProto) -> int:
 
     if not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
         return _message_size(node)
-    total = 64 + sum(len(s) + 4 for s in [*node.input, *node.output, node.name, node.op_type])
+    total = 64
+    for field, value in node.ListFields():  # every field but the attributes (doc_string too)
+        if field.name == "attribute":
+            continue
+        items = value if _repeated(field) else [value]
+        total += sum(_message_size(v) if field.message_type is not None
+                     else len(v) + 4 if isinstance(v, (str, bytes)) else 12 for v in items)
     for attr in node.attribute:
         if attr.type == AttributeProto.GRAPH:
             total += _graph_size(attr.g) + 16
