@@ -13,7 +13,7 @@ EXAMPLE_PLUGIN = "examples/onnxbridge-numpy-poly"
 
 # Branch coverage of onnxbridge by the whole suite, rounded down: raise it when coverage rises,
 # never lower it (docs/testing.md).
-COVERAGE_FLOOR = 86.5  # branch coverage; only rises (86.62% on 2026-11-28, after round 3)
+COVERAGE_FLOOR = 89.0  # branch coverage; only rises (89.30% on 2026-11-28, round 4, subprocesses counted)
 
 
 @nox.session
