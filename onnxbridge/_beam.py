@@ -174,7 +174,20 @@ def _empty_cache(spec: Any, rows: int, device: str, device_id: int) -> Any:
     return onnxruntime.OrtValue.ortvalue_from_numpy(empty, device, device_id)
 
 
-def _cache_length(value: Any) -> int:
+def _run_step(session: Any, binding: Any, past: dict[str, Any], present_names: list[str],
+              device: str, device_id: int) -> list[Any]:
+    """One decoder step on ``binding`` (its other inputs bound): the cache bound as it is,
+    logits to the host, the new cache left on ``device``."""
+    for name, value in past.items():
+        binding.bind_ortvalue_input(name, value)
+    binding.bind_output("logits", "cpu")
+    for name in present_names:
+        binding.bind_output(name, device, device_id)
+    session.run_with_iobinding(binding)
+    return list(binding.get_outputs())
+
+
+def cache_length(value: Any) -> int:
     """The positions a cache OrtValue holds (axis 2 of [batch, heads, length, dim])."""
     return int(value.shape()[2])
 
@@ -203,17 +216,11 @@ def decoder_beams(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_token
         binding.bind_cpu_input("input_ids", tokens)
         # the mask covers the keys this step sees (a sliding-window cache keeps the last ones)
         keys = min(masks.shape[1], tokens.shape[1] + min(
-            (_cache_length(v) for v in past.values()), default=masks.shape[1]))
+            (cache_length(v) for v in past.values()), default=masks.shape[1]))
         binding.bind_cpu_input("attention_mask", np.ascontiguousarray(masks[:, -keys:]))
         if uses_positions:
             binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
-        for name, value in past.items():
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in present_names:
-            binding.bind_output(name, device, device_id)
-        session.run_with_iobinding(binding)
-        results = binding.get_outputs()
+        results = _run_step(session, binding, past, present_names, device, device_id)
         order, done = search.step(log_softmax(results[0].numpy()[:, -1, :]))
         if done:
             return search.result()
@@ -260,13 +267,7 @@ def seq2seq_beams(session: Any, start: np.ndarray, cross: dict[str, Any],
         binding.bind_cpu_input("decoder_input_ids", tokens)
         if encoder_mask is not None and "encoder_attention_mask" in inputs:
             binding.bind_cpu_input("encoder_attention_mask", encoder_mask)
-        for name, value in past.items():
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in present_names:
-            binding.bind_output(name, device, device_id)
-        session.run_with_iobinding(binding)
-        results = binding.get_outputs()
+        results = _run_step(session, binding, past, present_names, device, device_id)
         log_probs = log_softmax(results[0].numpy()[:, -1, :])
         process(log_probs, search.length)
         order, done = search.step(log_probs)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxbridge._beam import cache_length
 from onnxbridge.errors import InputError
 from onnxbridge.model import OnnxModel
 
@@ -438,7 +439,7 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
             step.host_input("position_ids", position)
         # the mask covers the keys this step sees: a sliding-window model's cache keeps only
         # the window, and its mask columns must be those of the kept positions (the last ones)
-        keys = total if results is None else min(total, _cache_length(results[1]) + 1)
+        keys = total if results is None else min(total, cache_length(results[1]) + 1)
         step_mask = masks[:, total - keys:total]
         step.host_input("attention_mask", step_mask if batch == 1 else
                         np.ascontiguousarray(step_mask))
@@ -456,9 +457,18 @@ def _greedy_or_sampled(session: Any, ids: np.ndarray, mask: np.ndarray, max_new_
     return out
 
 
-def _cache_length(value: Any) -> int:
-    """The positions a ``present.*`` OrtValue holds (axis 2 of [batch, heads, length, dim])."""
-    return int(value.shape()[2])
+def _encode_on_device(encoder: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The encoder's outputs by name, left where its provider computes them (the decoder
+    steps bind them as they are)."""
+    binding = encoder.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    names = [o.name for o in encoder.get_outputs()]
+    device, device_id = _cache_device(encoder)
+    for name in names:
+        binding.bind_output(name, device, device_id)
+    encoder.run_with_iobinding(binding)
+    return dict(zip(names, binding.get_outputs(), strict=True))
 
 
 def _host_array(value: Any) -> np.ndarray:
@@ -618,16 +628,7 @@ class Seq2SeqModel(OnnxModel):
                                pad, beams, providers, threads)
         import onnxruntime
 
-        encoder = self.encoder.session(providers, threads=threads)
-        enc_binding = encoder.io_binding()
-        for name, value in enc_feeds.items():
-            enc_binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        enc_names = [o.name for o in encoder.get_outputs()]
-        enc_device, enc_id = _cache_device(encoder)
-        for name in enc_names:
-            enc_binding.bind_output(name, enc_device, enc_id)
-        encoder.run_with_iobinding(enc_binding)
-        cross = dict(zip(enc_names, enc_binding.get_outputs(), strict=True))
+        cross = _encode_on_device(self.encoder.session(providers, threads=threads), enc_feeds)
 
         session = self.session(providers, threads=threads)
         inputs = {i.name: i for i in session.get_inputs()}
@@ -693,16 +694,7 @@ class Seq2SeqModel(OnnxModel):
         info = self.generation_info
         num_beams = beams[0]
         feeds = {name: expand(value, num_beams) for name, value in enc_feeds.items()}
-        encoder = self.encoder.session(providers, threads=threads)
-        binding = encoder.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, value)
-        names = [o.name for o in encoder.get_outputs()]
-        enc_device, enc_id = _cache_device(encoder)
-        for name in names:
-            binding.bind_output(name, enc_device, enc_id)
-        encoder.run_with_iobinding(binding)
-        cross = dict(zip(names, binding.get_outputs(), strict=True))
+        cross = _encode_on_device(self.encoder.session(providers, threads=threads), feeds)
         forced_bos, forced_eos = info.get("forced_bos_token_id"), info.get("forced_eos_token_id")
         if isinstance(forced_eos, list):
             forced_eos = min(forced_eos) if forced_eos else None
