@@ -14,6 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from test_generate import tiny_llama  # noqa: E402
+from test_generate_seq2seq import tiny_bart, tiny_t5  # noqa: E402
+
 import onnxbridge  # noqa: E402
 from onnxbridge import InputError  # noqa: E402
 from onnxbridge._beam import check_beam_options  # noqa: E402
@@ -74,11 +77,7 @@ def test_phi_eos_none_turns_the_end_token_off_as_transformers_does(
 
 @pytest.fixture(scope="module")
 def llama() -> tuple[torch.nn.Module, GenerativeModel]:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128)
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = tiny_llama()
     m = onnxbridge.to_onnx(model, torch.randint(3, 128, (2, 6)))  # fused attention
     assert isinstance(m, GenerativeModel)
     return model, m
@@ -116,27 +115,6 @@ def test_decoder_beam_search_matches_transformers(
         reference)
     with pytest.raises(InputError, match="do_sample=False for beam search"):
         m.generate(ids, num_beams=2, do_sample=True)
-
-
-def tiny_bart() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.BartConfig(
-        vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_position_embeddings=64, init_std=0.5)
-    return transformers.BartForConditionalGeneration(config).eval()
-
-
-def tiny_t5() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                   num_heads=4, decoder_start_token_id=0)
-    model = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():  # T5's own init makes a random model repeat one token
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.normal_(0, 0.5)
-    return model
 
 
 def encoder_ids() -> tuple[torch.Tensor, torch.Tensor]:
